@@ -1,0 +1,1 @@
+"""Generic supervised actor runtime on Trio (no dcorch imports)."""

@@ -1,0 +1,1 @@
+"""dcorch-trio: the StarlingX Distributed Cloud Orchestrator as a Trio actor system."""
