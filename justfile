@@ -8,7 +8,7 @@ default:
 
 # run the service with its embedded defaults (SQLite, simulated clouds); Ctrl-C stops it
 run *ARGS:
-    dcorch serve {{ARGS}}
+    dcorch serve --upgrade-db {{ARGS}}
 
 # run the whole test suite (SQLite always; PostgreSQL when it is installed)
 test *ARGS:

@@ -1,0 +1,103 @@
+"""The ``dcorch`` command: ``serve``, ``db upgrade|revision``, ``config`` and ``bench``.
+
+Heavy modules are imported inside the subcommands so that ``dcorch config`` and ``dcorch db``
+start fast and a broken optional part cannot stop the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from dcorch.settings import Settings, SettingsError, load_settings, settings_as_dict
+
+_SECRET_WORDS = ("password", "secret", "token", "key")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dcorch", description=__doc__)
+    parser.add_argument("--config", help="TOML settings file (default: config/dcorch.toml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service until Ctrl-C")
+    serve.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--subclouds", type=int, help="simulated subclouds (overrides sim.subclouds)"
+    )
+    serve.add_argument(
+        "--upgrade-db", action="store_true", help="create or upgrade the database schema first"
+    )
+
+    db = commands.add_parser("db", help="database schema commands")
+    db.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    db.add_argument("action", choices=["upgrade", "revision"])
+
+    config = commands.add_parser("config", help="print the effective settings (secrets masked)")
+    config.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    bench = commands.add_parser("bench", help="run the scale benchmarks")
+    bench.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    bench.add_argument("--quick", action="store_true", help="cut-down run (under a minute)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to the bench runner")
+    return parser
+
+
+def _masked(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: (
+            _masked(value)
+            if isinstance(value, dict)
+            else "******"
+            if value and any(word in key for word in _SECRET_WORDS)
+            else value
+        )
+        for key, value in data.items()
+    }
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.service.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dcorch`` console script; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        if getattr(args, "subclouds", None) is not None:
+            settings = settings.replace(sim={"subclouds": args.subclouds})
+    except SettingsError as exc:
+        print(f"dcorch: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        print(json.dumps(_masked(settings_as_dict(settings)), indent=2))
+        return 0
+    _configure_logging(settings)
+    if args.command == "db":
+        from dcorch.db import migrate
+
+        if args.action == "upgrade":
+            migrate.upgrade(settings.database_url)
+        revision = migrate.current_revision(settings.database_url)
+        print(f"database revision: {revision} (code head: {migrate.head_revision()})")
+        return 0
+    if args.command == "serve":
+        from dcorch.service import serve_forever
+
+        return serve_forever(settings, upgrade_db=args.upgrade_db)
+    if args.command == "bench":
+        from bench.runner import main as bench_main
+
+        return bench_main(settings, quick=args.quick, extra=list(args.bench_args))
+    raise AssertionError(args.command)  # pragma: no cover - argparse restricts the choices
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Settings: the TOML file, env overrides and the errors that stop start-up."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from dcorch.settings import (
+    DEFAULT_CONFIG_PATH,
+    Settings,
+    SettingsError,
+    load_settings,
+    settings_as_dict,
+)
+
+
+def test_shipped_toml_lists_every_default_exactly() -> None:
+    data = tomllib.loads(DEFAULT_CONFIG_PATH.read_text())
+    defaults = settings_as_dict(Settings())
+    as_lists = {
+        section: {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        for section, values in defaults.items()
+    }
+    assert data == as_lists
+
+
+def test_every_toml_key_has_a_comment() -> None:
+    for line in DEFAULT_CONFIG_PATH.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            assert "#" in line.split("=", 1)[1], f"no comment on: {line}"
+
+
+def test_file_and_environment_override_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[api]\nport = 9000\n[sim]\nsubclouds = 3\n[engine]\ndisable_audit_endpoints = ["identity"]\n'
+    )
+    settings = load_settings(
+        path, environ={"DCORCH_SIM_SUBCLOUDS": "7", "DCORCH_SIM_ENABLED": "no"}
+    )
+    assert settings.api.port == 9000
+    assert settings.sim.subclouds == 7
+    assert settings.sim.enabled is False
+    assert settings.engine.disable_audit_endpoints == ("identity",)
+    assert settings.proxy.identity_port == 25000
+
+
+def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[api]\nprot = 9000\n")
+    with pytest.raises(SettingsError, match=rf"^{re.escape(str(path))}: unknown key api.prot$"):
+        load_settings(path, environ={})
+
+
+def test_unknown_section(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[nope]\nx = 1\n")
+    with pytest.raises(SettingsError, match=r"unknown section \[nope\]$"):
+        load_settings(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[api]\nport = "x"\n', r"api.port must be an integer, got 'x'$"),
+        ("[api]\nport = -1\n", r"api.port must be a non-negative integer, got -1$"),
+        ("[sim]\nenabled = 1\n", r"sim.enabled must be a boolean, got 1$"),
+        ("[engine]\naudit_interval = true\n", r"engine.audit_interval must be a number, got True$"),
+        ("[database]\nurl = 3\n", r"database.url must be a string, got 3$"),
+        ("[engine]\ndisable_audit_endpoints = [1]\n", r"must be a list of strings, got \[1\]$"),
+        ("[api\n", r"invalid TOML"),
+    ],
+)
+def test_bad_values_stop_loading(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError, match=message):
+        load_settings(path, environ={})
+
+
+def test_bad_environment_value_and_unknown_variable() -> None:
+    with pytest.raises(SettingsError, match=r"^environment: api.port must be an integer"):
+        load_settings(environ={"DCORCH_API_PORT": "eighty"})
+    with pytest.raises(SettingsError, match=r"^environment: unknown setting DCORCH_NOPE_X$"):
+        load_settings(environ={"DCORCH_NOPE_X": "1"})
+    with pytest.raises(SettingsError, match=r"^environment: unknown key api.colour$"):
+        load_settings(environ={"DCORCH_API_COLOUR": "1"})
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"does not exist$"):
+        load_settings(tmp_path / "absent.toml", environ={})
+
+
+def test_default_database_url_is_sqlite_under_data_dir(tmp_path: Path) -> None:
+    settings = Settings().replace(service={"data_dir": str(tmp_path)})
+    assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path.resolve()}/dcorch.db"
+    explicit = settings.replace(database={"url": "postgresql+asyncpg://root@127.0.0.1/x"})
+    assert explicit.database_url == "postgresql+asyncpg://root@127.0.0.1/x"
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(AttributeError):
+        settings.api.port = 1  # type: ignore[misc]
+
+
+def test_cli_reports_a_bad_config_and_exits_non_zero(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[proxy]\nidentity_prot = 1\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "dcorch.cli", "config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"{path}: unknown key proxy.identity_prot" in done.stderr
