@@ -91,11 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from dcorch.service import serve_forever
 
-        return serve_forever(settings, upgrade_db=args.upgrade_db)
+        status: int = serve_forever(settings, upgrade_db=args.upgrade_db)
+        return status
     if args.command == "bench":
         from bench.runner import main as bench_main
 
-        return bench_main(settings, quick=args.quick, extra=list(args.bench_args))
+        bench_status: int = bench_main(settings, quick=args.quick, extra=list(args.bench_args))
+        return bench_status
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts the choices
 
 
