@@ -38,7 +38,8 @@ def test_every_toml_key_has_a_comment() -> None:
 def test_file_and_environment_override_defaults(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text(
-        '[api]\nport = 9000\n[sim]\nsubclouds = 3\n[engine]\ndisable_audit_endpoints = ["identity"]\n'
+        "[api]\nport = 9000\n[sim]\nsubclouds = 3\n"
+        '[engine]\ndisable_audit_endpoints = ["identity"]\n'
     )
     settings = load_settings(
         path, environ={"DCORCH_SIM_SUBCLOUDS": "7", "DCORCH_SIM_ENABLED": "no"}
