@@ -54,8 +54,8 @@ async def test_concurrent_submissions_share_one_transaction(autojump_clock: obje
         await trio.testing.wait_all_tasks_blocked()
         db.gate.set()
         await trio.testing.wait_all_tasks_blocked()
-        while len(results) < 30:
-            await trio.sleep(0.01)
+        await trio.sleep(1)  # virtual: every pending commit finishes
+        assert len(results) == 30
         nursery.cancel_scope.cancel()
 
     # The first submission may commit alone; everything queued behind it shares one transaction.
@@ -76,8 +76,8 @@ async def test_batch_is_capped_at_max_batch(autojump_clock: object) -> None:
         await trio.testing.wait_all_tasks_blocked()
         await nursery.start(dispatcher.run)
         db.gate.set()
-        while sum(len(t) for t in db.transactions) < 20:
-            await trio.sleep(0.01)
+        await trio.sleep(1)  # virtual: every pending commit finishes
+        assert sum(len(t) for t in db.transactions) == 20
         nursery.cancel_scope.cancel()
     assert [len(t) for t in db.transactions] == [7, 7, 6]
 
@@ -120,8 +120,8 @@ async def test_one_bad_submission_does_not_fail_the_others(autojump_clock: objec
         await trio.testing.wait_all_tasks_blocked()
         await nursery.start(dispatcher.run)
         db.gate.set()
-        while len(outcomes) < 3:
-            await trio.sleep(0.01)
+        await trio.sleep(1)  # virtual: every pending commit finishes
+        assert len(outcomes) == 3
         nursery.cancel_scope.cancel()
     assert isinstance(outcomes["bad"], LookupError)
     assert isinstance(outcomes["a"], list)
@@ -164,7 +164,7 @@ async def test_restarted_run_loses_no_queued_submission(autojump_clock: object) 
             scope.cancel()
             await dispatcher.run()
         await nursery.start(dispatcher.run)
-        while len(done) < 3:
-            await trio.sleep(0.01)
+        await trio.sleep(1)  # virtual: every pending commit finishes
+        assert len(done) == 3
         nursery.cancel_scope.cancel()
     assert sorted(done) == ["a", "b", "c"]
