@@ -1,0 +1,121 @@
+"""Plain, frozen values returned by the database actor.
+
+Units never hand out ORM objects or SQLAlchemy rows: a row object would tie the caller to a
+connection owned by the asyncio thread. Every value here is immutable and safe to pass between
+actors. Timestamps are naive UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SubcloudRow:
+    """One ``subcloud`` row."""
+
+    id: int
+    uuid: str
+    region_name: str
+    software_version: str
+    management_state: str | None
+    """``None`` until the first state update, then ``managed`` or ``unmanaged``."""
+    availability_status: str
+    initial_sync_state: str
+    subsequent_sync: bool
+    """True once the identity ID reconciliation has run (cleared by unmanage)."""
+    management_ip: str
+    endpoint_types: tuple[str, ...]
+    """From ``capabilities.endpoint_types``: the pairs this subcloud syncs."""
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubcloudSyncRow:
+    """One ``subcloud_sync`` row (one pair)."""
+
+    id: int
+    subcloud_id: int | None
+    subcloud_name: str
+    endpoint_type: str
+    sync_request: str
+    sync_status_reported: str
+    sync_status_report_time: datetime | None
+    audit_status: str
+    last_audit_time: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A live ``orch_request`` joined with its ``orch_job`` and ``resource``."""
+
+    id: int
+    uuid: str
+    state: str
+    try_count: int
+    target_region_name: str
+    orch_job_id: int
+    endpoint_type: str
+    resource_type: str
+    operation_type: str
+    source_resource_id: str
+    resource_info: str
+    resource_id: int
+    master_id: str
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestUpdate:
+    """One change for :meth:`Database.update_requests`.
+
+    ``state='completed'`` also soft-deletes the row (``deleted=1``, ``deleted_at=now``), as the
+    real system does on success (spec 5.2).
+    """
+
+    id: int
+    state: str | None = None
+    try_count: int | None = None
+    """Absolute value; wins over ``try_count_increment`` when both are given."""
+    try_count_increment: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeCounts:
+    """Rows removed by one purge (spec 4.4), in the order they were removed."""
+
+    orch_requests: int
+    orch_jobs: int
+    resources: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRow:
+    """One ``resource`` row: a master object dcorch tracks."""
+
+    id: int
+    uuid: str
+    resource_type: str
+    master_id: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubcloudResourceRow:
+    """One ``subcloud_resource`` row: where a master object lives in one subcloud."""
+
+    id: int
+    uuid: str
+    subcloud_id: int
+    region_name: str
+    resource_id: int
+    resource_type: str
+    master_id: str
+    subcloud_resource_id: str
+    shared_config_state: str
+    created_at: datetime | None
+    updated_at: datetime | None

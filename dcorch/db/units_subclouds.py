@@ -1,0 +1,257 @@
+"""Units of work on ``subcloud`` and ``subcloud_sync`` (spec sections 4.3, 7 and 9).
+
+Each unit is a plain sync function ``fn(conn, ...)`` run inside one transaction by the actor
+(``conn.run_sync``); the same function runs on SQLite and PostgreSQL. Reads that precede a write
+of the same row use ``SELECT ... FOR UPDATE`` (ignored by SQLite, whose writers are serialised),
+so a read-modify-write never loses a concurrent update (spec 10.2 #9).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from dcorch import constants as c
+from dcorch.db.errors import SubcloudAlreadyExists, SubcloudNotFound, SubcloudSyncNotFound
+from dcorch.db.rows import SubcloudRow, SubcloudSyncRow
+from dcorch.db.schema import (
+    new_uuid,
+    orch_request,
+    subcloud,
+    subcloud_resource,
+    subcloud_sync,
+    utcnow,
+)
+
+SUBCLOUD_SYNC_FIELDS = frozenset(
+    {
+        "sync_request",
+        "sync_status_reported",
+        "sync_status_report_time",
+        "audit_status",
+        "last_audit_time",
+    }
+)
+"""Columns :func:`update_subcloud_sync` may write."""
+
+
+def subcloud_row(m: RowMapping) -> SubcloudRow:
+    """Build a :class:`SubcloudRow` from a ``subcloud`` mapping."""
+    try:
+        caps = json.loads(m["capabilities"] or "{}")
+    except ValueError:
+        caps = {}
+    return SubcloudRow(
+        id=m["id"],
+        uuid=m["uuid"],
+        region_name=m["region_name"],
+        software_version=m["software_version"] or "",
+        management_state=m["management_state"],
+        availability_status=m["availability_status"],
+        initial_sync_state=m["initial_sync_state"] or c.INITIAL_SYNC_NONE,
+        subsequent_sync=bool(m["subsequent_sync"]),
+        management_ip=m["management_ip"] or "",
+        endpoint_types=tuple(caps.get("endpoint_types", ())),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def sync_row(m: RowMapping) -> SubcloudSyncRow:
+    """Build a :class:`SubcloudSyncRow` from a ``subcloud_sync`` mapping."""
+    return SubcloudSyncRow(
+        id=m["id"],
+        subcloud_id=m["subcloud_id"],
+        subcloud_name=m["subcloud_name"],
+        endpoint_type=m["endpoint_type"],
+        sync_request=m["sync_request"],
+        sync_status_reported=m["sync_status_reported"],
+        sync_status_report_time=m["sync_status_report_time"],
+        audit_status=m["audit_status"],
+        last_audit_time=m["last_audit_time"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _fetch(conn: Connection, region: str, *, for_update: bool = False) -> RowMapping:
+    stmt = select(subcloud).where(subcloud.c.region_name == region)
+    if for_update:
+        stmt = stmt.with_for_update()
+    m = conn.execute(stmt).mappings().first()
+    if m is None:
+        raise SubcloudNotFound(region)
+    return m
+
+
+def add_subcloud(
+    conn: Connection,
+    region: str,
+    software_version: str,
+    management_ip: str,
+    endpoint_types: Sequence[str],
+) -> SubcloudRow:
+    """Insert a subcloud (offline, unmanaged, initial sync none) and one sync row per endpoint."""
+    now = utcnow()
+    caps = json.dumps({"endpoint_types": list(endpoint_types)})
+    try:
+        # A savepoint keeps the transaction usable after the duplicate (PostgreSQL aborts it).
+        with conn.begin_nested():
+            sid = conn.execute(
+                insert(subcloud)
+                .values(
+                    uuid=new_uuid(),
+                    region_name=region,
+                    software_version=software_version,
+                    management_ip=management_ip,
+                    availability_status=c.AVAILABILITY_OFFLINE,
+                    initial_sync_state=c.INITIAL_SYNC_NONE,
+                    subsequent_sync=False,
+                    capabilities=caps,
+                    created_at=now,
+                )
+                .returning(subcloud.c.id)
+            ).scalar_one()
+    except IntegrityError:
+        raise SubcloudAlreadyExists(region) from None
+    if endpoint_types:
+        conn.execute(
+            insert(subcloud_sync),
+            [
+                {
+                    "subcloud_id": sid,
+                    "subcloud_name": region,
+                    "endpoint_type": ept,
+                    "sync_request": c.SYNC_REQUEST_NONE,
+                    "sync_status_reported": c.SYNC_STATUS_NONE,
+                    "audit_status": c.AUDIT_NONE,
+                    "created_at": now,
+                }
+                for ept in endpoint_types
+            ],
+        )
+    return subcloud_row(_fetch(conn, region))
+
+
+def get_subcloud(conn: Connection, region: str) -> SubcloudRow:
+    """The subcloud of that region, or :class:`SubcloudNotFound`."""
+    return subcloud_row(_fetch(conn, region))
+
+
+def list_subclouds(conn: Connection) -> list[SubcloudRow]:
+    """Every subcloud, in id order."""
+    rows = conn.execute(select(subcloud).order_by(subcloud.c.id)).mappings()
+    return [subcloud_row(m) for m in rows]
+
+
+def update_subcloud_states(
+    conn: Connection,
+    region: str,
+    management_state: str | None,
+    availability_status: str | None,
+) -> SubcloudRow:
+    """Store new states and derive ``initial_sync_state`` (spec sections 7 and 9).
+
+    Unchanged states (only the given ones are compared) are a no-op. Otherwise managed+online
+    requests an initial sync (``subsequent_sync`` kept, so a re-connect skips the ID
+    reconciliation); unmanaged resets it to ``none`` and clears ``subsequent_sync``; any other
+    combination (offline, never managed) resets it to ``none``.
+    """
+    m = _fetch(conn, region, for_update=True)
+    if (management_state is None or management_state == m["management_state"]) and (
+        availability_status is None or availability_status == m["availability_status"]
+    ):
+        return subcloud_row(m)
+    mgmt = management_state if management_state is not None else m["management_state"]
+    avail = availability_status if availability_status is not None else m["availability_status"]
+    values: dict[str, Any] = {"management_state": mgmt, "availability_status": avail}
+    if mgmt == c.MANAGEMENT_MANAGED and avail == c.AVAILABILITY_ONLINE:
+        values["initial_sync_state"] = c.INITIAL_SYNC_REQUESTED
+    elif mgmt == c.MANAGEMENT_UNMANAGED:
+        values["initial_sync_state"] = c.INITIAL_SYNC_NONE
+        values["subsequent_sync"] = False
+    else:
+        values["initial_sync_state"] = c.INITIAL_SYNC_NONE
+    conn.execute(update(subcloud).where(subcloud.c.id == m["id"]).values(**values))
+    return subcloud_row(_fetch(conn, region))
+
+
+def set_initial_sync_state(
+    conn: Connection,
+    region: str,
+    from_state: str,
+    to_state: str,
+    subsequent_sync: bool | None,
+) -> bool:
+    """Compare-and-set of ``initial_sync_state``; True if this call made the change.
+
+    ``subsequent_sync`` is written only when the CAS succeeds, so an initial sync finishing after
+    an unmanage (which reset the state) cannot set it behind the unmanage's back (10.2 #9).
+    """
+    values: dict[str, Any] = {"initial_sync_state": to_state}
+    if subsequent_sync is not None:
+        values["subsequent_sync"] = subsequent_sync
+    result = conn.execute(
+        update(subcloud)
+        .where(subcloud.c.region_name == region, subcloud.c.initial_sync_state == from_state)
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+def update_subcloud(
+    conn: Connection, region: str, software_version: str | None, management_ip: str | None
+) -> SubcloudRow:
+    """Change the software version and/or management IP of a subcloud."""
+    m = _fetch(conn, region, for_update=True)
+    values: dict[str, Any] = {}
+    if software_version is not None:
+        values["software_version"] = software_version
+    if management_ip is not None:
+        values["management_ip"] = management_ip
+    if values:
+        conn.execute(update(subcloud).where(subcloud.c.id == m["id"]).values(**values))
+    return subcloud_row(_fetch(conn, region))
+
+
+def delete_subcloud(conn: Connection, region: str) -> None:
+    """Hard-delete a subcloud with its sync rows, mappings and orch_requests.
+
+    The children are deleted explicitly rather than trusting ``ON DELETE CASCADE`` (SQLite only
+    honours it with ``foreign_keys=ON``), and the region's orch_requests go too, which the real
+    system forgets (spec 9 and 10.2 #8). Their orphaned jobs are removed by the next purge.
+    """
+    sid = _fetch(conn, region, for_update=True)["id"]
+    conn.execute(delete(subcloud_resource).where(subcloud_resource.c.subcloud_id == sid))
+    conn.execute(delete(subcloud_sync).where(subcloud_sync.c.subcloud_id == sid))
+    conn.execute(delete(orch_request).where(orch_request.c.target_region_name == region))
+    conn.execute(delete(subcloud).where(subcloud.c.id == sid))
+
+
+def list_subcloud_syncs(conn: Connection, region: str | None) -> list[SubcloudSyncRow]:
+    """Sync rows of one subcloud (or all), ordered by region then endpoint type."""
+    stmt = select(subcloud_sync).order_by(
+        subcloud_sync.c.subcloud_name, subcloud_sync.c.endpoint_type
+    )
+    if region is not None:
+        _fetch(conn, region)
+        stmt = stmt.where(subcloud_sync.c.subcloud_name == region)
+    return [sync_row(m) for m in conn.execute(stmt).mappings()]
+
+
+def update_subcloud_sync(
+    conn: Connection, region: str, endpoint_type: str, fields: Mapping[str, Any]
+) -> SubcloudSyncRow:
+    """Write some columns of one pair's sync row and return the new row."""
+    where = (
+        subcloud_sync.c.subcloud_name == region,
+        subcloud_sync.c.endpoint_type == endpoint_type,
+    )
+    result = conn.execute(update(subcloud_sync).where(*where).values(**fields))
+    if result.rowcount == 0:
+        _fetch(conn, region)
+        raise SubcloudSyncNotFound(region, endpoint_type)
+    return sync_row(conn.execute(select(subcloud_sync).where(*where)).mappings().one())
