@@ -1,0 +1,107 @@
+"""Build one proxy application (one per endpoint type), with every dependency injected.
+
+``create_proxy_app`` returns a quart-trio app that sends every request, whatever its path or
+method, to one :class:`~dcorch.proxy.handler.ProxyHandler`. Nothing is global: two apps in one
+process (the three listeners of the service, or a test) share nothing but what they are given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from quart_trio import QuartTrio
+
+from dcorch import constants as c
+from dcorch.proxy.auth import TokenCache, TokenValidator
+from dcorch.proxy.fernet_audit import FernetKeySource
+from dcorch.proxy.handler import ProxyHandler
+from dcorch.proxy.routes import OK_STATUSES, ROUTES
+from dcorch.proxy.sink import WorkSink
+from dcorch.settings import ProxySettings
+
+
+class ProxyApp(QuartTrio):
+    """A quart-trio app whose every request goes to :attr:`handler`.
+
+    ``dispatch_request`` is overridden rather than registering a catch-all URL rule because a
+    proxy must forward *any* method and path (werkzeug routing would answer 404/405/308 itself
+    for odd methods, double slashes or missing trailing slashes).
+    """
+
+    handler: ProxyHandler
+
+    async def dispatch_request(self, request_context: Any = None) -> Any:
+        return await self.handler.handle()
+
+
+def create_proxy_app(
+    endpoint_type: str,
+    *,
+    upstream_url: str,
+    work_sink: WorkSink,
+    token_validator: TokenValidator,
+    settings: ProxySettings,
+    http_client: httpx.AsyncClient | None = None,
+    fernet_keys_source: FernetKeySource | None = None,
+) -> ProxyApp:
+    """A proxy for ``endpoint_type`` (``identity``, ``platform`` or ``usm``).
+
+    Arguments:
+        endpoint_type: which service this listener fronts; selects the intercepted routes.
+        upstream_url: the master service (keystone, sysinv or usm), e.g. ``http://host:5000``;
+            a path prefix is kept.
+        work_sink: records the work orders; the client is answered only after it returns.
+        token_validator: validates client tokens (wrapped here in a :class:`TokenCache` with
+            ``settings.token_cache_ttl``).
+        settings: the proxy section of the settings.
+        http_client: the client for the master; if ``None`` the app opens one when it starts
+            serving and closes it when it stops.
+        fernet_keys_source: the master's fernet keys, to find a revoked token's audit id;
+            required for ``identity``.
+
+    Raises:
+        ValueError: unknown endpoint type, or ``identity`` without a fernet key source.
+    """
+    if endpoint_type not in ROUTES:
+        raise ValueError(f"endpoint_type must be one of {sorted(ROUTES)}, got {endpoint_type!r}")
+    if endpoint_type == c.ENDPOINT_TYPE_IDENTITY and fernet_keys_source is None:
+        raise ValueError("fernet_keys_source is required for the identity proxy")
+    stored = (
+        settings.identity_sync_endpoint
+        if endpoint_type == c.ENDPOINT_TYPE_IDENTITY
+        else endpoint_type
+    )
+    handler = ProxyHandler(
+        routes=ROUTES[endpoint_type],
+        ok_statuses=OK_STATUSES[endpoint_type],
+        stored_endpoint_type=stored,
+        upstream_url=upstream_url,
+        work_sink=work_sink,
+        tokens=TokenCache(token_validator, ttl=settings.token_cache_ttl),
+        fernet_keys=fernet_keys_source,
+        forward_timeout=settings.forward_timeout,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    handler.client = http_client
+    app = ProxyApp(f"dcorch.proxy.{endpoint_type}")
+    app.handler = handler
+    # Bodies are streamed (pass-through) or capped by the handler (intercepted routes), and a
+    # large download may legitimately take longer than quart's default 60 s.
+    app.config["MAX_CONTENT_LENGTH"] = None
+    app.config["BODY_TIMEOUT"] = None
+    app.config["RESPONSE_TIMEOUT"] = None
+
+    if http_client is None:
+
+        @app.before_serving
+        def _open_client() -> None:
+            handler.client = handler.open_client()
+
+        @app.after_serving
+        async def _close_client() -> None:
+            client, handler.client = handler.client, None
+            if client is not None:
+                await client.aclose()
+
+    return app

@@ -1,0 +1,71 @@
+"""Errors the proxy raises or turns into HTTP replies, and the JSON shape of those replies.
+
+Every reply the proxy makes *itself* (as opposed to relaying the master's) uses the shape the
+real proxy's ``parser`` filter produces, ``{"error_message": "<JSON text of a fault>"}``, so the
+existing clients (cgts-client, openstackclient through the DC wrappers) can parse it the same way
+as an error coming from the master service.
+
+Hierarchy::
+
+    Exception
+    ├── Overloaded              the work sink cannot take more work now (-> 503 + Retry-After)
+    ├── BodyTooLarge            an intercepted request body exceeds the cap (-> 413)
+    └── ValidationUnavailable   keystone could not be asked whether a token is valid (-> 503)
+"""
+
+from __future__ import annotations
+
+import json
+
+from quart_trio.wrappers import TrioResponse
+
+
+class Overloaded(Exception):
+    """Raised by a work sink when its mailbox is full and it refuses the work for now.
+
+    Attributes:
+        retry_after: seconds the client should wait before trying again (the ``Retry-After``
+            header value).
+    """
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"work sink is full, retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class BodyTooLarge(Exception):
+    """Raised when an intercepted request's body is larger than ``ProxySettings.max_body_bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds {limit} bytes")
+        self.limit = limit
+
+
+class ValidationUnavailable(Exception):
+    """Raised when keystone cannot be reached or gives an unexpected answer for a token check."""
+
+
+def fault_body(status: int, message: str) -> bytes:
+    """The JSON body of a proxy-made error reply (the ``parser`` filter's shape).
+
+    ``faultcode`` is ``Client`` for 4xx and ``Server`` for 5xx, as in the WSME faults the real
+    services return.
+    """
+    fault = {
+        "faultcode": "Client" if status < 500 else "Server",
+        "faultstring": message,
+        "debuginfo": None,
+    }
+    return json.dumps({"error_message": json.dumps(fault)}).encode()
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> TrioResponse:
+    """Build a proxy-made JSON error reply; ``message`` must not contain secrets."""
+    response = TrioResponse(
+        fault_body(status, message), status=status, content_type="application/json"
+    )
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response

@@ -1,0 +1,163 @@
+"""The audit id of a keystone fernet token, for token revocation events (spec section 2.2).
+
+Subclouds learn about a revoked token through a ``revoke_events`` work order keyed by the token's
+audit id, which is inside the encrypted token. Keystone builds a fernet token as
+``urlsafe_b64(Fernet(msgpack([version, user_id, methods, project_id, expires_at, ...,
+audit_ids])))`` with the ``=`` padding stripped, and shows each audit id as urlsafe base64 of
+random bytes, without padding.
+
+The keys live in the master's fernet repository, which sysinv serves as ``GET /v1/fernet_repo``
+(a list of ``{"id", "key"}``). The real proxy fetched them on every revocation (spec 10.2 #10);
+:class:`SysinvFernetKeys` keeps them for a short while and :func:`extract_audit_id` refetches
+once when a token does not decrypt, which is what a key rotation looks like from here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import httpx
+import msgpack
+import trio
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+logger = logging.getLogger(__name__)
+
+FERNET_KEYS_TTL = 60.0
+"""Seconds a fetched key list is reused (keys rotate weekly; a miss triggers a refetch)."""
+
+
+class AuditIdError(Exception):
+    """The token is not a fernet token these keys decrypt, or its payload has no audit id."""
+
+
+class FernetKeySource(Protocol):
+    """Where the master's fernet keys come from."""
+
+    async def get_keys(self, auth_token: str, *, refresh: bool = False) -> Sequence[str]:
+        """The current keys (urlsafe base64 text); ``refresh`` bypasses any cache.
+
+        ``auth_token`` is the validated admin token of the request being proxied; using it means
+        the proxy needs no service credentials of its own. Raises on any failure.
+        """
+        ...
+
+
+class SysinvFernetKeys:
+    """Fetch the keys from the master sysinv's ``/v1/fernet_repo`` and cache them briefly."""
+
+    def __init__(
+        self,
+        sysinv_url: str,
+        http_client: httpx.AsyncClient,
+        *,
+        ttl: float = FERNET_KEYS_TTL,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self._url = sysinv_url.rstrip("/") + "/v1/fernet_repo"
+        self._client = http_client
+        self._ttl = ttl
+        self._clock = clock
+        self._keys: list[str] = []
+        self._expires = float("-inf")
+
+    async def get_keys(self, auth_token: str, *, refresh: bool = False) -> Sequence[str]:
+        if not refresh and self._keys and self._clock() < self._expires:
+            return self._keys
+        response = await self._client.get(
+            self._url, headers={"X-Auth-Token": auth_token, "Accept": "application/json"}
+        )
+        response.raise_for_status()
+        keys = parse_fernet_repo(response.json())
+        self._keys = keys
+        self._expires = self._clock() + self._ttl
+        return keys
+
+
+def parse_fernet_repo(body: Any) -> list[str]:
+    """The key texts of a ``/v1/fernet_repo`` answer (a list of ``{"id", "key"}``)."""
+    if isinstance(body, dict):  # tolerate a wrapped list, {"keys": [...]}
+        body = next((v for v in body.values() if isinstance(v, list)), None)
+    if not isinstance(body, list):
+        raise AuditIdError("fernet_repo answer is not a list")
+    keys = [entry["key"] for entry in body if isinstance(entry, dict) and entry.get("key")]
+    if not keys:
+        raise AuditIdError("fernet_repo holds no keys")
+    return [str(key) for key in keys]
+
+
+def audit_id_from_token(token: str, keys: Sequence[str]) -> str:
+    """Decrypt a fernet token with ``keys`` and return its audit id as keystone shows it.
+
+    Raises:
+        AuditIdError: bad keys, a token they do not decrypt, or a payload without audit ids.
+    """
+    try:
+        crypto = MultiFernet([Fernet(key) for key in keys])
+    except (ValueError, binascii.Error, TypeError) as exc:
+        raise AuditIdError("invalid fernet key") from exc
+    padded = token + "=" * (-len(token) % 4)
+    try:
+        payload = crypto.decrypt(padded.encode("ascii"))
+    except (InvalidToken, UnicodeEncodeError, TypeError) as exc:
+        raise AuditIdError("token does not decrypt with the master's keys") from exc
+    return audit_id_from_payload(payload)
+
+
+def audit_id_from_payload(payload: bytes) -> str:
+    """The first audit id of a decrypted keystone token payload.
+
+    msgpack gives ``bytes`` for the audit id when keystone packed it as binary (modern msgpack)
+    and ``str`` when it was packed as a raw string (old msgpack); both are handled. A raw string
+    that is not UTF-8 is read again in raw mode rather than failing.
+    """
+    try:
+        try:
+            values = msgpack.unpackb(payload, raw=False)
+        except UnicodeDecodeError:
+            values = msgpack.unpackb(payload, raw=True)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise AuditIdError("token payload is not msgpack") from exc
+    if not isinstance(values, list | tuple) or not values:
+        raise AuditIdError("token payload is not a list")
+    audit_ids = values[-1]
+    if not isinstance(audit_ids, list | tuple) or not audit_ids:
+        raise AuditIdError("token payload has no audit ids")
+    first = audit_ids[0]
+    if isinstance(first, bytes) and first:
+        return base64.urlsafe_b64encode(first).rstrip(b"=").decode("ascii")
+    if isinstance(first, str) and first:
+        return first
+    raise AuditIdError("token audit id is empty or of an unknown type")
+
+
+async def extract_audit_id(token: str, source: FernetKeySource, auth_token: str) -> str | None:
+    """The audit id of ``token``, or ``None`` (logged, never raised) when it cannot be found.
+
+    Tries the cached keys first and, if the token does not decrypt, fetches the keys once more:
+    a key rotation since the last fetch must not lose the revocation.
+    """
+    try:
+        keys = await source.get_keys(auth_token)
+        try:
+            return audit_id_from_token(token, keys)
+        except AuditIdError:
+            pass  # maybe the keys rotated since they were fetched; the refetch is below
+        fresh = await source.get_keys(auth_token, refresh=True)
+        return audit_id_from_token(token, fresh)
+    except (AuditIdError, httpx.HTTPError, ValueError) as exc:
+        logger.warning("no audit id for the revoked token: %s", _reason(exc))
+        return None
+
+
+def _reason(exc: Exception) -> str:
+    """A log-safe reason: our own messages, or just the class name of anything else."""
+    if isinstance(exc, AuditIdError):
+        return str(exc)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"fernet_repo answered {exc.response.status_code}"
+    return type(exc).__name__

@@ -1,0 +1,271 @@
+"""The per-request pipeline of one proxy (spec section 2.1).
+
+In order: the ``User-Header: distcloud`` bypass and the version-root shortcut forward without
+authentication; every other request needs a valid ``X-Auth-Token`` (and the ``admin`` role to
+change anything); a request on an intercepted route is forwarded with its body buffered, and if
+the master's status says the change happened its work orders are submitted *before* the client
+gets the master's answer; anything else is streamed through untouched.
+
+Only the method, the path, the status and a work order's type/operation/id are logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, Sequence
+from typing import cast
+
+import httpx
+import trio
+from hypercorn.typing import HTTPScope
+from quart import request
+from quart_trio.wrappers import TrioResponse
+from werkzeug.datastructures import Headers
+
+from dcorch import constants as c
+from dcorch.proxy import forwarding as fw
+from dcorch.proxy.auth import TokenCache
+from dcorch.proxy.errors import BodyTooLarge, Overloaded, ValidationUnavailable, error_response
+from dcorch.proxy.fernet_audit import FernetKeySource, extract_audit_id
+from dcorch.proxy.interception import (
+    Exchange,
+    RouteMatch,
+    UnusableExchange,
+    build_work_orders,
+    match_route,
+)
+from dcorch.proxy.redaction import RedactingFilter
+from dcorch.proxy.routes import VERSION_ROOTS, Rid, RouteSpec
+from dcorch.proxy.sink import WorkSink
+from dcorch.work import WorkOrder
+
+logger = logging.getLogger(__name__)
+logger.addFilter(RedactingFilter())
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CONNECTION_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+OVERLOADED_MESSAGE = (
+    "dcorch is overloaded: the change was applied at the System Controller but could not be "
+    "queued for the subclouds; the periodic audit will propagate it"
+)
+SUBMIT_FAILED_MESSAGE = (
+    "dcorch could not record the change for the subclouds (it was applied at the System "
+    "Controller); the periodic audit will propagate it"
+)
+
+
+def relay_response(
+    body: bytes | fw.UpstreamBody, status: int, headers: list[tuple[str, str]]
+) -> TrioResponse:
+    """The master's answer as a quart response, adding no Content-Type the master did not send."""
+    response = TrioResponse(body, status=status, headers=Headers(headers))
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        del response.headers["Content-Type"]
+    return response
+
+
+def _scope() -> HTTPScope:
+    return cast(HTTPScope, request.scope)
+
+
+def _headers() -> list[tuple[bytes, bytes]]:
+    return list(_scope()["headers"])
+
+
+class ProxyHandler:
+    """Everything one proxy listener needs to handle a request; built by ``create_proxy_app``."""
+
+    def __init__(
+        self,
+        *,
+        routes: Sequence[RouteSpec],
+        ok_statuses: frozenset[int],
+        stored_endpoint_type: str,
+        upstream_url: str,
+        work_sink: WorkSink,
+        tokens: TokenCache,
+        fernet_keys: FernetKeySource | None,
+        forward_timeout: float,
+        max_body_bytes: int,
+    ) -> None:
+        self.routes = routes
+        self.ok_statuses = ok_statuses
+        self.stored_endpoint_type = stored_endpoint_type
+        self.upstream = httpx.URL(upstream_url)
+        self.sink = work_sink
+        self.tokens = tokens
+        self.fernet_keys = fernet_keys
+        self.forward_timeout = forward_timeout
+        self.max_body_bytes = max_body_bytes
+        self.client: httpx.AsyncClient | None = None
+        """Set when the app starts serving (or injected)."""
+
+    def open_client(self) -> httpx.AsyncClient:
+        """The shared client for the master: pooled, no redirects, no proxy env variables."""
+        return httpx.AsyncClient(
+            timeout=self.forward_timeout,
+            limits=CONNECTION_LIMITS,
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def handle(self) -> TrioResponse:
+        """Handle the current request (the quart request context is active)."""
+        scope = _scope()
+        method = scope["method"].upper()
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        path = raw_path.decode("latin-1")
+        try:
+            response = await self._dispatch(method, path)
+        except httpx.TimeoutException:
+            response = error_response(504, "the master service did not answer in time")
+        except httpx.HTTPError as exc:
+            logger.warning("%s %s: master unreachable (%s)", method, path, type(exc).__name__)
+            response = error_response(502, "the master service is unreachable")
+        except Exception as exc:
+            # Never let quart log the exception text: it may quote a body or a token.
+            logger.error("%s %s: internal error (%s)", method, path, type(exc).__name__)
+            response = error_response(500, "internal error in the dcorch proxy")
+        logger.info("%s %s -> %d", method, path, response.status_code)
+        return response
+
+    async def _dispatch(self, method: str, path: str) -> TrioResponse:
+        headers = _headers()
+        if fw.header(headers, b"user-header") == b"distcloud":
+            return await self._pass_through(method)
+        if method == "GET" and path in VERSION_ROOTS:
+            return await self._pass_through(method)
+        raw_token = fw.header(headers, b"x-auth-token")
+        if not raw_token:
+            return error_response(401, "Missing authentication token")
+        token = raw_token.decode("latin-1")
+        try:
+            info = await self.tokens.validate(token)
+        except ValidationUnavailable as exc:
+            logger.warning("%s %s: token validation unavailable (%s)", method, path, exc)
+            return error_response(503, "token validation is unavailable")
+        if info is None:
+            return error_response(401, "The request you have made requires authentication.")
+        if method not in SAFE_METHODS and not info.is_admin:
+            return error_response(403, "the admin role is required to change resources")
+        match = match_route(self.routes, method, path)
+        if match is None:
+            return await self._pass_through(method)
+        return await self._intercept(method, path, match, token)
+
+    def _build_request(self, method: str, content: bytes | AsyncIterable[bytes]) -> httpx.Request:
+        scope = _scope()
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        client = scope.get("client")
+        return httpx.Request(
+            method,
+            fw.upstream_url(self.upstream, raw_path, scope.get("query_string", b"")),
+            headers=fw.upstream_headers(
+                list(scope["headers"]),
+                upstream=self.upstream,
+                scheme=scope.get("scheme", "http"),
+                client_address=client[0] if client else None,
+                keep_content_length=not isinstance(content, bytes),
+            ),
+            content=content,
+            extensions={"timeout": httpx.Timeout(self.forward_timeout).as_dict()},
+        )
+
+    def _client(self) -> httpx.AsyncClient:
+        if self.client is None:
+            raise RuntimeError("the proxy app is not serving (no http client)")
+        return self.client
+
+    async def _pass_through(self, method: str) -> TrioResponse:
+        """Stream the request to the master and its answer back, touching nothing."""
+        headers = _headers()
+        has_body = fw.header(headers, b"transfer-encoding") is not None or fw.header(
+            headers, b"content-length"
+        ) not in (None, b"0")
+        content = fw.non_empty(request.body) if has_body else b""
+        upstream = await self._client().send(self._build_request(method, content), stream=True)
+        return relay_response(
+            fw.UpstreamBody(upstream),
+            upstream.status_code,
+            fw.client_headers(upstream.headers, streamed=True),
+        )
+
+    async def _intercept(
+        self, method: str, path: str, match: RouteMatch, token: str
+    ) -> TrioResponse:
+        headers = _headers()
+        declared = fw.header(headers, b"content-length")
+        try:
+            with trio.fail_after(self.forward_timeout):
+                body = await fw.read_capped(
+                    request.body,
+                    self.max_body_bytes,
+                    int(declared) if declared and declared.isdigit() else None,
+                )
+        except BodyTooLarge as exc:
+            return error_response(413, f"request body is larger than {exc.limit} bytes")
+        except trio.TooSlowError:
+            return error_response(408, "the request body did not arrive in time")
+        subject = (fw.header(headers, b"x-subject-token") or b"").decode("latin-1")
+        audit_id = None
+        if match.action.rid is Rid.AUDIT_ID and subject and self.fernet_keys is not None:
+            # Before forwarding: a client revoking its own token cannot fetch keys after.
+            audit_id = await extract_audit_id(subject, self.fernet_keys, token)
+        response: TrioResponse | None = None
+        # Once the request is on its way to the master, finish it and record the work even if
+        # the client goes away; the deadline bounds how long a shutdown can be held up.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 2 * self.forward_timeout
+            response = await self._forward_and_record(method, path, match, body, audit_id)
+        if match.route.resource_type == c.RESOURCE_REVOKE_EVENTS and subject:
+            self.tokens.forget(subject)
+        if response is None:
+            logger.error("%s %s: forwarding and recording timed out", method, path)
+            return error_response(504, "the change could not be completed in time")
+        return response
+
+    async def _forward_and_record(
+        self, method: str, path: str, match: RouteMatch, body: bytes, audit_id: str | None
+    ) -> TrioResponse:
+        upstream = await self._client().send(self._build_request(method, body), stream=True)
+        raw = await fw.read_raw(upstream)
+        status = upstream.status_code
+        orders: list[WorkOrder] = []
+        if status in self.ok_statuses:
+            content_type = fw.header(_headers(), b"content-type") or b""
+            exchange = Exchange(
+                request_body=body,
+                request_content_type=content_type.decode("latin-1"),
+                status=status,
+                response_body=fw.decoded_body(raw, upstream.headers.get("content-encoding")),
+                audit_id=audit_id,
+            )
+            try:
+                orders = build_work_orders(
+                    match,
+                    exchange,
+                    endpoint_type=self.stored_endpoint_type,
+                    ok_statuses=self.ok_statuses,
+                )
+            except UnusableExchange as exc:
+                logger.warning("%s %s -> %d: no work order (%s)", method, path, status, exc)
+        if orders:
+            try:
+                await self.sink.submit(orders)
+            except Overloaded as exc:
+                logger.warning("%s %s: work sink overloaded, work not queued", method, path)
+                return error_response(
+                    503, OVERLOADED_MESSAGE, {"Retry-After": str(exc.retry_after)}
+                )
+            except Exception as exc:
+                logger.error("%s %s: submitting work failed (%s)", method, path, type(exc).__name__)
+                return error_response(500, SUBMIT_FAILED_MESSAGE)
+            for order in orders:
+                logger.info(
+                    "work order %s %s %s",
+                    order.resource_type,
+                    order.operation_type,
+                    order.source_resource_id,
+                )
+        return relay_response(raw, status, fw.client_headers(upstream.headers, streamed=False))

@@ -1,0 +1,198 @@
+"""Turn an intercepted request and the master's answer into work orders (pure functions).
+
+The route table (:mod:`dcorch.proxy.routes`) says *what* each route produces; this module says
+*how*: it extracts ids from paths and JSON bodies and builds the ``resource_info`` text. Nothing
+here does I/O, so every rule is unit-tested directly. The only input that needs I/O, a revoked
+token's audit id, is computed by the caller (:mod:`dcorch.proxy.fernet_audit`) and passed in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dcorch.proxy.routes import Action, Info, Rid, RouteSpec
+from dcorch.work import WorkOrder
+
+
+class UnusableExchange(Exception):
+    """The master accepted the request but no work order can be derived from it.
+
+    The message names the problem without quoting bodies (they hold secrets); the caller logs
+    it as a warning and replies to the client normally, as the real proxy did.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """An intercepted route matched by a request's method and path."""
+
+    route: RouteSpec
+    action: Action
+    params: Mapping[str, str]
+    """Named path parameters (``id``, ``project``, ``actor``, ``role``, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What the mapping needs from one forwarded request and the master's reply."""
+
+    request_body: bytes
+    request_content_type: str
+    status: int
+    response_body: bytes
+    """The master's body, already decoded from any Content-Encoding."""
+    audit_id: str | None = None
+    """The revoked token's audit id (token revocation only)."""
+
+
+def match_route(routes: Sequence[RouteSpec], method: str, path: str) -> RouteMatch | None:
+    """The intercepted route for ``method`` on ``path``, or ``None`` to pass the request through."""
+    for route in routes:
+        found = route.pattern.fullmatch(path)
+        if found is None:
+            continue
+        action = route.actions.get(method.upper())
+        if action is None:
+            return None
+        return RouteMatch(route, action, found.groupdict())
+    return None
+
+
+def build_work_orders(
+    match: RouteMatch,
+    exchange: Exchange,
+    *,
+    endpoint_type: str,
+    ok_statuses: frozenset[int],
+) -> list[WorkOrder]:
+    """The work orders for one intercepted exchange.
+
+    Returns an empty list when the master's status is not in ``ok_statuses`` (the change did not
+    happen). Raises :class:`UnusableExchange` when the change happened but the id or the
+    information cannot be derived (empty id, a body that is not JSON, no certificate signature).
+    """
+    if exchange.status not in ok_statuses:
+        return []
+    rids = _resource_ids(match, exchange)
+    orders = []
+    for rid in rids:
+        info = _resource_info(match, exchange, rid)
+        orders.append(
+            WorkOrder(
+                endpoint_type=endpoint_type,
+                resource_type=match.route.resource_type,
+                source_resource_id=rid,
+                operation_type=match.action.operation,
+                resource_info=info,
+            )
+        )
+    return orders
+
+
+def _resource_ids(match: RouteMatch, exchange: Exchange) -> list[str]:
+    kind = match.action.rid
+    if kind is Rid.PATH_ID:
+        rids = [match.params.get("id") or ""]
+    elif kind is Rid.ASSIGNMENT:
+        parts = [match.params.get(name) or "" for name in ("project", "actor", "role")]
+        rids = ["_".join(parts)] if all(parts) else [""]
+    elif kind is Rid.RESPONSE_ID:
+        rids = [_response_id(_json_object(exchange.response_body, "response"))]
+    elif kind is Rid.AUDIT_ID:
+        rids = [exchange.audit_id or ""]
+    else:
+        rids = _signatures(_json_object(exchange.response_body, "response"))
+    if not rids or not all(rids):
+        raise UnusableExchange(f"no source resource id ({kind.value})")
+    return rids
+
+
+def _response_id(body: Mapping[str, Any]) -> str:
+    """``id`` of the first top-level object (``{"user": {"id": ...}}``)."""
+    for value in body.values():
+        if isinstance(value, Mapping):
+            rid = value.get("id")
+            return rid if isinstance(rid, str) else ""
+    return ""
+
+
+def _signatures(body: Mapping[str, Any]) -> list[str]:
+    """Certificate signatures from a sysinv reply.
+
+    An install answers ``{"certificates": {...}}`` or, for a CA bundle, ``{"certificates":
+    [{...}, ...]}``; a delete answers the deleted certificate itself (``{"signature": ...}``).
+    Entries without a signature are skipped (sysinv answers 200 with an ``error`` text and no
+    certificate when an install fails).
+    """
+    certificates = body.get("certificates")
+    if isinstance(certificates, Mapping):
+        entries: list[Any] = [certificates]
+    elif isinstance(certificates, list):
+        entries = certificates
+    else:
+        entries = [body]
+    signatures = []
+    for entry in entries:
+        signature = entry.get("signature") if isinstance(entry, Mapping) else None
+        if isinstance(signature, str) and signature:
+            signatures.append(signature)
+    return signatures
+
+
+def _resource_info(match: RouteMatch, exchange: Exchange, rid: str) -> str:
+    kind = match.action.info
+    if kind is Info.EMPTY:
+        return "{}"
+    if kind is Info.REQUEST_BODY:
+        return _json_text(exchange.request_body)
+    if kind is Info.REQUEST_BODY_OR_EMPTY:
+        return _json_text(exchange.request_body) if exchange.request_body.strip() else "{}"
+    if kind is Info.GROUP_REF:
+        return json.dumps({"group": {"id": match.params["id"]}})
+    if kind is Info.TOKEN_REVOKE_EVENT:
+        return json.dumps({"token_revoke_event": {"audit_id": rid}})
+    if kind is Info.MULTIPART_PAYLOAD:
+        return json.dumps(
+            {
+                "payload": payload_text(exchange.request_body),
+                "content_type": exchange.request_content_type,
+            }
+        )
+    return json.dumps({"payload": _json_value(exchange.request_body, "request")})
+
+
+def payload_text(body: bytes) -> str:
+    """A raw (multipart) request body as text that survives JSON and converts back losslessly.
+
+    Valid UTF-8 (PEM certificates, the normal case) decodes to itself. Other bytes become lone
+    surrogates (``surrogateescape``) that ``json.dumps`` writes as ``\\udcXX`` escapes; the sync
+    driver recovers the exact bytes with ``text.encode("utf-8", "surrogateescape")``.
+    """
+    return body.decode("utf-8", "surrogateescape")
+
+
+def _json_text(body: bytes) -> str:
+    """The request body as is, after checking it is JSON (``resource_info`` must be JSON)."""
+    try:
+        text = body.decode("utf-8")
+        json.loads(text)
+    except ValueError:  # also UnicodeDecodeError
+        raise UnusableExchange("request body is not JSON") from None
+    return text
+
+
+def _json_value(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:  # also UnicodeDecodeError
+        raise UnusableExchange(f"{what} body is not JSON") from None
+
+
+def _json_object(body: bytes, what: str) -> Mapping[str, Any]:
+    value = _json_value(body, what)
+    if not isinstance(value, Mapping):
+        raise UnusableExchange(f"{what} body is not a JSON object")
+    return value
