@@ -39,7 +39,7 @@ from dcorch.settings import DatabaseSettings
 logger = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Call:
     """One message of the mailbox: run ``fn(conn, *args)`` in a transaction, reply with it."""
 
@@ -81,9 +81,15 @@ class UnitRunner:
         self.units_run = 0
         self.retries = 0
 
-    async def serve(self, mailbox: trio.MemoryReceiveChannel[Call]) -> None:
+    async def serve(
+        self,
+        mailbox: trio.MemoryReceiveChannel[Call],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Take calls until the mailbox is closed, then wait for the running ones."""
         async with mailbox, trio.open_nursery() as nursery:
+            task_status.started()
             async for call in mailbox:
                 await self.limiter.acquire_on_behalf_of(call)
                 nursery.start_soon(self._handle, call)

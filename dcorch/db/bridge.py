@@ -16,6 +16,7 @@ left running unobserved. The database actor never relies on this: it shields eve
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -77,6 +78,15 @@ class AsyncioThreadBridge:
 
     async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``await fn(*args)`` on the loop thread and return its result (or raise its error)."""
+        result: T = await self._run(fn, args)
+        return result
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call the plain function ``fn(*args)`` on the loop thread (for loop-bound objects)."""
+        result: T = await self._run(fn, args)
+        return result
+
+    async def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         loop = self._loop
         if loop is None:
             raise BridgeClosed("asyncio bridge is not running")
@@ -84,9 +94,9 @@ class AsyncioThreadBridge:
         me = trio.lowlevel.current_task()
         box: dict[str, Any] = {}
 
-        def done(task: asyncio.Future[T]) -> None:
+        def done(task: asyncio.Future[Any]) -> None:
             if task.cancelled():
-                res: outcome.Outcome[T] = outcome.Error(asyncio.CancelledError())
+                res: outcome.Outcome[Any] = outcome.Error(asyncio.CancelledError())
             elif (exc := task.exception()) is not None:
                 res = outcome.Error(exc)
             else:
@@ -113,7 +123,7 @@ class AsyncioThreadBridge:
             return trio.lowlevel.Abort.FAILED
 
         loop.call_soon_threadsafe(start_task)
-        res: outcome.Outcome[T] = await trio.lowlevel.wait_task_rescheduled(abort)
+        res: outcome.Outcome[Any] = await trio.lowlevel.wait_task_rescheduled(abort)
         if (
             isinstance(res, outcome.Error)
             and isinstance(res.error, asyncio.CancelledError)
@@ -123,8 +133,11 @@ class AsyncioThreadBridge:
         return res.unwrap()
 
 
-async def _call(fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
-    return await fn(*args)
+async def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        return await result
+    return result
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:

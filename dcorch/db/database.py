@@ -20,7 +20,6 @@ from typing import Any, TypeVar, final
 
 import outcome
 import trio
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dcorch import constants as c
 from dcorch.db import migrate
@@ -72,7 +71,8 @@ async def open_database(
     bridge = AsyncioThreadBridge()
     await bridge.start()
     try:
-        engine = await bridge.run(_make_engine, url, dbs)
+        # Built on the asyncio thread that will use it.
+        engine = await bridge.run_sync(create_engine_for, url, dbs)
         try:
             runner = UnitRunner(bridge, engine, dbs, sqlite=is_sqlite(url))
             if check_schema:
@@ -80,7 +80,7 @@ async def open_database(
                 await trio.to_thread.run_sync(migrate.check_revision, current)
             send, recv = trio.open_memory_channel[Call](dbs.mailbox_size)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(runner.serve, recv)
+                await nursery.start(runner.serve, recv)
                 with send:
                     yield Database(send, runner, url, dbs.mailbox_size)
         finally:
@@ -89,10 +89,6 @@ async def open_database(
     finally:
         with trio.CancelScope(shield=True):
             await bridge.stop()
-
-
-async def _make_engine(url: str, settings: DatabaseSettings) -> AsyncEngine:
-    return create_engine_for(url, settings)
 
 
 @final

@@ -15,6 +15,7 @@ them in a worker thread for Trio code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -72,12 +73,11 @@ def _with_connection(url: str, fn: Callable[[Connection], T]) -> T:
             engine.dispose()
 
     async def main() -> T:
-        aengine = create_async_engine(url)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            aengine = create_async_engine(url)
+            stack.push_async_callback(aengine.dispose)
             async with aengine.begin() as aconn:
                 return await aconn.run_sync(fn)
-        finally:
-            await aengine.dispose()
 
     return asyncio.run(main())
 
