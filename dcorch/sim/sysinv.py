@@ -1,0 +1,205 @@
+"""sysinv v1 subset: certificates, the sysadmin ``iuser`` and the fernet key repository.
+
+Error bodies use sysinv's ``{"error_message": "{\\"faultstring\\": ...}"}`` shape. The
+fernet repository is the key set the cloud's keystone signs tokens with, so replacing it
+(``PUT /v1/fernet_repo``) changes which tokens validate, as in a real cloud.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from typing import Any, Final
+
+from dcorch.sim.certs import parse_multipart, parse_pem_certs
+from dcorch.sim.endpoints import SYSINV
+from dcorch.sim.http import Request, Response, SysinvError, json_response
+from dcorch.sim.keystone_auth import require_token
+from dcorch.sim.records import Record, iso
+from dcorch.sim.routes import RouteTable
+from dcorch.sim.state import CloudState
+
+Params = tuple[str, ...]
+CERT_MODES: Final = frozenset(
+    {"ssl", "ssl_ca", "docker_registry", "openstack", "openstack_ca", "openldap"}
+)
+CA_MODES: Final = frozenset({"ssl_ca", "openstack_ca"})
+IUSER_FIELDS: Final = frozenset(
+    {"root_sig", "passwd_hash", "passwd_expiry_days", "passwd_last_change", "reserved_1"}
+)
+
+
+def version_doc(cloud: CloudState, req: Request, params: Params) -> Response:
+    """``GET /v1`` (no token needed)."""
+    return json_response(
+        200,
+        {
+            "id": "v1",
+            "links": [{"rel": "self", "href": req.base_url + "/"}],
+            "media_types": [{"base": "application/json"}],
+        },
+    )
+
+
+def install_certificate(cloud: CloudState, req: Request, params: Params) -> Response:
+    """``POST /v1/certificate/certificate_install`` (multipart: file, mode, passphrase)."""
+    require_token(cloud, req, SysinvError)
+    try:
+        form = parse_multipart(req.body, req.header("content-type") or "")
+    except ValueError as exc:
+        raise SysinvError(400, str(exc)) from None
+    mode = form.get("mode", b"ssl").decode("utf-8", "replace")
+    if mode not in CERT_MODES:
+        raise SysinvError(400, f"Invalid mode: {mode}")
+    if "file" not in form:
+        raise SysinvError(400, "Missing required field: file")
+    certs = parse_pem_certs(form["file"].decode("utf-8", "replace"))
+    if not certs:
+        raise SysinvError(400, "No certificate have been added, invalid PEM document")
+    if mode not in {"ssl_ca"}:
+        certs = certs[:1]
+    platform = cloud.platform
+    by_signature = {c["signature"]: u for u, c in platform.certificates.items()}
+    if mode != "ssl_ca":
+        for cert_uuid, cert in list(platform.certificates.items()):
+            if cert["certtype"] == mode:
+                del platform.certificates[cert_uuid]
+    now = iso(cloud.sim.wall_clock())
+    signatures = []
+    for pem in certs:
+        signature = pem.signature(mode)
+        cert_uuid = by_signature.get(signature) or str(uuid.uuid4())
+        platform.certificates[cert_uuid] = {
+            "uuid": cert_uuid,
+            "certtype": mode,
+            "signature": signature,
+            "start_date": pem.start_date,
+            "expiry_date": pem.expiry_date,
+            "subject": pem.subject,
+            "issuer": pem.subject,
+            "is_ca": mode in CA_MODES,
+            "details": None,
+            "created_at": now,
+            "updated_at": None,
+        }
+        signatures.append(signature)
+        cloud.record(SYSINV, "install_certificate", signature=signature, mode=mode)
+    sig: str | list[str] = signatures if mode == "ssl_ca" and len(signatures) > 1 else signatures[0]
+    return json_response(
+        200,
+        {
+            "success": "",
+            "error": "",
+            "body": "",
+            "certificates": {"certtype": mode, "signature": sig},
+        },
+    )
+
+
+def list_certificates(cloud: CloudState, req: Request, params: Params) -> Response:
+    require_token(cloud, req, SysinvError)
+    return json_response(200, {"certificates": list(cloud.platform.certificates.values())})
+
+
+def _cert(cloud: CloudState, cert_uuid: str) -> Record:
+    cert = cloud.platform.certificates.get(cert_uuid)
+    if cert is None:
+        raise SysinvError(404, f"No certificate with uuid {cert_uuid}")
+    return cert
+
+
+def get_certificate(cloud: CloudState, req: Request, params: Params) -> Response:
+    require_token(cloud, req, SysinvError)
+    return json_response(200, _cert(cloud, params[0]))
+
+
+def delete_certificate(cloud: CloudState, req: Request, params: Params) -> Response:
+    """``DELETE /v1/certificate/{uuid}``: 200 with the removed certificate."""
+    require_token(cloud, req, SysinvError)
+    cert = _cert(cloud, params[0])
+    del cloud.platform.certificates[params[0]]
+    cloud.record(SYSINV, "delete_certificate", signature=cert["signature"])
+    return json_response(200, cert)
+
+
+def list_iusers(cloud: CloudState, req: Request, params: Params) -> Response:
+    require_token(cloud, req, SysinvError)
+    return json_response(200, {"iusers": [cloud.platform.iuser]})
+
+
+def get_iuser(cloud: CloudState, req: Request, params: Params) -> Response:
+    require_token(cloud, req, SysinvError)
+    if params[0] != cloud.platform.iuser["uuid"]:
+        raise SysinvError(404, f"No iuser with uuid {params[0]}")
+    return json_response(200, cloud.platform.iuser)
+
+
+def patch_iuser(cloud: CloudState, req: Request, params: Params) -> Response:
+    """``PATCH`` / ``PUT /v1/iuser/{uuid}`` with a JSON-patch list (``replace`` ops)."""
+    require_token(cloud, req, SysinvError)
+    platform = cloud.platform
+    if params[0] != platform.iuser["uuid"]:
+        raise SysinvError(404, f"No iuser with uuid {params[0]}")
+    patch = req.json(SysinvError)
+    if not isinstance(patch, list):
+        raise SysinvError(400, "Patch must be a list of operations")
+    changes: dict[str, Any] = {}
+    for op in patch:
+        if not isinstance(op, dict) or op.get("op") not in {"replace", "add"}:
+            raise SysinvError(400, f"Invalid patch operation {op!r}")
+        field = str(op.get("path", "")).lstrip("/")
+        if field not in IUSER_FIELDS:
+            raise SysinvError(400, f"Invalid attribute for iuser: {op.get('path')}")
+        if "value" not in op:
+            raise SysinvError(400, f"Patch operation on {field} has no value")
+        changes[field] = op["value"]
+    platform.iuser = {**platform.iuser, **changes}
+    cloud.record(SYSINV, "patch_iuser", fields=sorted(changes))
+    return json_response(200, platform.iuser)
+
+
+def _key_list(cloud: CloudState) -> list[dict[str, Any]]:
+    return [{"id": i, "key": k} for i, k in sorted(cloud.platform.fernet_keys.items())]
+
+
+def get_fernet_repo(cloud: CloudState, req: Request, params: Params) -> Response:
+    """``GET /v1/fernet_repo``: the key list ``[{"id": int, "key": str}]``."""
+    require_token(cloud, req, SysinvError)
+    return json_response(200, _key_list(cloud))
+
+
+def set_fernet_repo(cloud: CloudState, req: Request, params: Params) -> Response:
+    """``POST`` (201) / ``PUT`` (200) ``/v1/fernet_repo``: replace the whole key set."""
+    require_token(cloud, req, SysinvError)
+    body = req.json(SysinvError)
+    if not isinstance(body, list) or not body:
+        raise SysinvError(400, "Fernet keys must be a non-empty list of {id, key}")
+    keys: dict[int, str] = {}
+    for item in body:
+        if not isinstance(item, dict) or isinstance(item.get("id"), bool):
+            raise SysinvError(400, f"Invalid fernet key entry {item!r}")
+        key_id, key = item.get("id"), item.get("key")
+        if not isinstance(key_id, int) or not isinstance(key, str) or not _valid_key(key):
+            raise SysinvError(400, f"Invalid fernet key entry {item!r}")
+        keys[key_id] = key
+    cloud.platform.set_fernet_keys(keys)
+    cloud.record(SYSINV, f"{req.method.lower()}_fernet_repo", ids=sorted(keys))
+    return json_response(201 if req.method == "POST" else 200, _key_list(cloud))
+
+
+def _valid_key(key: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(key.encode())) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+ROUTES = RouteTable(SYSINV, SysinvError)
+ROUTES.add("", GET=version_doc)
+ROUTES.add("certificate", GET=list_certificates)
+ROUTES.add("certificate/certificate_install", POST=install_certificate)
+ROUTES.add("certificate/{}", GET=get_certificate, DELETE=delete_certificate)
+ROUTES.add("iuser", GET=list_iusers)
+ROUTES.add("iuser/{}", GET=get_iuser, PATCH=patch_iuser, PUT=patch_iuser)
+ROUTES.add("fernet_repo", GET=get_fernet_repo, POST=set_fernet_repo, PUT=set_fernet_repo)
