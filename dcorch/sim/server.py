@@ -212,7 +212,7 @@ class SimCloud:
         )
         response = await client.post(f"{url}/auth/tokens", json=self.admin.auth_body())
         response.raise_for_status()
-        return response.headers["x-subject-token"]
+        return str(response.headers["x-subject-token"])
 
 
 @asynccontextmanager
