@@ -18,8 +18,7 @@ import asyncpg
 import pytest
 
 from dcorch import constants as c
-from dcorch.db import Database, open_database
-from dcorch.db import migrate
+from dcorch.db import Database, migrate, open_database
 from dcorch.settings import DatabaseSettings
 
 PG_HOST = "127.0.0.1"
@@ -111,14 +110,24 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database of the current backend."""
-    if backend == "sqlite":
-        path = tmp_path / "dcorch.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        return f"sqlite+aiosqlite:///{path}"
-    url: str = request.getfixturevalue("pg_session_url")
-    dsn = url.replace("postgresql+asyncpg", "postgresql")
+    name = "sqlite_url" if backend == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated SQLite database (for tests of SQLite-only behaviour)."""
+    path = tmp_path / "dcorch.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+def postgres_url(pg_session_url: str) -> str:
+    """The migrated PostgreSQL database, emptied (for PostgreSQL-only behaviour)."""
+    dsn = pg_session_url.replace("postgresql+asyncpg", "postgresql")
     _pg(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE", dsn)
-    return url
+    return pg_session_url
 
 
 @pytest.fixture
