@@ -10,52 +10,68 @@ from tests.sim.conftest import auth
 
 
 def _multipart(pem: str, mode: str) -> dict[str, object]:
-    return {"files": {"file": ("ca.pem", pem.encode(), "application/x-pem-file")},
-            "data": {"mode": mode, "passphrase": ""}}
+    return {
+        "files": {"file": ("ca.pem", pem.encode(), "application/x-pem-file")},
+        "data": {"mode": mode, "passphrase": ""},
+    }
 
 
 async def test_certificate_install_list_delete(sim: SimCloud, client: httpx.AsyncClient) -> None:
     si = sim.endpoints.master_sysinv
     h = auth(sim)
     one = make_test_pem("root-a")
-    r = await client.post(f"{si}/certificate/certificate_install", headers=h,
-                          **_multipart(one, "ssl_ca"))  # type: ignore[arg-type]
+    r = await client.post(
+        f"{si}/certificate/certificate_install", headers=h, **_multipart(one, "ssl_ca")
+    )  # type: ignore[arg-type]
     assert r.status_code == 200
     signature = r.json()["certificates"]["signature"]
-    assert isinstance(signature, str) and signature.startswith("ssl_ca_")
+    assert isinstance(signature, str)
+    assert signature.startswith("ssl_ca_")
 
-    bundle = make_test_pem("root-b") + make_test_pem("root-c", not_after="2020-01-01T00:00:00+00:00")
-    r = await client.post(f"{si}/certificate/certificate_install", headers=h,
-                          **_multipart(bundle, "ssl_ca"))  # type: ignore[arg-type]
+    bundle = make_test_pem("root-b") + make_test_pem(
+        "root-c", not_after="2020-01-01T00:00:00+00:00"
+    )
+    r = await client.post(
+        f"{si}/certificate/certificate_install", headers=h, **_multipart(bundle, "ssl_ca")
+    )  # type: ignore[arg-type]
     signatures = r.json()["certificates"]["signature"]
-    assert isinstance(signatures, list) and len(signatures) == 2
+    assert isinstance(signatures, list)
+    assert len(signatures) == 2
     # the same PEM gives the same signature on any cloud
-    r = await client.post(f"{sim.endpoints.subcloud_sysinv('subcloud1')}/certificate/"
-                          "certificate_install", headers=auth(sim, "subcloud1"),
-                          **_multipart(one, "ssl_ca"))  # type: ignore[arg-type]
+    r = await client.post(
+        f"{sim.endpoints.subcloud_sysinv('subcloud1')}/certificate/certificate_install",
+        headers=auth(sim, "subcloud1"),
+        **_multipart(one, "ssl_ca"),
+    )  # type: ignore[arg-type]
     assert r.json()["certificates"]["signature"] == signature
 
     certs = (await client.get(f"{si}/certificate", headers=h)).json()["certificates"]
     assert sorted(c["signature"] for c in certs) == sorted([signature, *signatures])
     expired = next(c for c in certs if c["signature"] == signatures[1])
-    assert expired["expiry_date"] == "2020-01-01T00:00:00+00:00" and expired["certtype"] == "ssl_ca"
+    assert expired["expiry_date"] == "2020-01-01T00:00:00+00:00"
+    assert expired["certtype"] == "ssl_ca"
     r = await client.get(f"{si}/certificate/{expired['uuid']}", headers=h)
     assert r.json()["signature"] == signatures[1]
     r = await client.delete(f"{si}/certificate/{expired['uuid']}", headers=h)
-    assert r.status_code == 200 and r.json()["signature"] == signatures[1]
+    assert r.status_code == 200
+    assert r.json()["signature"] == signatures[1]
     r = await client.delete(f"{si}/certificate/{expired['uuid']}", headers=h)
-    assert r.status_code == 404 and "faultstring" in r.json()["error_message"]
+    assert r.status_code == 404
+    assert "faultstring" in r.json()["error_message"]
 
-    r = await client.post(f"{si}/certificate/certificate_install", headers=h,
-                          **_multipart(one, "bogus"))  # type: ignore[arg-type]
+    r = await client.post(
+        f"{si}/certificate/certificate_install", headers=h, **_multipart(one, "bogus")
+    )  # type: ignore[arg-type]
     assert r.status_code == 400
-    r = await client.post(f"{si}/certificate/certificate_install", headers=h,
-                          **_multipart("no pem here", "ssl_ca"))  # type: ignore[arg-type]
+    r = await client.post(
+        f"{si}/certificate/certificate_install", headers=h, **_multipart("no pem here", "ssl_ca")
+    )  # type: ignore[arg-type]
     assert r.status_code == 400
     r = await client.post(f"{si}/certificate/certificate_install", headers=h, json={})
     assert r.status_code == 400
     r = await client.get(f"{si}/certificate")
-    assert r.status_code == 401 and "error_message" in r.json()
+    assert r.status_code == 401
+    assert "error_message" in r.json()
 
 
 async def test_iuser_patch(sim: SimCloud, client: httpx.AsyncClient) -> None:
@@ -64,14 +80,18 @@ async def test_iuser_patch(sim: SimCloud, client: httpx.AsyncClient) -> None:
     iusers = (await client.get(f"{si}/iuser", headers=h)).json()["iusers"]
     assert len(iusers) == 1
     uuid = iusers[0]["uuid"]
-    patch = [{"op": "replace", "path": "/passwd_hash", "value": "$6$new"},
-             {"op": "replace", "path": "/passwd_expiry_days", "value": 30}]
+    patch = [
+        {"op": "replace", "path": "/passwd_hash", "value": "$6$new"},
+        {"op": "replace", "path": "/passwd_expiry_days", "value": 30},
+    ]
     r = await client.patch(f"{si}/iuser/{uuid}", headers=h, json=patch)
-    assert r.status_code == 200 and r.json()["passwd_hash"] == "$6$new"
+    assert r.status_code == 200
+    assert r.json()["passwd_hash"] == "$6$new"
     assert sim.subcloud("subcloud3").platform.iuser["passwd_expiry_days"] == 30
     assert (await client.get(f"{si}/iuser/{uuid}", headers=h)).json()["passwd_hash"] == "$6$new"
-    r = await client.patch(f"{si}/iuser/{uuid}", headers=h,
-                           json=[{"op": "replace", "path": "/shell", "value": 1}])
+    r = await client.patch(
+        f"{si}/iuser/{uuid}", headers=h, json=[{"op": "replace", "path": "/shell", "value": 1}]
+    )
     assert r.status_code == 400
     assert (await client.patch(f"{si}/iuser/nope", headers=h, json=patch)).status_code == 404
     assert (await client.patch(f"{si}/iuser/{uuid}", headers=h, json={})).status_code == 400
@@ -83,7 +103,8 @@ async def test_fernet_repo_replaces_signing_keys(sim: SimCloud, client: httpx.As
     h = {"X-Auth-Token": old_token}
     keys = [{"id": 0, "key": new_fernet_key()}, {"id": 1, "key": new_fernet_key()}]
     r = await client.put(f"{si}/fernet_repo", headers=h, json=keys)
-    assert r.status_code == 200 and r.json() == keys
+    assert r.status_code == 200
+    assert r.json() == keys
     # the old token was signed with keys the subcloud no longer has
     assert (await client.get(f"{si}/fernet_repo", headers=h)).status_code == 401
     h = auth(sim, "subcloud1")
@@ -101,10 +122,14 @@ async def test_dcdbsync_replicates_master_records(sim: SimCloud, client: httpx.A
     ks, mdb = sim.endpoints.master_keystone, sim.endpoints.master_dcdbsync
     sdb = sim.endpoints.subcloud_dcdbsync("subcloud1")
     h, sh = auth(sim), auth(sim, "subcloud1")
-    uid = (await client.post(f"{ks}/users", headers=h,
-                             json={"user": {"name": "carol", "password": "pw"}})).json()["user"]["id"]
-    gid = (await client.post(f"{ks}/groups", headers=h,
-                             json={"group": {"name": "g1"}})).json()["group"]["id"]
+    uid = (
+        await client.post(
+            f"{ks}/users", headers=h, json={"user": {"name": "carol", "password": "pw"}}
+        )
+    ).json()["user"]["id"]
+    gid = (await client.post(f"{ks}/groups", headers=h, json={"group": {"name": "g1"}})).json()[
+        "group"
+    ]["id"]
     await client.put(f"{ks}/groups/{gid}/users/{uid}", headers=h)
 
     users = (await client.get(f"{mdb}/identity/users/", headers=h)).json()
@@ -112,40 +137,60 @@ async def test_dcdbsync_replicates_master_records(sim: SimCloud, client: httpx.A
     record = (await client.get(f"{mdb}/identity/users/{uid}", headers=h)).json()
     assert set(record) == {"user", "local_user", "password"}
     r = await client.post(f"{sdb}/identity/users/", headers=sh, json=record)
-    assert r.status_code == 201 and r.json()["user"]["id"] == uid
+    assert r.status_code == 201
+    assert r.json()["user"]["id"] == uid
     assert r.json()["password"][0]["password_hash"] == record["password"][0]["password_hash"]
     assert (await client.post(f"{sdb}/identity/users/", headers=sh, json=record)).status_code == 409
     # the replicated password hash works for authentication on the subcloud
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "id": uid, "password": "pw"}}}}}
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {"user": {"id": uid, "password": "pw"}},
+            }
+        }
+    }
     r = await client.post(f"{sim.endpoints.subcloud_keystone('subcloud1')}/auth/tokens", json=body)
     assert r.status_code == 201
 
     group = (await client.get(f"{mdb}/identity/groups/{gid}", headers=h)).json()
     assert group["local_user_ids"] == [uid]
     r = await client.post(f"{sdb}/identity/groups/", headers=sh, json=group)
-    assert r.status_code == 201 and r.json()["local_user_ids"] == [uid]
+    assert r.status_code == 201
+    assert r.json()["local_user_ids"] == [uid]
 
     # PUT over a subcloud object with another id: it takes the master's id and details
     sc = sim.subcloud("subcloud1")
-    local = (await client.post(f"{sim.endpoints.subcloud_keystone('subcloud1')}/projects",
-                               headers=sh, json={"project": {"name": "shared"}})).json()
-    pid = (await client.post(f"{ks}/projects", headers=h,
-                             json={"project": {"name": "shared", "description": "m"}})
-           ).json()["project"]["id"]
+    local = (
+        await client.post(
+            f"{sim.endpoints.subcloud_keystone('subcloud1')}/projects",
+            headers=sh,
+            json={"project": {"name": "shared"}},
+        )
+    ).json()
+    pid = (
+        await client.post(
+            f"{ks}/projects", headers=h, json={"project": {"name": "shared", "description": "m"}}
+        )
+    ).json()["project"]["id"]
     master_project = (await client.get(f"{mdb}/identity/projects/{pid}", headers=h)).json()
-    r = await client.put(f"{sdb}/identity/projects/{local['project']['id']}", headers=sh,
-                         json=master_project)
-    assert r.status_code == 200 and r.json()["project"]["id"] == pid
+    r = await client.put(
+        f"{sdb}/identity/projects/{local['project']['id']}", headers=sh, json=master_project
+    )
+    assert r.status_code == 200
+    assert r.json()["project"]["id"] == pid
     assert local["project"]["id"] not in sc.identity.projects
     assert sc.identity.projects[pid]["project"]["description"] == "m"
-    assert (await client.put(f"{sdb}/identity/projects/missing", headers=sh,
-                             json=master_project)).status_code == 404
+    assert (
+        await client.put(f"{sdb}/identity/projects/missing", headers=sh, json=master_project)
+    ).status_code == 404
 
     roles = (await client.get(f"{mdb}/identity/roles/", headers=h)).json()
     assert {r["role"]["name"] for r in roles} >= {"admin", "member", "reader"}
     new_role = {"role": {**roles[0]["role"], "id": "r-new", "name": "extra-role"}}
-    assert (await client.post(f"{sdb}/identity/roles/", headers=sh, json=new_role)).status_code == 201
+    assert (
+        await client.post(f"{sdb}/identity/roles/", headers=sh, json=new_role)
+    ).status_code == 201
     assert (await client.get(f"{sdb}/identity/roles/r-new", headers=sh)).status_code == 200
     assert (await client.post(f"{sdb}/identity/roles/", headers=sh, json={})).status_code == 400
     assert (await client.get(f"{sdb}/identity/users/", headers=h)).status_code == 401
@@ -156,13 +201,15 @@ async def test_dcdbsync_revocation_events(sim: SimCloud, client: httpx.AsyncClie
     sdb = sim.endpoints.subcloud_dcdbsync("subcloud2")
     h, sh = auth(sim), auth(sim, "subcloud2")
     victim = await sim.login(client)
-    audit = (await client.get(f"{ks}/auth/tokens", headers={**h, "X-Subject-Token": victim})
-             ).json()["token"]["audit_ids"][0]
+    audit = (
+        await client.get(f"{ks}/auth/tokens", headers={**h, "X-Subject-Token": victim})
+    ).json()["token"]["audit_ids"][0]
     await client.delete(f"{ks}/auth/tokens", headers={**h, "X-Subject-Token": victim})
     events = (await client.get(f"{mdb}/identity/token-revocation-events/", headers=h)).json()
     assert [e["revocation_event"]["audit_id"] for e in events] == [audit]
-    event = (await client.get(f"{mdb}/identity/token-revocation-events/audits/{audit}",
-                              headers=h)).json()
+    event = (
+        await client.get(f"{mdb}/identity/token-revocation-events/audits/{audit}", headers=h)
+    ).json()
     r = await client.post(f"{sdb}/identity/token-revocation-events/", headers=sh, json=event)
     assert r.status_code == 201
     url = f"{sdb}/identity/token-revocation-events/audits/{audit}"
@@ -171,43 +218,60 @@ async def test_dcdbsync_revocation_events(sim: SimCloud, client: httpx.AsyncClie
     assert (await client.get(url, headers=sh)).status_code == 404
 
     # per-user events (a password change) are addressed by b64("<user_id>_<issued_before>")
-    uid = (await client.post(f"{ks}/users", headers=h,
-                             json={"user": {"name": "dave", "password": "a"}})).json()["user"]["id"]
+    uid = (
+        await client.post(
+            f"{ks}/users", headers=h, json={"user": {"name": "dave", "password": "a"}}
+        )
+    ).json()["user"]["id"]
     await client.patch(f"{ks}/users/{uid}", headers=h, json={"user": {"password": "b"}})
     user_event = next(e for e in sim.master.identity.revocations.values() if e["user_id"] == uid)
     from dcorch.sim.records import user_event_id
 
     event_id = user_event_id(uid, user_event["issued_before"])
     r = await client.get(f"{mdb}/identity/token-revocation-events/users/{event_id}", headers=h)
-    assert r.status_code == 200 and r.json()["revocation_event"]["user_id"] == uid
+    assert r.status_code == 200
+    assert r.json()["revocation_event"]["user_id"] == uid
     r = await client.post(f"{sdb}/identity/token-revocation-events/", headers=sh, json=r.json())
     assert r.status_code == 201
     r = await client.delete(f"{sdb}/identity/token-revocation-events/users/{event_id}", headers=sh)
     assert r.status_code == 204
-    assert (await client.post(f"{sdb}/identity/token-revocation-events/", headers=sh,
-                              json={"revocation_event": {}})).status_code == 400
+    assert (
+        await client.post(
+            f"{sdb}/identity/token-revocation-events/", headers=sh, json={"revocation_event": {}}
+        )
+    ).status_code == 400
 
 
 async def test_status_reports(sim: SimCloud, client: httpx.AsyncClient) -> None:
     h = auth(sim)
     for status in ("out-of-sync", "in-sync", "in-sync"):
-        r = await client.post(sim.endpoints.status_report("subcloud1"), headers=h,
-                              json={"endpoint_type": "identity", "sync_status": status,
-                                    "alarmable": True})
+        r = await client.post(
+            sim.endpoints.status_report("subcloud1"),
+            headers=h,
+            json={"endpoint_type": "identity", "sync_status": status, "alarmable": True},
+        )
         assert r.status_code == 200
-    await client.post(sim.endpoints.status_report("subcloud2"), headers=h,
-                      json={"endpoint_type": "platform", "sync_status": "in-sync"})
+    await client.post(
+        sim.endpoints.status_report("subcloud2"),
+        headers=h,
+        json={"endpoint_type": "platform", "sync_status": "in-sync"},
+    )
     reports = sim.status_reports("subcloud1", "identity")
     assert [r["sync_status"] for r in reports] == ["out-of-sync", "in-sync", "in-sync"]
     assert [r["seq"] for r in sim.status_reports()] == [1, 2, 3, 4]
     assert sim.latest_status("subcloud2", "platform") == "in-sync"
-    r = await client.get(f"{sim.endpoints.control}/master/status-reports",
-                         params={"region": "subcloud2"})
-    assert r.json()["count"] == 4 and len(r.json()["reports"]) == 1
+    r = await client.get(
+        f"{sim.endpoints.control}/master/status-reports", params={"region": "subcloud2"}
+    )
+    assert r.json()["count"] == 4
+    assert len(r.json()["reports"]) == 1
     bad = {"endpoint_type": "identity", "sync_status": "sideways"}
-    assert (await client.post(sim.endpoints.status_report("subcloud1"), headers=h,
-                              json=bad)).status_code == 400
-    assert (await client.post(sim.endpoints.status_report("nope"), headers=h,
-                              json=bad)).status_code == 404
-    assert (await client.post(sim.endpoints.status_report("subcloud1"),
-                              json=bad)).status_code == 401
+    assert (
+        await client.post(sim.endpoints.status_report("subcloud1"), headers=h, json=bad)
+    ).status_code == 400
+    assert (
+        await client.post(sim.endpoints.status_report("nope"), headers=h, json=bad)
+    ).status_code == 404
+    assert (
+        await client.post(sim.endpoints.status_report("subcloud1"), json=bad)
+    ).status_code == 401
