@@ -1,0 +1,249 @@
+"""Restart strategies, restart types, intensity, escalation and backoff timing."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+import trio.testing
+
+from actors import (
+    ActorSpec,
+    ActorStopped,
+    Backoff,
+    Restart,
+    RestartIntensity,
+    RestartIntensityExceeded,
+    State,
+    Strategy,
+    SupervisorSpec,
+    TaskSpec,
+    open_actor_system,
+)
+
+from ._probes import Log, Probe, probe
+
+NO_DELAY = Backoff(base=0, jitter=0)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        (Strategy.ONE_FOR_ONE, [("stop", "b"), ("start", "b")]),
+        (
+            Strategy.ONE_FOR_ALL,
+            [("stop", "b"), ("stop", "c"), ("stop", "a"), ("start", "a")]
+            + [("start", "b"), ("start", "c")],
+        ),
+        (
+            Strategy.REST_FOR_ONE,
+            [("stop", "b"), ("stop", "c"), ("start", "b"), ("start", "c")],
+        ),
+    ],
+)
+async def test_strategy_restarts_the_right_children_in_order(
+    autojump_clock: trio.testing.MockClock,
+    log: Log,
+    strategy: Strategy,
+    expected: list[tuple[str, str]],
+) -> None:
+    specs = tuple(ActorSpec(name=n, factory=probe(n, log)) for n in "abc")
+    async with open_actor_system(
+        SupervisorSpec(name="group", children=specs, strategy=strategy, backoff=NO_DELAY)
+    ) as system:
+        assert log == [("start", "a"), ("start", "b"), ("start", "c")]
+        log.clear()
+        await system.lookup("group/b").tell("crash")
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == expected
+        restarted = {name for kind, name in expected if kind == "start"}
+        for name in "abc":
+            ref = system.lookup(f"group/{name}")
+            assert ref.state is State.RUNNING
+            assert ref.restarts == (1 if name in restarted else 0)
+            assert await ref.ask("ping") == (name, "ping")
+
+
+async def test_group_restart_keeps_the_mailboxes_of_stopped_siblings(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    specs = tuple(ActorSpec(name=n, factory=probe(n, log)) for n in "ab")
+    async with open_actor_system(
+        SupervisorSpec(
+            name="g",
+            children=specs,
+            strategy=Strategy.ONE_FOR_ALL,
+            backoff=Backoff(base=1, jitter=0),
+        )
+    ) as system:
+        a, b = system.lookup("g/a"), system.lookup("g/b")
+        a.tell_nowait("crash")
+        await trio.testing.wait_all_tasks_blocked()
+        b.tell_nowait("queued while restarting")
+        assert b.state is State.RESTARTING
+        assert await b.ask("after") == ("b", "after")
+    assert ("handled", "b:queued while restarting") in log
+
+
+@pytest.mark.parametrize(
+    ("restart", "crash", "restarted"),
+    [
+        (Restart.PERMANENT, False, True),
+        (Restart.PERMANENT, True, True),
+        (Restart.TRANSIENT, False, False),
+        (Restart.TRANSIENT, True, True),
+        (Restart.TEMPORARY, False, False),
+        (Restart.TEMPORARY, True, False),
+    ],
+)
+async def test_restart_types_for_a_task_that_ends(
+    autojump_clock: trio.testing.MockClock, restart: Restart, crash: bool, restarted: bool
+) -> None:
+    runs: list[float] = []
+    finish = trio.Event()
+
+    async def job(*, task_status: trio.TaskStatus[int]) -> None:
+        runs.append(trio.current_time())
+        task_status.started(len(runs))
+        if len(runs) == 1:
+            await finish.wait()
+            if crash:
+                raise ValueError("job failed")
+            return
+        await trio.sleep_forever()
+
+    async with open_actor_system(
+        TaskSpec(name="job", fn=job, restart=restart), backoff=NO_DELAY
+    ) as system:
+        task = system.lookup_task("job")
+        assert task.value == 1
+        finish.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(runs) == (2 if restarted else 1)
+        if restarted:
+            assert system.lookup_task("job") is task
+            assert task.value == 2
+            assert task.state is State.RUNNING
+        else:
+            assert "job" not in system.names()
+            assert task.state is (State.FAILED if crash else State.STOPPED)
+
+
+async def test_backoff_doubles_up_to_the_cap_on_the_virtual_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    starts: list[float] = []
+
+    class FailsToRestart(Probe):
+        async def on_start(self) -> None:
+            starts.append(trio.current_time())
+            if 2 <= len(starts) <= 5:
+                raise RuntimeError("not yet")
+
+    async with open_actor_system(
+        ActorSpec(name="a", factory=lambda: FailsToRestart("a", [])),
+        backoff=Backoff(base=1.0, cap=8.0, jitter=0),
+        intensity=RestartIntensity(max_restarts=10, period=100.0),
+    ) as system:
+        ref = system.lookup("a")
+        await ref.tell("crash")
+        await trio.sleep(60)
+        assert ref.state is State.RUNNING
+        assert ref.restarts == 5
+    deltas = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    assert deltas == [1.0, 2.0, 4.0, 8.0, 8.0]
+
+
+async def test_backoff_jitter_comes_from_the_injected_random_source(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    starts: list[float] = []
+
+    class Recorder(Probe):
+        async def on_start(self) -> None:
+            starts.append(trio.current_time())
+
+    backoff = Backoff(base=1.0, cap=30.0, jitter=0.5)
+    async with open_actor_system(
+        ActorSpec(name="a", factory=lambda: Recorder("a", [])),
+        backoff=backoff,
+        intensity=RestartIntensity(max_restarts=10, period=100.0),
+        rng=random.Random(7),
+    ) as system:
+        ref = system.lookup("a")
+        for _ in range(3):
+            await ref.tell("crash")
+            await trio.sleep(20)
+    expected_rng = random.Random(7)
+    expected = [backoff.delay(n, expected_rng) for n in range(3)]
+    crash_times = [starts[0], starts[0] + 20, starts[0] + 40]
+    delays = [start - crash for start, crash in zip(starts[1:], crash_times, strict=True)]
+    assert delays == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert all(1.0 * 2**n < delay for n, delay in enumerate(delays))
+
+
+async def test_intensity_exceeded_escalates_to_the_parent_which_restarts_the_subtree(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    inner = SupervisorSpec(
+        name="inner",
+        children=(ActorSpec(name="a", factory=probe("a", log)),),
+        intensity=RestartIntensity(max_restarts=2, period=10.0),
+        backoff=NO_DELAY,
+    )
+    async with open_actor_system(inner, backoff=NO_DELAY) as system:
+        old = system.lookup("inner/a")
+        for _ in range(2):
+            await old.tell("crash")
+            await trio.testing.wait_all_tasks_blocked()
+        assert old.restarts == 2
+        assert system.lookup_supervisor("inner").restarts == 0
+        await old.tell("crash")  # the third within 10 s: inner gives up
+        await trio.testing.wait_all_tasks_blocked()
+        parent_view = system.lookup_supervisor("inner")
+        assert parent_view.restarts == 1
+        assert parent_view.state is State.RUNNING
+        assert parent_view.snapshot().last_error == (
+            "RestartIntensityExceeded('supervisor inner exceeded 2 restarts in 10.0s, "
+            "last crash in inner/a')"
+        )
+        new = system.lookup("inner/a")
+        assert new is not old
+        assert new.restarts == 0
+        assert await new.ask("hello") == ("a", "hello")
+        with pytest.raises(ActorStopped):
+            await old.ask("hello")
+
+
+async def test_restarts_spread_over_more_than_the_period_do_not_escalate(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async with open_actor_system(
+        ActorSpec(name="a", factory=probe("a", log)),
+        intensity=RestartIntensity(max_restarts=1, period=5.0),
+        backoff=NO_DELAY,
+    ) as system:
+        ref = system.lookup("a")
+        for _ in range(4):
+            await ref.tell("crash")
+            await trio.sleep(5.0)
+        assert ref.restarts == 4
+        assert ref.state is State.RUNNING
+
+
+async def test_top_level_escalation_ends_the_system_with_the_error(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    with pytest.raises(RestartIntensityExceeded, match=r"^supervisor / exceeded 0 restarts") as info:
+        async with open_actor_system(
+            ActorSpec(name="a", factory=probe("a", log)),
+            ActorSpec(name="b", factory=probe("b", log)),
+            intensity=RestartIntensity(max_restarts=0, period=5.0),
+        ) as system:
+            await system.lookup("b").tell("crash")
+            await trio.sleep_forever()
+    assert isinstance(info.value.__cause__, RuntimeError)
+    # b crashed (its on_stop ran), then the root stopped a gracefully
+    assert log[-2:] == [("stop", "b"), ("stop", "a")]
+    assert system.snapshot().state == "failed"
