@@ -10,12 +10,18 @@ subclouds) are exercised as in production.
 from __future__ import annotations
 
 import json
-from typing import Any, Final
 
 from dcorch.sim.endpoints import KEYSTONE
 from dcorch.sim.http import KeystoneError, Request, Response, empty_response, json_response
+from dcorch.sim.keystone_assign import (
+    actor_roles,
+    grant,
+    group_users,
+    list_domains,
+    membership,
+    role_assignments,
+)
 from dcorch.sim.keystone_auth import (
-    domain_view,
     issue_token,
     require_token,
     revoke_events,
@@ -23,148 +29,47 @@ from dcorch.sim.keystone_auth import (
     validate_token,
     version_doc,
 )
+from dcorch.sim.keystone_views import (
+    PROJECT_COLUMNS,
+    ROLE_COLUMNS,
+    USER_COLUMNS,
+    Params,
+    body_of,
+    check_unique,
+    filters_of,
+    get_or_404,
+    listing,
+    name_field,
+    revoke_user_tokens,
+    view,
+)
 from dcorch.sim.records import (
     DEFAULT_DOMAIN_ID,
     NULL_DOMAIN,
-    Record,
     make_group,
     make_project,
-    make_revocation_event,
     make_role,
     make_user,
     password_row,
-    user_event_id,
 )
 from dcorch.sim.routes import Handler, RouteTable
-from dcorch.sim.state import CloudState, Identity
+from dcorch.sim.state import CloudState
 from dcorch.sim.tokens import check_password, hash_password
-
-Params = tuple[str, ...]
-PLURAL: Final = {"user": "users", "group": "groups", "project": "projects", "role": "roles"}
-USER_COLUMNS: Final = {"id", "name", "domain_id", "enabled", "default_project_id", "password"}
-PROJECT_COLUMNS: Final = {
-    "id",
-    "name",
-    "domain_id",
-    "enabled",
-    "description",
-    "parent_id",
-    "is_domain",
-}
-ROLE_COLUMNS: Final = {"id", "name", "domain_id", "description"}
-
-
-def view(kind: str, rec: Record, req: Request) -> dict[str, Any]:
-    """The keystone API representation of a record."""
-    if kind == "user":
-        u = rec["user"]
-        out = dict(json.loads(u["extra"] or "{}"))
-        out.update(
-            id=u["id"],
-            name=rec["local_user"]["name"],
-            domain_id=u["domain_id"],
-            enabled=u["enabled"],
-            password_expires_at=None,
-            options={},
-        )
-        if u["default_project_id"]:
-            out["default_project_id"] = u["default_project_id"]
-    elif kind == "group":
-        g = rec["group"]
-        out = {
-            "id": g["id"],
-            "name": g["name"],
-            "domain_id": g["domain_id"],
-            "description": g["description"],
-        }
-    elif kind == "project":
-        p = rec["project"]
-        out = dict(json.loads(p["extra"] or "{}"))
-        out.update({k: p[k] for k in PROJECT_COLUMNS}, tags=[], options={})
-    else:
-        r = rec["role"]
-        out = dict(json.loads(r["extra"] or "{}"))
-        out.update(
-            id=r["id"],
-            name=r["name"],
-            description=r["description"],
-            options={},
-            domain_id=None if r["domain_id"] == NULL_DOMAIN else r["domain_id"],
-        )
-    out["links"] = {"self": f"{req.base_url}/{PLURAL[kind]}/{out['id']}"}
-    return out
-
-
-def _body(req: Request, key: str) -> dict[str, Any]:
-    body = req.json(KeystoneError)
-    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
-        raise KeystoneError(400, f"Invalid input for field '{key}': a JSON object is required.")
-    return dict(body[key])
-
-
-def _get(identity: Identity, kind: str, oid: str) -> Record:
-    rec = identity.tables[kind].get(oid)
-    if rec is None:
-        raise KeystoneError(404, f"Could not find {kind}: {oid}.")
-    return rec
-
-
-def _name(body: dict[str, Any], required: bool) -> str | None:
-    name = body.get("name")
-    if name is None and not required:
-        return None
-    if not isinstance(name, str) or not name.strip():
-        raise KeystoneError(400, "Invalid input for field 'name': a non-empty string is required.")
-    return name
-
-
-def _check_unique(identity: Identity, kind: str, domain_id: str, name: str, oid: str) -> None:
-    other = identity.names.get((kind, domain_id, name))
-    if other is not None and other != oid:
-        raise KeystoneError(
-            409,
-            f"Conflict occurred attempting to store {kind} - Duplicate "
-            f"entry found with name {name} at domain ID {domain_id}.",
-        )
-
-
-def _listing(cloud: CloudState, req: Request, kind: str, filters: dict[str, str]) -> Response:
-    require_token(cloud, req, KeystoneError)
-    items = [view(kind, r, req) for r in cloud.identity.tables[kind].values()]
-    for key, wanted in filters.items():
-        items = [i for i in items if str(i.get(key)) == wanted]
-    links = {"self": f"{req.base_url}/{PLURAL[kind]}", "next": None, "previous": None}
-    return json_response(200, {PLURAL[kind]: items, "links": links})
-
-
-def _filters(req: Request, *keys: str) -> dict[str, str]:
-    return {k: req.query[k] for k in keys if k in req.query}
-
-
-def _revoke_user_tokens(cloud: CloudState, user_id: str) -> None:
-    # keystone revokes a user's tokens when the password changes or the user is disabled;
-    # dcorch syncs these per-user events as revoke_events_for_user
-    identity = cloud.identity
-    now = cloud.sim.wall_clock()
-    event = make_revocation_event(identity.next_event_id, now, user_id=user_id)
-    identity.next_event_id += 1
-    identity.add_revocation(user_event_id(user_id, event["issued_before"]), event, now)
-
 
 # --- users ------------------------------------------------------------------------------------
 
 
 def list_users(cloud: CloudState, req: Request, params: Params) -> Response:
-    return _listing(cloud, req, "user", _filters(req, "name", "domain_id", "enabled"))
+    return listing(cloud, req, "user", filters_of(req, "name", "domain_id", "enabled"))
 
 
 def create_user(cloud: CloudState, req: Request, params: Params) -> Response:
     require_token(cloud, req, KeystoneError)
-    body = _body(req, "user")
-    name = str(_name(body, True))
+    body = body_of(req, "user")
+    name = str(name_field(body, True))
     domain_id = str(body.get("domain_id") or DEFAULT_DOMAIN_ID)
     identity = cloud.identity
-    _check_unique(identity, "user", domain_id, name, "")
+    check_unique(identity, "user", domain_id, name, "")
     password = body.get("password")
     if password is not None and not isinstance(password, str):
         raise KeystoneError(400, "Invalid input for field 'password'.")
@@ -185,19 +90,19 @@ def create_user(cloud: CloudState, req: Request, params: Params) -> Response:
 
 def get_user(cloud: CloudState, req: Request, params: Params) -> Response:
     require_token(cloud, req, KeystoneError)
-    rec = _get(cloud.identity, "user", params[0])
+    rec = get_or_404(cloud.identity, "user", params[0])
     return json_response(200, {"user": view("user", rec, req)})
 
 
 def update_user(cloud: CloudState, req: Request, params: Params) -> Response:
     require_token(cloud, req, KeystoneError)
     identity = cloud.identity
-    rec = _get(identity, "user", params[0])
-    body = _body(req, "user")
+    rec = get_or_404(identity, "user", params[0])
+    body = body_of(req, "user")
     user, local = dict(rec["user"]), dict(rec["local_user"])
-    name = _name(body, False)
+    name = name_field(body, False)
     if name is not None:
-        _check_unique(identity, "user", user["domain_id"], name, params[0])
+        check_unique(identity, "user", user["domain_id"], name, params[0])
         local["name"] = name
     if "enabled" in body:
         user["enabled"] = bool(body["enabled"])
@@ -213,14 +118,14 @@ def update_user(cloud: CloudState, req: Request, params: Params) -> Response:
         passwords = [password_row(hash_password(body["password"]), cloud.sim.wall_clock())]
     new = identity.put("user", {"user": user, "local_user": local, "password": passwords})
     if "password" in body or (rec["user"]["enabled"] and not user["enabled"]):
-        _revoke_user_tokens(cloud, params[0])
+        revoke_user_tokens(cloud, params[0])
     cloud.record(KEYSTONE, "update_user", id=params[0], fields=sorted(body))
     return json_response(200, {"user": view("user", new, req)})
 
 
 def delete_user(cloud: CloudState, req: Request, params: Params) -> Response:
     require_token(cloud, req, KeystoneError)
-    _get(cloud.identity, "user", params[0])
+    get_or_404(cloud.identity, "user", params[0])
     cloud.identity.remove("user", params[0])
     cloud.record(KEYSTONE, "delete_user", id=params[0])
     return empty_response(204)
@@ -229,8 +134,8 @@ def delete_user(cloud: CloudState, req: Request, params: Params) -> Response:
 def change_password(cloud: CloudState, req: Request, params: Params) -> Response:
     require_token(cloud, req, KeystoneError)
     identity = cloud.identity
-    rec = _get(identity, "user", params[0])
-    body = _body(req, "user")
+    rec = get_or_404(identity, "user", params[0])
+    body = body_of(req, "user")
     new, original = body.get("password"), body.get("original_password")
     if not isinstance(new, str) or not isinstance(original, str):
         raise KeystoneError(400, "'password' and 'original_password' are required.")
@@ -239,14 +144,14 @@ def change_password(cloud: CloudState, req: Request, params: Params) -> Response
     row = password_row(hash_password(new), cloud.sim.wall_clock())
     row["self_service"] = True
     identity.put("user", {**rec, "password": [row]})
-    _revoke_user_tokens(cloud, params[0])
+    revoke_user_tokens(cloud, params[0])
     cloud.record(KEYSTONE, "change_password", id=params[0])
     return empty_response(204)
 
 
 def user_groups(cloud: CloudState, req: Request, params: Params) -> Response:
     require_token(cloud, req, KeystoneError)
-    _get(cloud.identity, "user", params[0])
+    get_or_404(cloud.identity, "user", params[0])
     groups = [
         view("group", g, req)
         for g in cloud.identity.groups.values()
@@ -261,16 +166,16 @@ def user_groups(cloud: CloudState, req: Request, params: Params) -> Response:
 def _create(kind: str) -> Handler:
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
         require_token(cloud, req, KeystoneError)
-        body = _body(req, kind)
-        name = str(_name(body, True))
+        body = body_of(req, kind)
+        name = str(name_field(body, True))
         identity = cloud.identity
         if kind == "group":
             domain_id = str(body.get("domain_id") or DEFAULT_DOMAIN_ID)
-            _check_unique(identity, kind, domain_id, name, "")
+            check_unique(identity, kind, domain_id, name, "")
             rec = make_group(name, domain_id=domain_id, description=body.get("description", ""))
         elif kind == "project":
             domain_id = str(body.get("domain_id") or DEFAULT_DOMAIN_ID)
-            _check_unique(identity, kind, domain_id, name, "")
+            check_unique(identity, kind, domain_id, name, "")
             parent = body.get("parent_id")
             if parent is not None and parent != domain_id and parent not in identity.projects:
                 raise KeystoneError(404, f"Could not find project: {parent}.")
@@ -285,7 +190,7 @@ def _create(kind: str) -> Handler:
             )
         else:
             domain_id = str(body.get("domain_id") or NULL_DOMAIN)
-            _check_unique(identity, kind, domain_id, name, "")
+            check_unique(identity, kind, domain_id, name, "")
             extra = {k: v for k, v in body.items() if k not in ROLE_COLUMNS | {"options"}}
             rec = make_role(
                 name,
@@ -303,7 +208,9 @@ def _create(kind: str) -> Handler:
 def _get_one(kind: str) -> Handler:
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
         require_token(cloud, req, KeystoneError)
-        return json_response(200, {kind: view(kind, _get(cloud.identity, kind, params[0]), req)})
+        return json_response(
+            200, {kind: view(kind, get_or_404(cloud.identity, kind, params[0]), req)}
+        )
 
     return handler
 
@@ -312,12 +219,12 @@ def _update(kind: str) -> Handler:
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
         require_token(cloud, req, KeystoneError)
         identity = cloud.identity
-        rec = _get(identity, kind, params[0])
-        body = _body(req, kind)
+        rec = get_or_404(identity, kind, params[0])
+        body = body_of(req, kind)
         inner = dict(rec[kind])
-        name = _name(body, False)
+        name = name_field(body, False)
         if name is not None:
-            _check_unique(identity, kind, inner["domain_id"], name, params[0])
+            check_unique(identity, kind, inner["domain_id"], name, params[0])
             inner["name"] = name
         if "description" in body:
             inner["description"] = body["description"]
@@ -348,7 +255,7 @@ def _update(kind: str) -> Handler:
 def _delete(kind: str) -> Handler:
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
         require_token(cloud, req, KeystoneError)
-        _get(cloud.identity, kind, params[0])
+        get_or_404(cloud.identity, kind, params[0])
         cloud.identity.remove(kind, params[0])
         cloud.record(KEYSTONE, f"delete_{kind}", id=params[0])
         return empty_response(204)
@@ -357,153 +264,15 @@ def _delete(kind: str) -> Handler:
 
 
 def list_groups(cloud: CloudState, req: Request, params: Params) -> Response:
-    return _listing(cloud, req, "group", _filters(req, "name", "domain_id"))
+    return listing(cloud, req, "group", filters_of(req, "name", "domain_id"))
 
 
 def list_projects(cloud: CloudState, req: Request, params: Params) -> Response:
-    return _listing(cloud, req, "project", _filters(req, "name", "domain_id", "parent_id"))
+    return listing(cloud, req, "project", filters_of(req, "name", "domain_id", "parent_id"))
 
 
 def list_roles(cloud: CloudState, req: Request, params: Params) -> Response:
-    return _listing(cloud, req, "role", _filters(req, "name", "domain_id"))
-
-
-def group_users(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, KeystoneError)
-    group = _get(cloud.identity, "group", params[0])
-    users = [
-        view("user", cloud.identity.users[u], req)
-        for u in group["local_user_ids"]
-        if u in cloud.identity.users
-    ]
-    return json_response(200, {"users": users, "links": {"self": req.base_url}})
-
-
-def membership(cloud: CloudState, req: Request, params: Params) -> Response:
-    """PUT / DELETE / HEAD ``/v3/groups/{g}/users/{u}``."""
-    require_token(cloud, req, KeystoneError)
-    identity = cloud.identity
-    group = _get(identity, "group", params[0])
-    _get(identity, "user", params[1])
-    members: list[str] = group["local_user_ids"]
-    is_member = params[1] in members
-    if req.method in {"HEAD", "GET"} or (req.method == "DELETE" and not is_member):
-        if not is_member:
-            raise KeystoneError(404, f"User {params[1]} is not a member of group {params[0]}.")
-        return empty_response(204)
-    if req.method == "PUT":
-        members = sorted({*members, params[1]})
-    else:
-        members = [m for m in members if m != params[1]]
-    identity.put("group", {**group, "local_user_ids": members})
-    cloud.record(KEYSTONE, f"{req.method.lower()}_group_member", group=params[0], user=params[1])
-    return empty_response(204)
-
-
-# --- role assignments -------------------------------------------------------------------------
-
-
-def grant(actor_type: str) -> Handler:
-    """PUT / DELETE / HEAD / GET ``/v3/projects/{p}/<actor_type>s/{a}/roles/{r}``."""
-
-    def handler(cloud: CloudState, req: Request, params: Params) -> Response:
-        require_token(cloud, req, KeystoneError)
-        identity = cloud.identity
-        project, actor, role = params
-        _get(identity, "project", project)
-        _get(identity, actor_type, actor)
-        _get(identity, "role", role)
-        key = (project, actor_type, actor, role)
-        if req.method == "PUT":
-            identity.assignments.add(key)
-            cloud.record(KEYSTONE, "grant", assignment="_".join((project, actor, role)))
-            return empty_response(204)
-        if key not in identity.assignments:
-            raise KeystoneError(
-                404,
-                f"Could not find role assignment with role: {role}, "
-                f"{actor_type}: {actor}, project: {project}.",
-            )
-        if req.method == "DELETE":
-            identity.assignments.discard(key)
-            cloud.record(KEYSTONE, "revoke", assignment="_".join((project, actor, role)))
-        return empty_response(204)
-
-    return handler
-
-
-def actor_roles(actor_type: str) -> Handler:
-    """GET ``/v3/projects/{p}/<actor_type>s/{a}/roles``."""
-
-    def handler(cloud: CloudState, req: Request, params: Params) -> Response:
-        require_token(cloud, req, KeystoneError)
-        identity = cloud.identity
-        _get(identity, "project", params[0])
-        _get(identity, actor_type, params[1])
-        roles = [
-            view("role", identity.roles[a[3]], req)
-            for a in sorted(identity.assignments)
-            if a[:3] == (params[0], actor_type, params[1])
-        ]
-        return json_response(200, {"roles": roles, "links": {"self": req.base_url}})
-
-    return handler
-
-
-def role_assignments(cloud: CloudState, req: Request, params: Params) -> Response:
-    """GET ``/v3/role_assignments`` with scope.project.id / user.id / group.id / role.id."""
-    require_token(cloud, req, KeystoneError)
-    identity = cloud.identity
-    q = req.query
-    names = "include_names" in q and q["include_names"].lower() not in {"0", "false"}
-    out = []
-    for project, actor_type, actor, role in sorted(identity.assignments):
-        if (
-            q.get("scope.project.id", project) != project
-            or q.get("role.id", role) != role
-            or ("user.id" in q and (actor_type, actor) != ("user", q["user.id"]))
-            or ("group.id" in q and (actor_type, actor) != ("group", q["group.id"]))
-        ):
-            continue
-        entry: dict[str, Any] = {
-            "role": {"id": role},
-            actor_type: {"id": actor},
-            "scope": {"project": {"id": project}},
-            "links": {
-                "assignment": f"{req.base_url}/projects/{project}/{actor_type}s/{actor}"
-                f"/roles/{role}"
-            },
-        }
-        if names:
-            _add_names(identity, entry, actor_type)
-        out.append(entry)
-    return json_response(200, {"role_assignments": out, "links": {"self": req.base_url}})
-
-
-def _add_names(identity: Identity, entry: dict[str, Any], actor_type: str) -> None:
-    role = identity.roles[entry["role"]["id"]]["role"]
-    entry["role"]["name"] = role["name"]
-    actor = identity.tables[actor_type][entry[actor_type]["id"]]
-    if actor_type == "user":
-        entry["user"].update(
-            name=actor["local_user"]["name"], domain=domain_view(actor["user"]["domain_id"])
-        )
-    else:
-        entry["group"].update(
-            name=actor["group"]["name"], domain=domain_view(actor["group"]["domain_id"])
-        )
-    project = identity.projects[entry["scope"]["project"]["id"]]["project"]
-    entry["scope"]["project"].update(name=project["name"], domain=domain_view(project["domain_id"]))
-
-
-def list_domains(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, KeystoneError)
-    domain = {
-        **domain_view(DEFAULT_DOMAIN_ID),
-        "enabled": True,
-        "description": "The default domain",
-    }
-    return json_response(200, {"domains": [domain], "links": {"self": req.base_url}})
+    return listing(cloud, req, "role", filters_of(req, "name", "domain_id"))
 
 
 ROUTES = RouteTable(KEYSTONE, KeystoneError)
