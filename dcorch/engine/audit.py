@@ -1,0 +1,270 @@
+"""The audit of one pair: compare master, dcorch's database and the subcloud; queue repairs.
+
+Runs inside the pair's sync actor, so two audits of one pair never overlap (10.1 dd30c8c2) and an
+audit never races that pair's sync. Every repair is a :class:`WorkOrder` targeted at this
+subcloud; every repair counts as a finding, including the ``put`` of a discrepancy, which
+upstream forgot to count (10.2 #3) so its pair could be reported in-sync with work queued.
+Failed requests are cleaned per pair, not globally (10.2 #4); the next audit re-detects what
+they were for.
+
+Identity: users, groups, projects, roles (dcdbsync records) and revocation events. Platform:
+certificates, the sysadmin iuser and the fernet keys. Role assignments and per-user revocation
+events are not audited yet (they still sync from the proxy).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from dcorch import constants as c
+from dcorch.db.rows import RequestUpdate
+from dcorch.engine import audit_rules as rules
+from dcorch.engine.clients import CloudClient, Record, singular
+from dcorch.engine.ports import EngineDatabase
+from dcorch.engine.status import WallClock, utc_now
+from dcorch.engine.sync_pass import FINAL_BAD_STATES, WORK_STATES
+from dcorch.work import EnqueueResult, WorkOrder
+
+logger = logging.getLogger(__name__)
+
+WorkSink = Callable[[Sequence[WorkOrder]], Awaitable[list[EnqueueResult]]]
+IDENTITY_KINDS = ("users", "groups", "projects", "roles")
+MASTER_CACHE_TTL = 5.0
+"""Seconds a master listing is reused: one listing serves a burst of audits, never a stale one."""
+
+
+class MasterCache:
+    """Master listings shared by all audits, each fetched at most once per TTL."""
+
+    def __init__(self, master: CloudClient, ttl: float = MASTER_CACHE_TTL) -> None:
+        self._master = master
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, Any]] = {}
+        self._locks: dict[str, trio.Lock] = {}
+
+    async def get(self, key: str, fetch: Callable[[CloudClient], Awaitable[Any]]) -> Any:
+        lock = self._locks.setdefault(key, trio.Lock())
+        async with lock:
+            hit = self._entries.get(key)
+            if hit is not None and trio.current_time() - hit[0] < self._ttl:
+                return hit[1]
+            value = await fetch(self._master)
+            self._entries[key] = (trio.current_time(), value)
+            return value
+
+
+@dataclass(slots=True)
+class AuditResult:
+    findings: int = 0
+    orders: list[WorkOrder] = field(default_factory=list)
+
+
+class PairAudit:
+    """Audit of one (subcloud, endpoint type) pair."""
+
+    def __init__(
+        self,
+        db: EngineDatabase,
+        region: str,
+        endpoint_type: str,
+        remote: CloudClient,
+        master: MasterCache,
+        sink: WorkSink,
+        *,
+        wall_clock: WallClock = utc_now,
+    ) -> None:
+        self._db = db
+        self.region = region
+        self.endpoint_type = endpoint_type
+        self._remote = remote
+        self._master = master
+        self._sink = sink
+        self._clock = wall_clock
+
+    async def run(self) -> AuditResult:
+        """Compare, queue the repairs (one transaction), clean this pair's failed requests."""
+        started = self._clock()
+        live = await self._db.pending_requests(
+            self.region, self.endpoint_type, states=WORK_STATES + FINAL_BAD_STATES
+        )
+        busy: dict[str, set[str]] = {}
+        for r in live:
+            if r.state in WORK_STATES:
+                busy.setdefault(r.resource_type, set()).add(r.source_resource_id)
+        result = AuditResult()
+        if self.endpoint_type == c.ENDPOINT_TYPE_PLATFORM:
+            await self._platform(result, busy)
+        else:
+            for kind in IDENTITY_KINDS:
+                await self._identity_kind(kind, result, busy.get(kind, set()))
+            await self._revoke_events(result, busy.get(c.RESOURCE_REVOKE_EVENTS, set()))
+        if result.orders:
+            await self._sink(result.orders)
+        # Retire this pair's failed-like requests older than this audit: it re-detected what
+        # they were for. timed-out/aborted become failed first so one unit removes them all.
+        stale = [
+            RequestUpdate(r.id, state=c.ORCH_REQUEST_FAILED)
+            for r in live
+            if r.state in (c.ORCH_REQUEST_TIMED_OUT, c.ORCH_REQUEST_ABORTED)
+        ]
+        if stale:
+            await self._db.update_requests(stale)
+        await self._db.soft_delete_failed_requests(self.region, self.endpoint_type, started)
+        logger.info(
+            "audit.done region=%s endpoint=%s findings=%d",
+            self.region,
+            self.endpoint_type,
+            result.findings,
+        )
+        return result
+
+    def _order(self, result: AuditResult, rtype: str, source_id: str, op: str, info: Any) -> None:
+        result.findings += 1
+        result.orders.append(
+            WorkOrder(
+                endpoint_type=self.endpoint_type,
+                resource_type=rtype,
+                source_resource_id=source_id,
+                operation_type=op,
+                resource_info=json.dumps(info),
+                subcloud=self.region,
+            )
+        )
+
+    async def _identity_kind(self, kind: str, result: AuditResult, busy: set[str]) -> None:
+        async def fetch(m: CloudClient) -> list[Record]:
+            return await m.list_records(kind)
+
+        master = [r for r in await self._master.get(kind, fetch) if not rules.is_excluded(kind, r)]
+        sub = await self._remote.list_records(kind)
+        by_id = {rules.object_id(kind, r): r for r in sub}
+        by_name = {rules.name_key(kind, r): r for r in sub}
+        known = {r.master_id for r in await self._db.list_resources(kind)}
+        mappings = {
+            m.master_id: m for m in await self._db.list_subcloud_resources(self.region, kind)
+        }
+        for record in master:
+            mid = rules.object_id(kind, record)
+            known.discard(mid)
+            if not mid:
+                continue
+            if mid in busy:
+                result.findings += 1
+                continue
+            mapping = mappings.get(mid)
+            if mapping is not None and mapping.shared_config_state == c.SHARED_CONFIG_UNMANAGED:
+                continue
+            target = by_id.get(mapping.subcloud_resource_id if mapping else mid) or by_id.get(mid)
+            if target is not None and rules.same_record(kind, record, target):
+                if mapping is None:
+                    await self._db.upsert_subcloud_resource(self.region, kind, mid, mid)
+                continue
+            candidate = target or by_name.get(rules.name_key(kind, record))
+            if candidate is not None:
+                sc_id = rules.object_id(kind, candidate)
+                self._order(result, kind, mid, c.OPERATION_PUT, {singular(kind): {"id": sc_id}})
+            else:
+                self._order(result, kind, mid, c.OPERATION_POST, record)
+        for mid in sorted(known):
+            if mid in busy:
+                result.findings += 1
+                continue
+            mapping = mappings.get(mid)
+            if (
+                mapping is not None
+                and mapping.shared_config_state == c.SHARED_CONFIG_MANAGED
+                and mapping.subcloud_resource_id in by_id
+            ):
+                self._order(result, kind, mid, c.OPERATION_DELETE, {})
+
+    async def _revoke_events(self, result: AuditResult, busy: set[str]) -> None:
+        async def fetch(m: CloudClient) -> list[Record]:
+            return await m.list_revoke_events()
+
+        master = {
+            e["audit_id"]: e
+            for e in await self._master.get("revoke_events", fetch)
+            if e.get("audit_id")
+        }
+        sub = {e.get("audit_id") for e in await self._remote.list_revoke_events()}
+        for audit_id in master:
+            if audit_id in busy:
+                result.findings += 1
+            elif audit_id not in sub:
+                info = {"token_revoke_event": {"audit_id": audit_id}}
+                self._order(result, c.RESOURCE_REVOKE_EVENTS, audit_id, c.OPERATION_POST, info)
+        mappings = await self._db.list_subcloud_resources(self.region, c.RESOURCE_REVOKE_EVENTS)
+        for m in mappings:
+            if m.master_id not in master and m.subcloud_resource_id in sub:
+                self._order(result, c.RESOURCE_REVOKE_EVENTS, m.master_id, c.OPERATION_DELETE, {})
+
+    async def _platform(self, result: AuditResult, busy: dict[str, set[str]]) -> None:
+        await self._certificates(result, busy.get(c.RESOURCE_CERTIFICATES, set()))
+
+        async def iusers(m: CloudClient) -> list[Record]:
+            return await m.list_iusers()
+
+        master_users = await self._master.get("iuser", iusers)
+        sub_users = await self._remote.list_iusers()
+        if master_users and sub_users:
+            mu = master_users[0]
+            if str(mu.get("uuid")) in busy.get(c.RESOURCE_IUSER, set()):
+                result.findings += 1
+            elif not rules.same_iuser(mu, sub_users[0]):
+                payload = {k: mu.get(k) for k in ("passwd_hash", "root_sig", "passwd_expiry_days")}
+                self._order(
+                    result,
+                    c.RESOURCE_IUSER,
+                    str(mu.get("uuid")),
+                    c.OPERATION_PATCH,
+                    {"payload": payload},
+                )
+
+        async def keys(m: CloudClient) -> list[Record]:
+            return await m.get_fernet_keys()
+
+        master_keys = await self._master.get("fernet_repo", keys)
+        if "keys" in busy.get(c.RESOURCE_FERNET_REPO, set()):
+            result.findings += 1
+        elif master_keys and rules.fernet_digest(master_keys) != rules.fernet_digest(
+            await self._remote.get_fernet_keys()
+        ):
+            self._order(
+                result,
+                c.RESOURCE_FERNET_REPO,
+                "keys",
+                c.OPERATION_PATCH,
+                rules.fernet_info(master_keys),
+            )
+
+    async def _certificates(self, result: AuditResult, busy: set[str]) -> None:
+        async def certs(m: CloudClient) -> list[Record]:
+            return await m.list_certificates()
+
+        master = {
+            str(cert["signature"]): cert
+            for cert in await self._master.get("certificates", certs)
+            if rules.synced_certificate(cert)
+        }
+        present = {str(cert.get("signature")) for cert in await self._remote.list_certificates()}
+        for signature, cert in master.items():
+            if signature in busy:
+                result.findings += 1
+            elif signature not in present:
+                self._order(
+                    result,
+                    c.RESOURCE_CERTIFICATES,
+                    signature,
+                    c.OPERATION_CREATE,
+                    {"payload": cert},
+                )
+        mappings = await self._db.list_subcloud_resources(self.region, c.RESOURCE_CERTIFICATES)
+        for m in mappings:
+            if m.master_id not in master and m.subcloud_resource_id in present:
+                self._order(result, c.RESOURCE_CERTIFICATES, m.master_id, c.OPERATION_DELETE, {})

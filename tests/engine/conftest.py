@@ -1,0 +1,133 @@
+"""Fixtures wiring the simulator, a SQLite database, the dispatcher and the sync manager."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from dcorch import constants as c
+from dcorch.db import Database, migrate, open_database
+from dcorch.engine.dispatcher import Dispatcher
+from dcorch.engine.endpoints import MasterEndpoints, SimResolver
+from dcorch.engine.env import Driver
+from dcorch.engine.http import Credentials, HttpSession
+from dcorch.engine.sync_manager import SyncManager
+from dcorch.settings import ActorSettings, DatabaseSettings, DispatcherSettings, EngineSettings
+from dcorch.sim import SimCloud, open_sim_cloud
+
+FAST_DB = DatabaseSettings(retry_backoff=0.01, retry_backoff_max=0.2, sqlite_busy_timeout_ms=2000)
+ENGINE = EngineSettings(
+    request_retry_backoff=1.0,
+    request_retry_backoff_max=4.0,
+    subcloud_http_timeout=10.0,
+    offline_retry_interval=30.0,
+    safety_sweep_interval=600.0,
+)
+ACTORS = ActorSettings(restart_backoff=0.1, restart_backoff_max=1.0)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("engine-template") / "dcorch.db"
+    migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+async def db(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Database]:
+    path = tmp_path / "dcorch.db"
+    shutil.copyfile(sqlite_template, path)
+    async with open_database(f"sqlite+aiosqlite:///{path}", database=FAST_DB) as database:
+        yield database
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimCloud]:
+    async with open_sim_cloud(subclouds=3, port=0) as cloud:
+        yield cloud
+
+
+@pytest.fixture
+async def http(sim: SimCloud) -> AsyncIterator[HttpSession]:
+    creds = Credentials(sim.admin.username, sim.admin.password, sim.admin.project_name)
+    async with httpx.AsyncClient(timeout=None) as client:
+        yield HttpSession(client, creds, ENGINE.subcloud_http_timeout)
+
+
+@dataclass
+class Engine:
+    """Everything an integration test drives."""
+
+    sim: SimCloud
+    db: Database
+    http: HttpSession
+    dispatcher: Dispatcher
+    manager: SyncManager
+
+    async def manage(self, *regions: str) -> None:
+        """Add subclouds to dcorch and bring them managed + online (initial sync follows)."""
+        for region in regions:
+            await self.db.add_subcloud(region, software_version="24.09", management_ip="10.0.0.1")
+            await self.db.update_subcloud_states(
+                region,
+                management_state=c.MANAGEMENT_MANAGED,
+                availability_status=c.AVAILABILITY_ONLINE,
+            )
+            await self.manager.subcloud_changed(region)
+
+    async def wait_enabled(self, *regions: str) -> None:
+        for region in regions:
+            while (await self.db.get_subcloud(region)).initial_sync_state != (  # noqa: ASYNC110
+                c.INITIAL_SYNC_COMPLETED
+            ):
+                await trio.sleep(0.05)
+
+    async def master_call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        url = f"{self.sim.endpoints.master_keystone}/{path}"
+        token = self.sim.admin_token()
+        async with httpx.AsyncClient() as client:
+            response = await client.request(method, url, headers={"X-Auth-Token": token}, **kwargs)
+        response.raise_for_status()
+        return response
+
+
+EngineFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def start_engine(
+    nursery: trio.Nursery, sim: SimCloud, db: Database, http: HttpSession
+) -> Callable[..., Any]:
+    """``await start_engine(settings=..., driver=...)`` -> a running :class:`Engine`."""
+
+    async def start(
+        settings: EngineSettings = ENGINE, driver: Driver | None = None, **kwargs: Any
+    ) -> Engine:
+        dispatcher = Dispatcher(db, DispatcherSettings())
+        extra: dict[str, Any] = {} if driver is None else {"driver": driver}
+        manager = SyncManager(
+            db,
+            settings,
+            actor_settings=ACTORS,
+            http=http,
+            resolver=SimResolver(sim.endpoints),
+            master=MasterEndpoints.for_sim(sim.endpoints),
+            sink=dispatcher.submit,
+            rng=random.Random(7),
+            **extra,
+            **kwargs,
+        )
+        dispatcher.set_commit_listener(manager.on_commit)
+        await nursery.start(dispatcher.run)
+        await nursery.start(manager.run)
+        return Engine(sim, db, http, dispatcher, manager)
+
+    return start
