@@ -140,6 +140,7 @@ async def open_actor_system(
         name=name, children=children, strategy=strategy, intensity=intensity, backoff=backoff
     )
     system = ActorSystem(root, random.Random() if rng is None else rng)
+    body_error: Exception | None = None
     try:
         async with trio.open_nursery() as nursery:
             supervisor = system._root.supervisor
@@ -147,14 +148,24 @@ async def open_actor_system(
             await nursery.start(supervisor.serve)
             try:
                 yield system
+            except Exception as exc:
+                # held back so that the nursery is not cancelled: a failing body still gets
+                # a graceful shutdown (Cancelled and KeyboardInterrupt propagate at once)
+                body_error = exc
             finally:
                 # graceful first; at the deadline the nursery cancels whatever is left
                 nursery.cancel_scope.deadline = trio.current_time() + shutdown_timeout
                 supervisor.request_stop()
     except BaseExceptionGroup as group:
+        if body_error is not None:
+            raise BaseExceptionGroup(
+                "actor system failed", [body_error, *group.exceptions]
+            ) from None
         if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
             _reraise(group.exceptions[0])
         raise
+    if body_error is not None:
+        raise body_error
 
 
 def _reraise(error: BaseException) -> NoReturn:
