@@ -188,8 +188,10 @@ def _eligible_filter() -> Any:
 
 def _eligible_ids(endpoint_type: str) -> Any:
     """Ids of eligible subclouds owning a sync row of that endpoint type (a subquery)."""
+    # Correlated on (subcloud_name, endpoint_type), the unique index of subcloud_sync, as the
+    # real system joins; on subcloud_id SQLite would scan the table once per subcloud (O(N^2)).
     has_pair = exists().where(
-        subcloud_sync.c.subcloud_id == subcloud.c.id,
+        subcloud_sync.c.subcloud_name == subcloud.c.region_name,
         subcloud_sync.c.endpoint_type == endpoint_type,
     )
     return select(subcloud.c.id).where(_eligible_filter(), has_pair)
