@@ -48,6 +48,7 @@ class Node:
         "scope",
         "settled",
         "spec",
+        "start_error",
         "state",
         "stopping",
         "supervisor",
@@ -64,6 +65,8 @@ class Node:
         self.restarts = 0
         self.last_error: str | None = None
         self.crashed = False
+        self.start_error: Exception | None = None
+        """Why the first start failed, for the task waiting in start_child."""
         self.value: object = None
         """What a task passed to task_status.started()."""
         self.mailbox: Mailbox[Any, Any] | None = None

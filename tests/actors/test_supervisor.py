@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -33,8 +34,10 @@ NO_DELAY = Backoff(base=0, jitter=0)
         (Strategy.ONE_FOR_ONE, [("stop", "b"), ("start", "b")]),
         (
             Strategy.ONE_FOR_ALL,
-            [("stop", "b"), ("stop", "c"), ("stop", "a"), ("start", "a")]
-            + [("start", "b"), ("start", "c")],
+            [
+                *[("stop", "b"), ("stop", "c"), ("stop", "a")],
+                *[("start", "a"), ("start", "b"), ("start", "c")],
+            ],
         ),
         (
             Strategy.REST_FOR_ONE,
@@ -151,7 +154,7 @@ async def test_backoff_doubles_up_to_the_cap_on_the_virtual_clock(
         await trio.sleep(60)
         assert ref.state is State.RUNNING
         assert ref.restarts == 5
-    deltas = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    deltas = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert deltas == [1.0, 2.0, 4.0, 8.0, 8.0]
 
 
@@ -235,15 +238,23 @@ async def test_restarts_spread_over_more_than_the_period_do_not_escalate(
 async def test_top_level_escalation_ends_the_system_with_the_error(
     autojump_clock: trio.testing.MockClock, log: Log
 ) -> None:
-    with pytest.raises(RestartIntensityExceeded, match=r"^supervisor / exceeded 0 restarts") as info:
+    systems = []
+
+    async def run() -> None:
         async with open_actor_system(
             ActorSpec(name="a", factory=probe("a", log)),
             ActorSpec(name="b", factory=probe("b", log)),
             intensity=RestartIntensity(max_restarts=0, period=5.0),
         ) as system:
+            systems.append(system)
             await system.lookup("b").tell("crash")
             await trio.sleep_forever()
+
+    with pytest.raises(
+        RestartIntensityExceeded, match=r"^supervisor / exceeded 0 restarts"
+    ) as info:
+        await run()
     assert isinstance(info.value.__cause__, RuntimeError)
     # b crashed (its on_stop ran), then the root stopped a gracefully
     assert log[-2:] == [("stop", "b"), ("stop", "a")]
-    assert system.snapshot().state == "failed"
+    assert systems[0].snapshot().state == "failed"

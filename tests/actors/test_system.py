@@ -1,0 +1,293 @@
+"""The actor system: registry, dynamic children, snapshots and shutdown."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import trio
+import trio.testing
+
+from actors import (
+    ActorError,
+    ActorNotFound,
+    ActorSpec,
+    ActorStopped,
+    Backoff,
+    DuplicateActorName,
+    Restart,
+    State,
+    SupervisorSpec,
+    TaskSpec,
+    open_actor_system,
+)
+
+from ._probes import Log, Probe, probe
+
+NO_DELAY = Backoff(base=0, jitter=0)
+
+
+async def test_shutdown_stops_children_in_reverse_start_order(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async with open_actor_system(
+        ActorSpec(name="a", factory=probe("a", log)),
+        SupervisorSpec(
+            name="s",
+            children=(
+                ActorSpec(name="b", factory=probe("b", log)),
+                ActorSpec(name="c", factory=probe("c", log)),
+            ),
+        ),
+        ActorSpec(name="d", factory=probe("d", log)),
+    ) as system:
+        await system.lookup_supervisor("s").start_child(
+            ActorSpec(name="e", factory=probe("e", log))
+        )
+        log.clear()
+    assert log == [("stop", "d"), ("stop", "e"), ("stop", "c"), ("stop", "b"), ("stop", "a")]
+    assert system.names() == [""]
+    assert system.snapshot().state == "stopped"
+
+
+async def test_a_hanging_on_stop_is_cancelled_at_the_system_deadline(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async with open_actor_system(
+        ActorSpec(name="a", factory=probe("a", log)),
+        ActorSpec(name="b", factory=probe("b", log, hang_on_stop=True), shutdown_timeout=None),
+        shutdown_timeout=3.0,
+    ) as system:
+        ref = system.lookup("b")
+        t0 = trio.current_time()
+    assert trio.current_time() - t0 == 3.0
+    assert log[-2:] == [("stop", "b"), ("stop", "a")] or log[-1] == ("stop", "b")
+    assert ref.state is State.STOPPED
+    assert ("stop", "a") not in log  # a was never reached: the deadline cancelled it
+
+
+async def test_a_hanging_on_stop_is_cancelled_at_its_own_shutdown_timeout(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async with open_actor_system(
+        ActorSpec(name="a", factory=probe("a", log)),
+        ActorSpec(name="b", factory=probe("b", log, hang_on_stop=True), shutdown_timeout=2.0),
+        shutdown_timeout=10.0,
+    ):
+        t0 = trio.current_time()
+    assert trio.current_time() - t0 == 2.0
+    assert log[-2:] == [("stop", "b"), ("stop", "a")]
+
+
+async def test_queued_asks_fail_with_actor_stopped_at_shutdown(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    errors: list[str] = []
+    async with trio.open_nursery() as nursery:
+        async with open_actor_system(
+            ActorSpec(name="a", factory=probe("a", log)), shutdown_timeout=1.0
+        ) as system:
+            ref = system.lookup("a")
+            ref.tell_nowait(trio.Event())  # never set: the actor is busy until cancelled
+
+            async def ask(message: int) -> None:
+                with pytest.raises(ActorStopped) as info:
+                    await ref.ask(message)
+                errors.append(str(info.value))
+
+            for message in range(3):
+                nursery.start_soon(ask, message)
+            await trio.testing.wait_all_tasks_blocked()
+            assert ref.statistics().mailbox_depth == 3
+            t0 = trio.current_time()
+        assert trio.current_time() - t0 == 1.0
+    assert errors == ["actor a stopped before handling the message"] * 3
+
+
+async def test_dynamic_children_start_stop_and_registry(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async with open_actor_system(SupervisorSpec(name="sync")) as system:
+        sync = system.lookup_supervisor("sync")
+        ref = await sync.start_child(ActorSpec(name="subcloud1", factory=probe("s1", log)))
+        assert system.lookup("sync/subcloud1") is ref
+        assert await ref.ask("x") == ("s1", "x")
+        with pytest.raises(
+            DuplicateActorName, match=r"^actor name sync/subcloud1 is already taken$"
+        ):
+            await sync.start_child(ActorSpec(name="subcloud1", factory=probe("s1", log)))
+        assert sync.children() == ["subcloud1"]
+        await sync.stop_child("subcloud1")
+        assert sync.children() == []
+        with pytest.raises(ActorNotFound, match=r"^no actor named sync/subcloud1$"):
+            system.lookup("sync/subcloud1")
+        with pytest.raises(ActorNotFound, match=r"^no child named subcloud1 under sync$"):
+            await sync.stop_child("subcloud1")
+        again = await sync.start_child(ActorSpec(name="subcloud1", factory=probe("s1b", log)))
+        assert again is not ref
+        assert await again.ask("y") == ("s1b", "y")
+    assert log.count(("stop", "s1")) == 1
+
+
+async def test_a_child_that_fails_to_start_raises_in_the_caller_and_leaves_no_trace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Broken(Probe):
+        async def on_start(self) -> None:
+            raise OSError("no database")
+
+    async with open_actor_system(backoff=NO_DELAY) as system:
+        with pytest.raises(OSError, match=r"^no database$"):
+            await system.root.start_child(ActorSpec(name="db", factory=lambda: Broken("db", [])))
+        assert system.names() == [""]
+        assert system.root.children() == []
+
+
+async def test_an_initial_child_that_fails_to_start_fails_the_system(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    class Broken(Probe):
+        async def on_start(self) -> None:
+            raise OSError("no database")
+
+    with pytest.raises(OSError, match=r"^no database$"):
+        async with open_actor_system(
+            ActorSpec(name="a", factory=probe("a", log)),
+            ActorSpec(name="db", factory=lambda: Broken("db", log)),
+        ):
+            pytest.fail("the body must not run")  # pragma: no cover
+    assert log == [("start", "a"), ("stop", "a")]
+
+
+async def test_a_plain_async_function_runs_as_a_supervised_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cleanups: list[int] = []
+
+    async def serve_http(port: int, *, task_status: trio.TaskStatus[int]) -> None:
+        try:
+            task_status.started(port)
+            await trio.sleep_forever()
+        finally:
+            cleanups.append(port)
+
+    async with open_actor_system(TaskSpec(name="http", fn=serve_http, args=(8080,))) as system:
+        http = system.lookup_task("http")
+        assert http.value == 8080
+        assert repr(http) == "<TaskRef http running restarts 0>"
+        with pytest.raises(ActorNotFound, match=r"^no actor named http$"):
+            system.lookup("http")
+    assert cleanups == [8080]
+    assert http.state is State.STOPPED
+
+
+async def test_snapshot_and_repr_show_the_live_tree(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    gate = trio.Event()
+    async with open_actor_system(
+        SupervisorSpec(
+            name="sync",
+            children=(ActorSpec(name="subcloud1", factory=probe("s1", log), mailbox_size=16),),
+            backoff=NO_DELAY,
+        ),
+        name="dcorch",
+    ) as system:
+        ref = system.lookup("sync/subcloud1")
+        await ref.tell("crash")
+        await trio.testing.wait_all_tasks_blocked()
+        ref.tell_nowait(gate)
+        for n in range(3):
+            ref.tell_nowait(n)
+        await trio.testing.wait_all_tasks_blocked()
+        assert repr(ref) == "<ActorRef sync/subcloud1 running mailbox 3/16 restarts 1>"
+        assert repr(system.root) == "<SupervisorRef / running children 1 restarts 0>"
+        assert repr(system) == "<ActorSystem dcorch running names 3>"
+        assert dataclasses.asdict(system.snapshot()) == {
+            "name": "dcorch",
+            "path": "",
+            "kind": "supervisor",
+            "state": "running",
+            "restarts": 0,
+            "last_error": None,
+            "mailbox_depth": None,
+            "mailbox_capacity": None,
+            "children": (
+                {
+                    "name": "sync",
+                    "path": "sync",
+                    "kind": "supervisor",
+                    "state": "running",
+                    "restarts": 0,
+                    "last_error": None,
+                    "mailbox_depth": None,
+                    "mailbox_capacity": None,
+                    "children": (
+                        {
+                            "name": "subcloud1",
+                            "path": "sync/subcloud1",
+                            "kind": "actor",
+                            "state": "running",
+                            "restarts": 1,
+                            "last_error": "RuntimeError('s1 crashed')",
+                            "mailbox_depth": 3,
+                            "mailbox_capacity": 16,
+                            "children": (),
+                        },
+                    ),
+                },
+            ),
+        }
+        gate.set()
+
+
+async def test_the_root_cannot_be_stopped_through_its_ref(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_actor_system() as system:
+        with pytest.raises(ActorError, match=r"^the root supervisor stops with its actor system$"):
+            await system.root.stop()
+    with pytest.raises(ActorStopped, match=r"^supervisor / is not accepting children$"):
+        await system.root.start_child(SupervisorSpec(name="late"))
+
+
+async def test_an_error_in_the_body_is_raised_unwrapped_after_a_graceful_stop(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    with pytest.raises(KeyError, match=r"^'boom'$"):
+        async with open_actor_system(ActorSpec(name="a", factory=probe("a", log))):
+            raise KeyError("boom")
+    assert log == [("start", "a"), ("stop", "a")]
+
+
+async def test_temporary_child_that_crashes_is_removed(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async with open_actor_system() as system:
+        ref = await system.root.start_child(
+            ActorSpec(name="t", factory=probe("t", log), restart=Restart.TEMPORARY)
+        )
+        await ref.tell("crash")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref.state is State.FAILED
+        assert system.names() == [""]
+
+
+@pytest.mark.slow
+async def test_ten_thousand_actors_start_and_stop() -> None:
+    count = 10_000
+    log: Log = []
+    async with open_actor_system(SupervisorSpec(name="sync")) as system:
+        sync = system.lookup_supervisor("sync")
+        for n in range(count):
+            await sync.start_child(ActorSpec(name=f"s{n}", factory=probe(f"s{n}", log)))
+        assert len(system.names()) == count + 2
+        assert await system.lookup("sync/s9999").ask("x") == ("s9999", "x")
+        for n in range(0, count, 2):  # dynamic stops, from the middle of the start order
+            await sync.stop_child(f"s{n}")
+        assert len(sync.children()) == count // 2
+    assert system.names() == [""]
+    stops = [name for kind, name in log if kind == "stop"]
+    assert len(stops) == count
+    # the survivors stop last-started first
+    assert stops[count // 2 :] == [f"s{n}" for n in reversed(range(1, count, 2))]
