@@ -258,3 +258,48 @@ async def test_top_level_escalation_ends_the_system_with_the_error(
     # b crashed (its on_stop ran), then the root stopped a gracefully
     assert log[-2:] == [("stop", "b"), ("stop", "a")]
     assert systems[0].snapshot().state == "failed"
+
+
+async def test_one_for_all_drops_temporary_siblings_instead_of_restarting_them(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async with open_actor_system(
+        SupervisorSpec(
+            name="g",
+            strategy=Strategy.ONE_FOR_ALL,
+            backoff=NO_DELAY,
+            children=(
+                ActorSpec(name="a", factory=probe("a", log)),
+                ActorSpec(name="t", factory=probe("t", log), restart=Restart.TEMPORARY),
+            ),
+        )
+    ) as system:
+        await system.lookup("g/a").tell("crash")
+        await trio.testing.wait_all_tasks_blocked()
+        assert system.lookup_supervisor("g").children() == ["a"]
+        assert system.lookup("g/a").state is State.RUNNING
+    assert log == [
+        *[("start", "a"), ("start", "t")],
+        *[("stop", "a"), ("stop", "t"), ("start", "a")],
+        ("stop", "a"),
+    ]
+
+
+async def test_a_group_restart_is_abandoned_when_the_supervisor_stops(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async with open_actor_system(
+        SupervisorSpec(
+            name="g",
+            strategy=Strategy.REST_FOR_ONE,
+            backoff=Backoff(base=60.0, cap=60.0, jitter=0),
+            children=tuple(ActorSpec(name=n, factory=probe(n, log)) for n in "ab"),
+        )
+    ) as system:
+        await system.lookup("g/a").tell("crash")
+        await trio.testing.wait_all_tasks_blocked()
+        assert system.lookup("g/b").state is State.RESTARTING
+        t0 = trio.current_time()
+        await system.lookup_supervisor("g").stop()
+        assert trio.current_time() == t0
+    assert log == [("start", "a"), ("start", "b"), ("stop", "a"), ("stop", "b")]
