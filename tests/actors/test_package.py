@@ -87,7 +87,7 @@ def test_error_hierarchy() -> None:
     ("build", "error", "message"),
     [
         (
-            lambda: ActorSpec(name="a", factory=probe("a", []), mailbox_size=math.inf),
+            lambda: ActorSpec(name="a", factory=probe("a", []), mailbox_size=math.inf),  # type: ignore[arg-type]
             TypeError,
             "mailbox_size must be an int, got inf",
         ),
