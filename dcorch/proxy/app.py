@@ -92,16 +92,12 @@ def create_proxy_app(
     app.config["BODY_TIMEOUT"] = None
     app.config["RESPONSE_TIMEOUT"] = None
 
-    if http_client is None:
+    @app.before_serving
+    def _open_client() -> None:
+        handler.open_client()
 
-        @app.before_serving
-        def _open_client() -> None:
-            handler.client = handler.open_client()
-
-        @app.after_serving
-        async def _close_client() -> None:
-            client, handler.client = handler.client, None
-            if client is not None:
-                await client.aclose()
+    @app.after_serving
+    async def _close_client() -> None:
+        await handler.aclose()
 
     return app

@@ -18,9 +18,11 @@ default headers (User-Agent, Accept-Encoding, ...) are never added to the forwar
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
+from types import TracebackType
 
 import httpx
+from quart.wrappers.response import ResponseBody
 
 from dcorch.proxy.errors import BodyTooLarge
 
@@ -131,24 +133,32 @@ async def non_empty(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
             yield chunk
 
 
-class UpstreamBody:
-    """The master's response body relayed chunk by chunk, closing the upstream response after.
+class UpstreamBody(ResponseBody):
+    """The master's response body relayed chunk by chunk (raw, still content-encoded).
 
-    Quart calls :meth:`aclose` when it has finished sending (or was cancelled), which returns the
-    connection to httpx's pool.
+    Quart enters it as an async context manager around sending the body, so the upstream
+    response is closed (its connection back in httpx's pool, or dropped) when sending ends,
+    fails or is cancelled because the client went away.
     """
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        self._chunks = response.aiter_raw()
+        self._chunks = self._relay()
 
-    def __aiter__(self) -> UpstreamBody:
-        return self
+    async def _relay(self) -> AsyncGenerator[bytes, None]:
+        async for chunk in self._response.aiter_raw():
+            yield chunk
 
-    async def __anext__(self) -> bytes:
-        return await self._chunks.__anext__()
+    async def __aenter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
 
-    async def aclose(self) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._chunks.aclose()
         await self._response.aclose()
 
 

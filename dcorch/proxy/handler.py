@@ -99,16 +99,29 @@ class ProxyHandler:
         self.forward_timeout = forward_timeout
         self.max_body_bytes = max_body_bytes
         self.client: httpx.AsyncClient | None = None
-        """Set when the app starts serving (or injected)."""
+        """Injected, or opened when the app starts serving."""
+        self._owns_client = False
 
-    def open_client(self) -> httpx.AsyncClient:
-        """The shared client for the master: pooled, no redirects, no proxy env variables."""
-        return httpx.AsyncClient(
-            timeout=self.forward_timeout,
-            limits=CONNECTION_LIMITS,
-            follow_redirects=False,
-            trust_env=False,
-        )
+    def open_client(self) -> None:
+        """Open the shared client for the master (pooled, no redirects, no proxy variables).
+
+        Does nothing when a client was injected or is already open.
+        """
+        if self.client is None:
+            self.client = httpx.AsyncClient(
+                timeout=self.forward_timeout,
+                limits=CONNECTION_LIMITS,
+                follow_redirects=False,
+                trust_env=False,
+            )
+            self._owns_client = True
+
+    async def aclose(self) -> None:
+        """Close the client if this handler opened it (idempotent; injected ones are left)."""
+        client, owned = self.client, self._owns_client
+        if owned and client is not None:
+            self.client, self._owns_client = None, False
+            await client.aclose()
 
     async def handle(self) -> TrioResponse:
         """Handle the current request (the quart request context is active)."""

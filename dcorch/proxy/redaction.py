@@ -11,6 +11,7 @@ structure on purpose.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,22 @@ MASK = "******"
 
 SECRET_KEY_PARTS = ("password", "passwd", "key", "token", "secret")
 """A dict key containing any of these (case-insensitive) holds a secret."""
+
+
+_QUOTED_SECRET_PAIR = re.compile(
+    r"""(?P<q>['"])(?P<name>[^'"]*(?:password|passwd|key|token|secret)[^'"]*)(?P=q)"""
+    r"""(?P<sep>\s*[:,]\s*)(?P<b>b?)(?P<vq>['"])[^'"]*(?P=vq)""",
+    re.IGNORECASE,
+)
+"""A quoted secret name followed by its quoted value: ``'X-Auth-Token': '...'`` or
+``(b'x-subject-token', b'...')`` as dict/header reprs appear in third-party debug traces."""
+
+
+def redact_text(text: str) -> str:
+    """Mask the values of quoted secret-named pairs in already formatted text."""
+    return _QUOTED_SECRET_PAIR.sub(
+        lambda m: f"{m['q']}{m['name']}{m['q']}{m['sep']}{m['b']}{m['vq']}{MASK}{m['vq']}", text
+    )
 
 
 def is_secret_key(key: object) -> bool:
@@ -43,10 +60,15 @@ def redact(value: Any) -> Any:
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that masks secret-keyed entries of dicts passed as log arguments.
+    """A logging filter that masks secrets in log records; it never drops a record.
 
-    Install it on a handler or logger (the proxy installs it on ``dcorch.proxy``). It never
-    drops a record; it rewrites ``record.args`` in place.
+    Dicts passed as log arguments get their secret-keyed entries masked; then, if the formatted
+    message still shows a quoted secret-named pair (httpcore's DEBUG trace prints raw headers,
+    ``X-Subject-Token`` included), the message is replaced by its masked text.
+
+    The proxy installs it on its own module loggers. A filter on a logger does not see records of
+    other loggers, so the service should also add it to its log *handlers*, which covers
+    third-party libraries logging at DEBUG.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -55,4 +77,11 @@ class RedactingFilter(logging.Filter):
             record.args = redact(args)
         elif isinstance(args, tuple):
             record.args = tuple(redact(arg) for arg in args)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed log call; leave it to the handler
+            return True
+        masked = redact_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
         return True

@@ -48,13 +48,19 @@ async def serve_proxy(
 ) -> None:
     """Serve ``app`` on ``host:port`` until ``shutdown_trigger`` returns (default: never)."""
     config = proxy_server_config(host, port, graceful_timeout=graceful_timeout)
-    async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(
-            partial(
-                hypercorn.trio.serve,
-                app,  # type: ignore[arg-type]  # quart's ASGI signature is narrower than hypercorn's
-                config,
-                shutdown_trigger=shutdown_trigger or trio.sleep_forever,
+    try:
+        async with trio.open_nursery() as nursery:
+            urls: list[str] = await nursery.start(
+                partial(
+                    hypercorn.trio.serve,
+                    app,  # type: ignore[arg-type]  # quart's ASGI type is narrower than hypercorn's
+                    config,
+                    shutdown_trigger=shutdown_trigger or trio.sleep_forever,
+                )
             )
-        )
-        task_status.started(urls)
+            task_status.started(urls)
+    finally:
+        # When the server is cancelled rather than shut down, hypercorn skips the ASGI lifespan
+        # shutdown, so after_serving never closes the master client: close it here.
+        with trio.CancelScope(shield=True):
+            await app.handler.aclose()
