@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final, overload
 import trio
 
 from ._mailbox import Ask, Failure, Reply, Tell
+from ._spec import ActorSpec
 from ._state import ActorStatistics, NodeSnapshot, State
 from .errors import ActorError, ActorStopped, AskTimeout
 
 if TYPE_CHECKING:
     from ._mailbox import Mailbox
     from ._node import Node
-    from ._spec import ActorSpec, SupervisorSpec, TaskSpec
+    from ._spec import SupervisorSpec, TaskSpec
     from ._supervisor import Supervisor
 
 M = TypeVar("M")
@@ -101,7 +102,8 @@ class ActorRef(_Ref, Generic[M, R]):
         """
         node = self._node
         mailbox = self._mailbox()
-        limit = getattr(node.spec, "ask_timeout", None)
+        assert isinstance(node.spec, ActorSpec)
+        limit = node.spec.ask_timeout
         send, receive = trio.open_memory_channel[Reply[R]](1)
         # Closing our end on the way out (timeout, cancel) lets a late reply be dropped.
         with receive:

@@ -172,10 +172,9 @@ class Supervisor:
     # -- starting and keeping one child ---------------------------------------------------
 
     async def _start(self, spec: ChildSpec) -> Node:
-        if spec.name in self._children:
-            path = f"{self._node.path}/{spec.name}" if self._node.path else spec.name
-            raise DuplicateActorName(f"actor name {path} is already taken")
         path = f"{self._node.path}/{spec.name}" if self._node.path else spec.name
+        if spec.name in self._children:
+            raise DuplicateActorName(f"actor name {path} is already taken")
         node = Node(spec, path, self)
         self._children[spec.name] = node
         self._system._register(node)
@@ -205,7 +204,9 @@ class Supervisor:
                 if not node.stopping:
                     await self._keep_loop(node)
         except Exception as exc:
-            # only a failed first start gets here: the starter raises it
+            if node.settled.is_set():  # pragma: no cover - nobody waits: a bug, fail loudly
+                raise
+            # a failed first start: the task waiting in _start raises it
             node.start_error = exc
         finally:
             self._gone(node)
@@ -215,7 +216,7 @@ class Supervisor:
         while True:
             crash = await self._incarnate(node, status)
             if status.is_first and not status.started_once:
-                return  # the first start ended early: nursery.start reports it
+                return  # the first start ended early: _start reports it
             status = _Status(node, first=False)
             if node.held:
                 await self._park(node)
