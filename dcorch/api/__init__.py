@@ -1,0 +1,1 @@
+"""dcorch v1 REST API."""

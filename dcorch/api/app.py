@@ -1,0 +1,303 @@
+"""The dcorch v1 REST API (spec section 8) plus what operators expect of a service.
+
+Routes (all under ``/v1.0/<project_id>`` need a token the master keystone validates):
+
+- ``GET /`` version document, no token (``POST/PUT/PATCH/DELETE /`` are 405)
+- ``POST .../subclouds`` add, ``GET .../subclouds`` list with per-endpoint sync status
+- ``GET|PUT|DELETE .../subclouds/<region>`` show, update states, delete
+- ``GET|PUT .../subclouds/<region>/initial-sync`` read or re-request the initial sync
+- ``GET .../subclouds/<region>/sync-status`` per-endpoint sync status
+- ``GET .../subclouds/<region>/orch-requests?state=...`` pending or failed work
+- ``GET /metrics`` Prometheus text, ``GET /health`` liveness with a database check
+
+Errors are JSON ``{"error": <kind>, "detail": <what is wrong>}`` built in one place from
+exceptions, so handlers read as the happy path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from quart import Response, jsonify, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from dcorch import constants
+from dcorch.api import validation
+from dcorch.api.validation import BadRequest
+from dcorch.db import errors as db_errors
+from dcorch.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+VERSION_UPDATED = "2016-03-07"
+
+
+class SubcloudEvents(Protocol):
+    """Who must hear about a subcloud's change of state (the engine's sync manager)."""
+
+    async def subcloud_changed(self, region: str) -> None: ...
+
+    async def subcloud_deleted(self, region: str) -> None: ...
+
+
+class NoEvents:
+    """Events sink for an API running without an engine (tests of the API alone)."""
+
+    async def subcloud_changed(self, region: str) -> None:
+        return None
+
+    async def subcloud_deleted(self, region: str) -> None:
+        return None
+
+
+TokenCheck = Callable[[str], Awaitable[bool]]
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _error(status: int, kind: str, detail: str) -> Response:
+    response = jsonify({"error": kind, "detail": detail})
+    response.status_code = status
+    return response
+
+
+def create_api_app(
+    db: Any,
+    *,
+    token_check: TokenCheck,
+    events: SubcloudEvents | None = None,
+    metrics: Metrics | None = None,
+) -> QuartTrio:
+    """Build the dcorch v1 API app around a running database (``dcorch.db.Database``)."""
+    app = QuartTrio("dcorch.api")
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    sink: SubcloudEvents = events or NoEvents()
+    series = metrics or Metrics()
+
+    @app.before_request
+    async def _authenticate() -> Response | None:
+        path = request.path
+        if path in ("/", "/health", "/metrics"):
+            return None
+        token = request.headers.get("X-Auth-Token", "")
+        if not token:
+            return _error(401, "unauthorized", "missing authentication token")
+        if not await token_check(token):
+            return _error(401, "unauthorized", "invalid or expired authentication token")
+        return None
+
+    @app.after_request
+    async def _request_id(response: Response) -> Response:
+        response.headers["x-openstack-request-id"] = f"req-{uuid.uuid4()}"
+        return response
+
+    @app.errorhandler(BadRequest)
+    async def _bad_request(exc: BadRequest) -> Response:
+        return _error(400, "bad_request", str(exc))
+
+    @app.errorhandler(db_errors.SubcloudNotFound)
+    async def _not_found(exc: Exception) -> Response:
+        return _error(404, "not_found", str(exc))
+
+    @app.errorhandler(db_errors.SubcloudAlreadyExists)
+    async def _conflict(exc: Exception) -> Response:
+        return _error(409, "conflict", str(exc))
+
+    @app.errorhandler(HTTPException)
+    async def _http(exc: HTTPException) -> Response:
+        return _error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), str(exc))
+
+    @app.route("/", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"])
+    async def _root() -> Response:
+        if request.method != "GET":
+            return _error(405, "method_not_allowed", f"{request.method} is not allowed on /")
+        href = request.host_url.rstrip("/") + "/v1.0/"
+        return jsonify(
+            {
+                "versions": [
+                    {
+                        "status": "CURRENT",
+                        "id": "v1.0",
+                        "updated": VERSION_UPDATED,
+                        "links": [{"rel": "self", "href": href}],
+                    }
+                ]
+            }
+        )
+
+    @app.get("/health")
+    async def _health() -> Response:
+        try:
+            counts = await db.count_requests_by_state()
+        except Exception as exc:
+            logger.warning("health.db_failed error=%s", type(exc).__name__)
+            return _error(503, "unavailable", "database not reachable")
+        return jsonify({"status": "ok", "orch_requests": counts})
+
+    @app.get("/metrics")
+    async def _metrics() -> Response:
+        counts = await db.count_requests_by_state()
+        from dcorch.metrics import Gauge
+
+        by_state = Gauge(
+            "dcorch_orch_requests",
+            "live orch_request rows by state",
+            lambda: [({"state": s}, float(n)) for s, n in sorted(counts.items())],
+        )
+        body = series.render(extra=[by_state])
+        return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def _body(spec: dict[str, validation.FieldSpec]) -> dict[str, Any]:
+        raw = await request.get_data(as_text=False)
+        assert isinstance(raw, bytes)
+        return validation.check_fields(validation.parse_json_object(raw), spec)
+
+    async def _subcloud_view(region: str) -> dict[str, Any]:
+        subcloud = _plain(await db.get_subcloud(region))
+        syncs = await db.list_subcloud_syncs(region)
+        subcloud["sync_status"] = {s.endpoint_type: _sync_view(s) for s in syncs}
+        return dict(subcloud)
+
+    @app.post("/v1.0/<project_id>/subclouds")
+    async def _add(project_id: str) -> Response:
+        body = await _body(validation.ADD_SUBCLOUD)
+        region = validation.check_region(body["subcloud"])
+        ip = validation.check_ip(body["management_ip"]) if "management_ip" in body else ""
+        await db.add_subcloud(
+            region, software_version=body.get("software_version", ""), management_ip=ip
+        )
+        await sink.subcloud_changed(region)
+        return jsonify({"added": {"subcloud": region}})
+
+    @app.get("/v1.0/<project_id>/subclouds")
+    async def _list(project_id: str) -> Response:
+        subclouds = await db.list_subclouds()
+        syncs = await db.list_subcloud_syncs()
+        by_region: dict[str, dict[str, Any]] = {}
+        for sync in syncs:
+            by_region.setdefault(sync.subcloud_name, {})[sync.endpoint_type] = _sync_view(sync)
+        views = []
+        for subcloud in subclouds:
+            view = _plain(subcloud)
+            view["sync_status"] = by_region.get(subcloud.region_name, {})
+            views.append(view)
+        return jsonify({"subclouds": views})
+
+    @app.get("/v1.0/<project_id>/subclouds/<region>")
+    async def _show(project_id: str, region: str) -> Response:
+        return jsonify({"subcloud": await _subcloud_view(region)})
+
+    @app.put("/v1.0/<project_id>/subclouds/<region>")
+    async def _update(project_id: str, region: str) -> Response:
+        body = await _body(validation.UPDATE_STATES)
+        if not body:
+            raise BadRequest("nothing to update")
+        if "management_ip" in body:
+            validation.check_ip(body["management_ip"])
+        await db.get_subcloud(region)
+        if "software_version" in body or "management_ip" in body:
+            await db.update_subcloud(
+                region,
+                software_version=body.get("software_version"),
+                management_ip=body.get("management_ip"),
+            )
+        if "management_state" in body or "availability_status" in body:
+            await db.update_subcloud_states(
+                region,
+                management_state=body.get("management_state"),
+                availability_status=body.get("availability_status"),
+            )
+        await sink.subcloud_changed(region)
+        return jsonify({"subcloud": await _subcloud_view(region)})
+
+    @app.delete("/v1.0/<project_id>/subclouds/<region>")
+    async def _delete(project_id: str, region: str) -> Response:
+        await db.delete_subcloud(region)
+        await sink.subcloud_deleted(region)
+        return jsonify({"deleted": {"subcloud": region}})
+
+    @app.get("/v1.0/<project_id>/subclouds/<region>/initial-sync")
+    async def _initial_sync(project_id: str, region: str) -> Response:
+        subcloud = await db.get_subcloud(region)
+        return jsonify({"subcloud": region, "initial_sync_state": subcloud.initial_sync_state})
+
+    @app.put("/v1.0/<project_id>/subclouds/<region>/initial-sync")
+    async def _request_initial_sync(project_id: str, region: str) -> Response:
+        await _body(validation.INITIAL_SYNC)
+        subcloud = await db.get_subcloud(region)
+        ready = (
+            subcloud.management_state == constants.MANAGEMENT_MANAGED
+            and subcloud.availability_status == constants.AVAILABILITY_ONLINE
+        )
+        if not ready:
+            return _error(409, "conflict", f"subcloud {region} is not managed and online")
+        moved = False
+        for state in (constants.INITIAL_SYNC_FAILED, constants.INITIAL_SYNC_COMPLETED):
+            moved = moved or await db.set_initial_sync_state(
+                region, state, constants.INITIAL_SYNC_REQUESTED
+            )
+        if not moved and subcloud.initial_sync_state != constants.INITIAL_SYNC_REQUESTED:
+            return _error(
+                409, "conflict", f"initial sync of {region} is {subcloud.initial_sync_state}"
+            )
+        await sink.subcloud_changed(region)
+        return jsonify({"subcloud": region, "initial_sync_state": "requested"})
+
+    @app.get("/v1.0/<project_id>/subclouds/<region>/sync-status")
+    async def _sync_status(project_id: str, region: str) -> Response:
+        await db.get_subcloud(region)
+        syncs = await db.list_subcloud_syncs(region)
+        return jsonify(
+            {"subcloud": region, "endpoints": {s.endpoint_type: _sync_view(s) for s in syncs}}
+        )
+
+    @app.get("/v1.0/<project_id>/subclouds/<region>/orch-requests")
+    async def _orch_requests(project_id: str, region: str) -> Response:
+        await db.get_subcloud(region)
+        states = request.args.getlist("state") or list(constants.ORCH_REQUEST_PENDING_STATES)
+        allowed = {
+            constants.ORCH_REQUEST_QUEUED,
+            constants.ORCH_REQUEST_IN_PROGRESS,
+            constants.ORCH_REQUEST_FAILED,
+            constants.ORCH_REQUEST_TIMED_OUT,
+            constants.ORCH_REQUEST_ABORTED,
+        }
+        bad = sorted(set(states) - allowed)
+        if bad:
+            raise BadRequest(f"unknown state(s): {', '.join(bad)}")
+        items = []
+        for endpoint_type in constants.SYNC_ENDPOINT_TYPES:
+            pending = await db.pending_requests(region, endpoint_type, states=tuple(states))
+            for item in pending:
+                view = _plain(item)
+                view.pop("resource_info", None)  # may hold passwords or keys
+                view["endpoint_type"] = endpoint_type
+                items.append(view)
+        items.sort(key=lambda v: v.get("id", 0))
+        return jsonify({"subcloud": region, "orch_requests": items})
+
+    return app
+
+
+def _sync_view(sync: Any) -> dict[str, Any]:
+    return {
+        "sync_request": sync.sync_request,
+        "sync_status": sync.sync_status_reported,
+        "audit_status": sync.audit_status,
+        "last_audit_time": _plain(sync.last_audit_time),
+    }
