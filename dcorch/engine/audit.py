@@ -40,13 +40,26 @@ MASTER_CACHE_TTL = 5.0
 
 
 class MasterCache:
-    """Master listings shared by all audits, each fetched at most once per TTL."""
+    """Master listings shared by all audits, each fetched at most once per TTL.
+
+    Every committed work order :meth:`invalidate` s it (the sync manager's commit listener), and
+    a fetch that overlapped an invalidation is not stored. So an entry was always fetched after
+    the last proxied master change, and an audit that reads dcorch's ``resource`` rows *before*
+    the master listing can never see a just-created object as "deleted on the master" (the
+    stale-cache bug of 3aa52731/20f8fd05).
+    """
 
     def __init__(self, master: CloudClient, ttl: float = MASTER_CACHE_TTL) -> None:
         self._master = master
         self._ttl = ttl
         self._entries: dict[str, tuple[float, Any]] = {}
         self._locks: dict[str, trio.Lock] = {}
+        self._generation = 0
+
+    def invalidate(self) -> None:
+        """Forget every listing (the master changed)."""
+        self._generation += 1
+        self._entries.clear()
 
     async def get(self, key: str, fetch: Callable[[CloudClient], Awaitable[Any]]) -> Any:
         lock = self._locks.setdefault(key, trio.Lock())
@@ -54,8 +67,10 @@ class MasterCache:
             hit = self._entries.get(key)
             if hit is not None and trio.current_time() - hit[0] < self._ttl:
                 return hit[1]
+            generation = self._generation
             value = await fetch(self._master)
-            self._entries[key] = (trio.current_time(), value)
+            if generation == self._generation:
+                self._entries[key] = (trio.current_time(), value)
             return value
 
 
@@ -105,7 +120,20 @@ class PairAudit:
                 await self._identity_kind(kind, result, busy.get(kind, set()))
             await self._revoke_events(result, busy.get(c.RESOURCE_REVOKE_EVENTS, set()))
         if result.orders:
-            await self._sink(result.orders)
+            # A change may have been queued while we compared (the abort set is from the
+            # start): drop repairs that now duplicate queued work, or a late audit create
+            # could land after a proxy delete of the same object.
+            now_busy = {
+                (r.resource_type, r.source_resource_id)
+                for r in await self._db.pending_requests(
+                    self.region, self.endpoint_type, states=WORK_STATES
+                )
+            }
+            orders = [
+                o for o in result.orders if (o.resource_type, o.source_resource_id) not in now_busy
+            ]
+            if orders:
+                await self._sink(orders)
         # Retire this pair's failed-like requests older than this audit: it re-detected what
         # they were for. timed-out/aborted become failed first so one unit removes them all.
         stale = [
@@ -141,11 +169,12 @@ class PairAudit:
         async def fetch(m: CloudClient) -> list[Record]:
             return await m.list_records(kind)
 
+        # dcorch's rows first, then the master: see MasterCache for why the order matters.
+        known = {r.master_id for r in await self._db.list_resources(kind)}
         master = [r for r in await self._master.get(kind, fetch) if not rules.is_excluded(kind, r)]
         sub = await self._remote.list_records(kind)
         by_id = {rules.object_id(kind, r): r for r in sub}
         by_name = {rules.name_key(kind, r): r for r in sub}
-        known = {r.master_id for r in await self._db.list_resources(kind)}
         mappings = {
             m.master_id: m for m in await self._db.list_subcloud_resources(self.region, kind)
         }

@@ -223,6 +223,7 @@ class SyncManager:
 
     def on_commit(self, results: Sequence[EnqueueResult], orders: Sequence[WorkOrder]) -> None:
         """Dispatcher commit listener: wake every pair that received requests."""
+        self._env.master_cache.invalidate()
         for result, order in zip(results, orders, strict=False):
             for region in result.target_regions:
                 self.wake(region, order.endpoint_type)

@@ -157,6 +157,7 @@ class PairSync:
             return await self._finish(request, Outcome.FAILED)
         deadline = trio.current_time() + self._settings.request_time_budget
         tries = request.try_count
+        unreachable = False
         for attempt in range(1, max_attempts - request.try_count + 1):
             tries += 1
             await self._db.update_requests(
@@ -169,9 +170,7 @@ class PairSync:
                     return await self._finish(request, Outcome.COMPLETED)
                 return await self._finish(request, Outcome.TIMED_OUT)
             except SubcloudUnreachable:
-                # Not the request's fault: give the attempt back and keep its place.
-                await self._db.update_requests([RequestUpdate(request.id, try_count=tries - 1)])
-                raise
+                unreachable = True
             except SyncAborted as exc:
                 logger.warning(
                     "sync.aborted region=%s id=%d error=%s", self.region, request.id, exc
@@ -194,6 +193,10 @@ class PairSync:
                     await trio.sleep(backoff_delay(self._settings, tries, self._rng))
                 if trio.current_time() >= deadline:
                     return await self._finish(request, Outcome.TIMED_OUT)
+            if unreachable:
+                # Not the request's fault: give the attempt back and keep its place.
+                await self._db.update_requests([RequestUpdate(request.id, try_count=tries - 1)])
+                raise SubcloudUnreachable(f"{self.region} unreachable")
         return await self._finish(request, Outcome.FAILED)
 
     async def _finish(self, request: PendingRequest, outcome: Outcome) -> Outcome:

@@ -50,8 +50,10 @@ async def db(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[SimCloud]:
-    async with open_sim_cloud(subclouds=3, port=0) as cloud:
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[SimCloud]:
+    """Three subclouds; ``parametrize("sim", [{...}], indirect=True)`` passes options."""
+    options: dict[str, Any] = getattr(request, "param", {})
+    async with open_sim_cloud(subclouds=options.pop("subclouds", 3), port=0, **options) as cloud:
         yield cloud
 
 
@@ -84,11 +86,20 @@ class Engine:
             await self.manager.subcloud_changed(region)
 
     async def wait_enabled(self, *regions: str) -> None:
+        """Initial sync done, enable-time audits done, and every pair reported in-sync."""
         for region in regions:
+            for ept in c.SYNC_ENDPOINT_TYPES:
+                while self.sim.latest_status(region, ept) != "in-sync":  # noqa: ASYNC110
+                    await trio.sleep(0.05)
             while (await self.db.get_subcloud(region)).initial_sync_state != (  # noqa: ASYNC110
                 c.INITIAL_SYNC_COMPLETED
             ):
                 await trio.sleep(0.05)
+
+    async def wait_idle(self) -> None:
+        """No live orch_request left (the database lags the subclouds by one write)."""
+        while await self.db.count_requests_by_state():  # noqa: ASYNC110
+            await trio.sleep(0.05)
 
     async def master_call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         url = f"{self.sim.endpoints.master_keystone}/{path}"
