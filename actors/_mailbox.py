@@ -100,10 +100,6 @@ class Mailbox(Generic[M, R]):
         """Tasks blocked in `put` because the mailbox is full."""
         return self._send.statistics().tasks_waiting_send
 
-    @property
-    def closed(self) -> bool:
-        return self._send.statistics().open_send_channels == 0
-
     def _stopped(self) -> ActorStopped:
         return ActorStopped(f"actor {self.path} is stopped")
 

@@ -303,3 +303,53 @@ async def test_a_group_restart_is_abandoned_when_the_supervisor_stops(
         await system.lookup_supervisor("g").stop()
         assert trio.current_time() == t0
     assert log == [("start", "a"), ("start", "b"), ("stop", "a"), ("stop", "b")]
+
+
+async def test_a_sibling_that_will_not_stop_is_cancelled_at_its_shutdown_timeout(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    starts: list[tuple[str, float]] = []
+
+    class Timed(Probe):
+        async def on_start(self) -> None:
+            starts.append((self.name, trio.current_time()))
+
+    async with open_actor_system(
+        SupervisorSpec(
+            name="g",
+            strategy=Strategy.ONE_FOR_ALL,
+            backoff=NO_DELAY,
+            children=(
+                ActorSpec(name="a", factory=lambda: Timed("a", log)),
+                ActorSpec(
+                    name="stubborn",
+                    factory=lambda: Timed("stubborn", log, hang_on_stop=True),
+                    shutdown_timeout=2.0,
+                ),
+            ),
+        )
+    ) as system:
+        t0 = trio.current_time()
+        await system.lookup("g/a").tell("crash")
+        await trio.sleep(10)
+        assert system.lookup("g/stubborn").state is State.RUNNING
+    assert starts[2:] == [("a", t0 + 2.0), ("stubborn", t0 + 2.0)]
+
+
+async def test_a_failing_on_stop_after_a_crash_does_not_hide_the_crash(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    class BadStop(Probe):
+        async def on_stop(self) -> None:
+            raise OSError("cannot close")
+
+    async with open_actor_system(
+        ActorSpec(name="a", factory=lambda: BadStop("a", []), shutdown_timeout=1.0),
+        backoff=NO_DELAY,
+    ) as system:
+        ref = system.lookup("a")
+        await ref.tell("crash")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref.restarts == 1
+        assert ref.statistics().last_error == "RuntimeError('a crashed')"
+    assert "actor.on_stop_failed actor=a" in caplog.text
