@@ -132,3 +132,27 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.kind.value} {self.path or '/'} {self.state.value}>"
+
+
+@final
+class StartSignal:
+    """The task_status handed to every incarnation: marks the node running and wakes
+    whoever waits for it (the caller of start_child, or a group restart)."""
+
+    __slots__ = ("_node", "is_first", "started_once")
+
+    def __init__(self, node: Node, *, first: bool) -> None:
+        self._node = node
+        self.is_first = first
+        self.started_once = False
+
+    def started(self, value: object = None) -> None:
+        if self.started_once:
+            raise RuntimeError("started() called twice on the same task status")
+        self.started_once = True
+        node = self._node
+        node.value = value
+        if not node.stopping:
+            node.state = State.RUNNING
+        if not node.held:  # a group restart stopping this child waits for it to park
+            node.settled.set()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, final
 import trio
 
 from ._actor import Control, run_actor
-from ._node import Node
+from ._node import Node, StartSignal
 from ._ref import ActorRef
 from ._spec import (
     ActorSpec,
@@ -47,30 +47,6 @@ if TYPE_CHECKING:
     from ._system import ActorSystem
 
 logger = logging.getLogger(__name__)
-
-
-@final
-class _Status:
-    """The task_status handed to every incarnation: marks the node running and wakes
-    whoever waits for it (the caller of start_child, or a group restart)."""
-
-    __slots__ = ("_node", "is_first", "started_once")
-
-    def __init__(self, node: Node, *, first: bool) -> None:
-        self._node = node
-        self.is_first = first
-        self.started_once = False
-
-    def started(self, value: object = None) -> None:
-        if self.started_once:
-            raise RuntimeError("started() called twice on the same task status")
-        self.started_once = True
-        node = self._node
-        node.value = value
-        if not node.stopping:
-            node.state = State.RUNNING
-        if not node.held:  # a group restart stopping this child waits for it to park
-            node.settled.set()
 
 
 @final
@@ -212,12 +188,12 @@ class Supervisor:
             self._gone(node)
 
     async def _keep_loop(self, node: Node) -> None:
-        status = _Status(node, first=True)
+        status = StartSignal(node, first=True)
         while True:
             crash = await self._incarnate(node, status)
             if status.is_first and not status.started_once:
                 return  # the first start ended early: _start reports it
-            status = _Status(node, first=False)
+            status = StartSignal(node, first=False)
             if node.held:
                 await self._park(node)
             else:
@@ -240,7 +216,7 @@ class Supervisor:
             if node.stopping or self._halting:
                 return
 
-    async def _incarnate(self, node: Node, status: _Status) -> Exception | None:
+    async def _incarnate(self, node: Node, status: StartSignal) -> Exception | None:
         """Run one incarnation; return its crash, or None if it ended without one."""
         node.state = State.STOPPING if node.stopping else State.STARTING
         spec = node.spec
