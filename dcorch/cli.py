@@ -64,6 +64,8 @@ def _configure_logging(settings: Settings) -> None:
         level=settings.service.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # One line per outbound HTTP call would drown the service's own events.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
