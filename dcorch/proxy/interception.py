@@ -111,11 +111,16 @@ def _resource_ids(match: RouteMatch, exchange: Exchange) -> list[str]:
 
 
 def _response_id(body: Mapping[str, Any]) -> str:
-    """``id`` of the first top-level object (``{"user": {"id": ...}}``)."""
+    """``id`` of the first top-level object that has one (``{"user": {"id": ...}}``).
+
+    Keystone answers a create with a single top-level object; skipping objects without an id
+    (a ``links`` object, say) is more tolerant than upstream, which would have failed.
+    """
     for value in body.values():
         if isinstance(value, Mapping):
             rid = value.get("id")
-            return rid if isinstance(rid, str) else ""
+            if isinstance(rid, str) and rid:
+                return rid
     return ""
 
 
