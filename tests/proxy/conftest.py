@@ -35,6 +35,9 @@ async def master_url(nursery: trio.Nursery, master: FakeMaster) -> str:
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
+    # The fake's answers carry their own Date/Server when a test wants to compare them.
+    config.include_date_header = False
+    config.include_server_header = False
     urls = await nursery.start(partial(hypercorn.trio.serve, master, config))
     return str(urls[0])
 
