@@ -19,7 +19,8 @@ test *ARGS:
 check:
     ruff check actors dcorch bench tests
     ruff format --check actors dcorch bench tests
-    flake8-async actors dcorch
+    # ASYNC127 suggests a different HTTP library; ASYNC114 wants task_status on every startable fn
+    flake8-async --disable ASYNC127,ASYNC114 $(git ls-files -co --exclude-standard 'actors/*.py' 'dcorch/*.py')
     mypy
 
 # format and autofix what ruff can

@@ -66,6 +66,11 @@ def _configure_logging(settings: Settings) -> None:
     )
     # One line per outbound HTTP call would drown the service's own events.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    from dcorch.proxy.redaction import RedactingFilter
+
+    # Passwords, keys and tokens must never reach a log line, whoever logged them.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

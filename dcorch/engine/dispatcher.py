@@ -26,20 +26,13 @@ import outcome
 import trio
 
 from dcorch.metrics import Metrics
+from dcorch.proxy.errors import Overloaded
 from dcorch.settings import DispatcherSettings
 from dcorch.work import EnqueueResult, WorkOrder
 
 logger = logging.getLogger(__name__)
 
 CommitListener = Callable[[Sequence[EnqueueResult], Sequence[WorkOrder]], None]
-
-
-class Overloaded(Exception):
-    """Raised by :meth:`Dispatcher.submit` when the mailbox stayed full too long."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"dispatcher overloaded, retry after {retry_after} s")
-        self.retry_after = retry_after
 
 
 @dataclass(slots=True)
