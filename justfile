@@ -19,8 +19,9 @@ test *ARGS:
 check:
     ruff check actors dcorch bench tests
     ruff format --check actors dcorch bench tests
-    # ASYNC127 suggests a different HTTP library; ASYNC114 wants task_status on every startable fn
-    flake8-async --disable ASYNC127,ASYNC114 $(git ls-files -co --exclude-standard 'actors/*.py' 'dcorch/*.py')
+    # Off: ASYNC127 (suggests another HTTP library), ASYNC114 (flags every task_status fn),
+    # ASYNC124 (protocol methods that need not await) and the opt-in ASYNC9xx checkpoint rules.
+    flake8-async --disable ASYNC114,ASYNC124,ASYNC127,ASYNC9 $(git ls-files -co --exclude-standard 'actors/*.py' 'dcorch/*.py')
     mypy
 
 # format and autofix what ruff can
