@@ -9,6 +9,7 @@ Routes (all under ``/v1.0/<project_id>`` need a token the master keystone valida
 - ``GET .../subclouds/<region>/sync-status`` per-endpoint sync status
 - ``GET .../subclouds/<region>/orch-requests?state=...`` pending or failed work
 - ``GET /metrics`` Prometheus text, ``GET /health`` liveness with a database check
+- ``GET /openapi.json`` the OpenAPI 3 description of all of the above (no token)
 
 Errors are JSON ``{"error": <kind>, "detail": <what is wrong>}`` built in one place from
 exceptions, so handlers read as the happy path.
@@ -28,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 
 from dcorch import constants
 from dcorch.api import validation
+from dcorch.api.openapi import openapi_document
 from dcorch.api.validation import BadRequest
 from dcorch.db import errors as db_errors
 from dcorch.metrics import Metrics
@@ -92,7 +94,7 @@ def create_api_app(
     @app.before_request
     async def _authenticate() -> Response | None:
         path = request.path
-        if path in ("/", "/health", "/metrics"):
+        if path in ("/", "/health", "/metrics", "/openapi.json"):
             return None
         token = request.headers.get("X-Auth-Token", "")
         if not token:
@@ -148,6 +150,10 @@ def create_api_app(
             logger.warning("health.db_failed error=%s", type(exc).__name__)
             return _error(503, "unavailable", "database not reachable")
         return jsonify({"status": "ok", "orch_requests": counts})
+
+    @app.get("/openapi.json")
+    async def _openapi() -> Response:
+        return jsonify(openapi_document(request.host_url))
 
     @app.get("/metrics")
     async def _metrics() -> Response:
