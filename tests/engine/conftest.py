@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,17 @@ import trio
 
 from dcorch import constants as c
 from dcorch.db import Database, migrate, open_database
+from dcorch.db.rows import PendingRequest
+from dcorch.engine.clients import CloudClient
 from dcorch.engine.dispatcher import Dispatcher
+from dcorch.engine.drivers import DriverContext, apply_request
 from dcorch.engine.endpoints import MasterEndpoints, SimResolver
 from dcorch.engine.env import Driver
 from dcorch.engine.http import Credentials, HttpSession
 from dcorch.engine.sync_manager import SyncManager
 from dcorch.settings import ActorSettings, DatabaseSettings, DispatcherSettings, EngineSettings
 from dcorch.sim import SimCloud, open_sim_cloud
+from dcorch.work import WorkOrder
 
 FAST_DB = DatabaseSettings(retry_backoff=0.01, retry_backoff_max=0.2, sqlite_busy_timeout_ms=2000)
 ENGINE = EngineSettings(
@@ -32,6 +37,19 @@ ENGINE = EngineSettings(
     safety_sweep_interval=600.0,
 )
 ACTORS = ActorSettings(restart_backoff=0.1, restart_backoff_max=1.0)
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool] | bool], *, poll: float = 0.02
+) -> None:
+    """Poll ``predicate`` (sync or async) until true; the caller bounds it with ``fail_after``."""
+    while True:
+        value = predicate()
+        if not isinstance(value, bool):
+            value = await value
+        if value:
+            return
+        await trio.sleep(poll)
 
 
 @pytest.fixture(scope="session")
@@ -142,3 +160,82 @@ def start_engine(
         return Engine(sim, db, http, dispatcher, manager)
 
     return start
+
+
+PLATFORM_KINDS = frozenset({c.RESOURCE_CERTIFICATES, c.RESOURCE_IUSER, c.RESOURCE_FERNET_REPO})
+
+
+@dataclass
+class DriverRig:
+    """One subcloud known to dcorch's database, and the real drivers pointed at it over HTTP."""
+
+    sim: SimCloud
+    db: Database
+    http: HttpSession
+    region: str
+    master: CloudClient
+
+    @property
+    def cloud(self) -> Any:
+        """The subcloud's simulated state (``.identity``, ``.platform``, ``.operations``)."""
+        return self.sim.subcloud(self.region)
+
+    async def context(self) -> DriverContext:
+        row = await self.db.get_subcloud(self.region)
+        remote = CloudClient.for_subcloud(
+            self.http, SimResolver(self.sim.endpoints).endpoints_for(row)
+        )
+        return DriverContext(self.db, row, remote, self.master)
+
+    async def request(
+        self, resource_type: str, source_id: str, op: str, info: Any = None
+    ) -> PendingRequest:
+        """Queue one request for this subcloud (through the real enqueue) and return it."""
+        ept = (
+            c.ENDPOINT_TYPE_PLATFORM
+            if resource_type in PLATFORM_KINDS
+            else c.ENDPOINT_TYPE_IDENTITY
+        )
+        text = info if isinstance(info, str) else json.dumps({} if info is None else info)
+        order = WorkOrder(ept, resource_type, source_id, op, text, subcloud=self.region)
+        [result] = await self.db.enqueue_work([order])
+        pending = await self.db.pending_requests(self.region, ept)
+        return next(r for r in pending if r.orch_job_id == result.orch_job_id)
+
+    async def apply(
+        self, resource_type: str, source_id: str, op: str, info: Any = None
+    ) -> PendingRequest:
+        """Queue a request and apply it with the real driver (exceptions propagate)."""
+        request = await self.request(resource_type, source_id, op, info)
+        await apply_request(await self.context(), request)
+        return request
+
+    async def mapped(self, resource_type: str, master_id: str) -> str | None:
+        row = await self.db.get_subcloud_resource(self.region, resource_type, master_id)
+        return None if row is None else row.subcloud_resource_id
+
+    def ops(self, service: str | None = None) -> list[str]:
+        """The subcloud's applied-operations log (``op`` names), oldest first."""
+        return [o["op"] for o in self.cloud.operations if service in (None, o["service"])]
+
+    async def master_call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        url = f"{self.sim.endpoints.master_keystone}/{path}"
+        async with httpx.AsyncClient() as client:
+            response = await client.request(
+                method, url, headers={"X-Auth-Token": self.sim.admin_token()}, **kwargs
+            )
+        response.raise_for_status()
+        return response
+
+
+@pytest.fixture
+async def rig(sim: SimCloud, db: Database, http: HttpSession) -> DriverRig:
+    """``sim.regions[0]`` added to dcorch, managed, online and initial-synced."""
+    region = sim.regions[0]
+    await db.add_subcloud(region, software_version="24.09", management_ip="10.0.0.1")
+    await db.update_subcloud_states(
+        region, management_state=c.MANAGEMENT_MANAGED, availability_status=c.AVAILABILITY_ONLINE
+    )
+    await db.set_initial_sync_state(region, c.INITIAL_SYNC_REQUESTED, c.INITIAL_SYNC_COMPLETED)
+    master = CloudClient.for_master(http, MasterEndpoints.for_sim(sim.endpoints))
+    return DriverRig(sim, db, http, region, master)

@@ -57,7 +57,9 @@ def parse_multipart(payload: str, content_type: str) -> dict[str, str]:
     if "multipart" not in content_type:
         raise PermanentSyncError(f"certificate payload is not multipart: {content_type!r}")
     head = f"Content-Type: {content_type}\r\n\r\n".encode()
-    message = BytesParser(policy=HTTP).parsebytes(head + payload.encode())
+    # The proxy stored the raw body with undecodable bytes as lone surrogates (payload_text).
+    body = payload.encode("utf-8", "surrogateescape")
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
     fields: dict[str, str] = {}
     for part in message.walk():
         if part.is_multipart():
@@ -65,7 +67,11 @@ def parse_multipart(payload: str, content_type: str) -> dict[str, str]:
         name = _form_name(part)
         if name:
             raw = part.get_payload(decode=True)
-            fields[name] = raw.decode() if isinstance(raw, bytes) else str(part.get_payload())
+            fields[name] = (
+                raw.decode("utf-8", "surrogateescape")
+                if isinstance(raw, bytes)
+                else str(part.get_payload())
+            )
     return fields
 
 
