@@ -132,7 +132,12 @@ async def replace_object(ctx: DriverContext, request: PendingRequest) -> None:
     try:
         replaced = await ctx.remote.replace_record(kind, subcloud_id, record)
     except RemoteNotFound:
-        replaced = await ctx.remote.create_record(kind, record)
+        # The named object is gone: deleted meanwhile, or this put is a replay and the object
+        # already carries the master's id. Create it, or converge the master-id object.
+        try:
+            replaced = await ctx.remote.create_record(kind, record)
+        except RemoteConflict:
+            replaced = await ctx.remote.replace_record(kind, master_id, record)
     await ctx.map(kind, master_id, record_id(kind, replaced))
 
 
