@@ -187,6 +187,7 @@ async def open_dcorch(
     ephemeral_ports: bool = False,
     upgrade_db: bool = True,
     subclouds: int | None = None,
+    engine: bool = True,
 ) -> AsyncIterator[Dcorch]:
     """Run the whole system until the block exits.
 
@@ -197,6 +198,8 @@ async def open_dcorch(
         upgrade_db: bring the schema to the code's head first (``dcorch db upgrade``);
             without it a database that is behind stops start-up.
         subclouds: simulated subclouds to create and manage (default ``sim.subclouds``).
+        engine: run the sync engine; without it the system records work but applies none
+            (proxy and throughput tests that must measure the write path alone).
     """
     settings = settings or Settings()
     async with AsyncExitStack() as stack:
@@ -215,13 +218,31 @@ async def open_dcorch(
                 open_sim_cloud(settings.sim, settings.master, subclouds=count)
             )
         master = _master_urls(settings, sim)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
-        client = await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=60.0))
+        # Separate pools: a caller of the proxies (tests, bench, the handle's user) holding every
+        # connection of a shared pool would leave the proxies none to reach the master with.
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(limits=httpx.Limits(max_connections=500), timeout=60.0)
+        )
+        proxy_client = await stack.enter_async_context(
+            httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+                timeout=settings.proxy.forward_timeout,
+            )
+        )
+        engine_client = await stack.enter_async_context(
+            httpx.AsyncClient(
+                limits=httpx.Limits(
+                    max_connections=max(10, settings.engine.sync_concurrency),
+                    max_keepalive_connections=max(10, settings.engine.sync_concurrency),
+                ),
+                timeout=settings.engine.subcloud_http_timeout,
+            )
+        )
         db = await stack.enter_async_context(open_database(settings))
         metrics = Metrics()
         dispatcher = Dispatcher(db, settings.dispatcher, metrics=metrics)
         session = HttpSession(
-            client,
+            engine_client,
             Credentials(
                 username=settings.master.username,
                 password=settings.master.password,
@@ -246,9 +267,11 @@ async def open_dcorch(
             master=master_endpoints,
             sink=dispatcher.submit,
         )
-        dispatcher.set_commit_listener(manager.on_commit)
+        if engine:
+            dispatcher.set_commit_listener(manager.on_commit)
         validator = TokenCache(
-            KeystoneTokenValidator(master.keystone, client), ttl=settings.proxy.token_cache_ttl
+            KeystoneTokenValidator(master.keystone, proxy_client),
+            ttl=settings.proxy.token_cache_ttl,
         )
 
         async def token_check(token: str) -> bool:
@@ -260,11 +283,10 @@ async def open_dcorch(
         }
         if master.usm:
             upstreams[constants.ENDPOINT_TYPE_USM] = (master.usm, settings.proxy.usm_port)
-        fernet_keys = SysinvFernetKeys(master.sysinv, client)
-        children: list[Any] = [
-            TaskSpec(name="dispatcher", fn=dispatcher.run),
-            TaskSpec(name="sync", fn=manager.run),
-        ]
+        fernet_keys = SysinvFernetKeys(master.sysinv, proxy_client)
+        children: list[Any] = [TaskSpec(name="dispatcher", fn=dispatcher.run)]
+        if engine:
+            children.append(TaskSpec(name="sync", fn=manager.run))
         for endpoint_type, (upstream, port) in upstreams.items():
             app = create_proxy_app(
                 endpoint_type,
@@ -272,7 +294,7 @@ async def open_dcorch(
                 work_sink=dispatcher,
                 token_validator=validator,
                 settings=settings.proxy,
-                http_client=client,
+                http_client=proxy_client,
                 fernet_keys_source=fernet_keys,
             )
             bind_port = 0 if ephemeral_ports else port
@@ -282,7 +304,9 @@ async def open_dcorch(
                     fn=partial(serve_proxy, app, settings.proxy.host, bind_port),
                 )
             )
-        api_app = create_api_app(db, token_check=token_check, events=manager, metrics=metrics)
+        api_app = create_api_app(
+            db, token_check=token_check, events=manager if engine else None, metrics=metrics
+        )
         api_port = 0 if ephemeral_ports else settings.api.port
         children.append(
             TaskSpec(name="api", fn=partial(serve_api, api_app, settings.api.host, api_port))
@@ -319,7 +343,7 @@ async def open_dcorch(
             urls=urls,
         )
         handle.token = await _admin_token(client, settings, master.keystone)
-        if sim is not None:
+        if sim is not None and engine:
             await _register(db, manager, list(sim.regions), manage=True)
         logger.info("dcorch.started urls=%s", urls)
         yield handle

@@ -1,0 +1,66 @@
+"""Bulk registration of already-eligible subclouds, for tests, the bench and the harness.
+
+Registering thousands of subclouds one API call at a time would dominate a scale test, so this
+unit writes ``subcloud`` and ``subcloud_sync`` rows for many regions in one transaction, in the
+state the engine leaves them after a completed initial sync (managed, online, completed).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, insert, select
+
+from dcorch import constants
+from dcorch.db.schema import subcloud, subcloud_sync
+
+
+def seed_eligible_subclouds(
+    conn: Connection,
+    regions: Sequence[str],
+    endpoint_types: Sequence[str] = constants.SYNC_ENDPOINT_TYPES,
+) -> int:
+    """Insert eligible subclouds with one sync row per endpoint type; returns how many."""
+    if not regions:
+        return 0
+    capabilities = json.dumps({"endpoint_types": list(endpoint_types)})
+    conn.execute(
+        insert(subcloud),
+        [
+            {
+                "uuid": str(uuid.uuid4()),
+                "region_name": region,
+                "software_version": "24.09",
+                "management_ip": "127.0.0.1",
+                "management_state": constants.MANAGEMENT_MANAGED,
+                "availability_status": constants.AVAILABILITY_ONLINE,
+                "initial_sync_state": constants.INITIAL_SYNC_COMPLETED,
+                "subsequent_sync": True,
+                "capabilities": capabilities,
+                "deleted": 0,
+            }
+            for region in regions
+        ],
+    )
+    wanted = set(regions)
+    ids = [
+        (row.id, row.region_name)
+        for row in conn.execute(select(subcloud.c.id, subcloud.c.region_name))
+        if row.region_name in wanted
+    ]
+    conn.execute(
+        insert(subcloud_sync),
+        [
+            {
+                "subcloud_id": sid,
+                "subcloud_name": region,
+                "endpoint_type": endpoint_type,
+                "deleted": 0,
+            }
+            for sid, region in ids
+            for endpoint_type in endpoint_types
+        ],
+    )
+    return len(ids)
