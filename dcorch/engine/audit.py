@@ -7,9 +7,14 @@ upstream forgot to count (10.2 #3) so its pair could be reported in-sync with wo
 Failed requests are cleaned per pair, not globally (10.2 #4); the next audit re-detects what
 they were for.
 
-Identity: users, groups, projects, roles (dcdbsync records) and revocation events. Platform:
-certificates, the sysadmin iuser and the fernet keys. Role assignments and per-user revocation
-events are not audited yet (they still sync from the proxy).
+Identity, in spec 6.2's order: users, groups, projects, roles (dcdbsync records), project role
+assignments, revocation events by audit id and per-user revocation events. Platform:
+certificates, the sysadmin iuser and the fernet keys. Repairs are queued in that order, and
+requests run in id order, so an assignment is granted after the user it names is created.
+
+The ``admin`` user's discrepancy gets a keystone PATCH of the central password *before* the
+dcdbsync PUT (9e209f4e): the PATCH is what updates the subcloud's keyring, which a DB write
+bypasses, and the PUT then makes the record (hash included) the master's.
 """
 
 from __future__ import annotations
@@ -93,7 +98,9 @@ class PairAudit:
         sink: WorkSink,
         *,
         wall_clock: WallClock = utc_now,
+        admin_password: str | None = None,
     ) -> None:
+        """``admin_password``: the central admin password (the keyring's); None skips the PATCH."""
         self._db = db
         self.region = region
         self.endpoint_type = endpoint_type
@@ -101,6 +108,7 @@ class PairAudit:
         self._master = master
         self._sink = sink
         self._clock = wall_clock
+        self._admin_password = admin_password
 
     async def run(self) -> AuditResult:
         """Compare, queue the repairs (one transaction), clean this pair's failed requests."""
@@ -118,7 +126,8 @@ class PairAudit:
         else:
             for kind in IDENTITY_KINDS:
                 await self._identity_kind(kind, result, busy.get(kind, set()))
-            await self._revoke_events(result, busy.get(c.RESOURCE_REVOKE_EVENTS, set()))
+            await self._assignments(result, busy.get(c.RESOURCE_PROJECT_ROLE_ASSIGNMENTS, set()))
+            await self._revoke_events(result, busy)
         if result.orders:
             # A change may have been queued while we compared (the abort set is from the
             # start): drop repairs that now duplicate queued work, or a late audit create
@@ -197,6 +206,8 @@ class PairAudit:
             candidate = target or by_name.get(rules.name_key(kind, record))
             if candidate is not None:
                 sc_id = rules.object_id(kind, candidate)
+                if self._keyring_user(kind, record):
+                    await self._keyring_patch(result, mid, sc_id, mapping is None)
                 self._order(result, kind, mid, c.OPERATION_PUT, {singular(kind): {"id": sc_id}})
             else:
                 self._order(result, kind, mid, c.OPERATION_POST, record)
@@ -212,26 +223,91 @@ class PairAudit:
             ):
                 self._order(result, kind, mid, c.OPERATION_DELETE, {})
 
-    async def _revoke_events(self, result: AuditResult, busy: set[str]) -> None:
+    def _keyring_user(self, kind: str, record: Record) -> bool:
+        return (
+            kind == "users"
+            and self._admin_password is not None
+            and rules.name_key(kind, record)[1] in rules.KEYRING_USERS
+        )
+
+    async def _keyring_patch(
+        self, result: AuditResult, mid: str, sc_id: str, unmapped: bool
+    ) -> None:
+        """Queue the keystone password PATCH that must precede the admin user's PUT."""
+        if unmapped:
+            # The PATCH is applied through the mapping; the PUT re-maps to the master id.
+            await self._db.upsert_subcloud_resource(self.region, "users", mid, sc_id)
+        info = {"user": {"password": self._admin_password}}
+        self._order(result, "users", mid, c.OPERATION_PATCH, info)
+
+    async def _listing(self, key: str, fetch: Callable[[CloudClient], Awaitable[Any]]) -> Any:
+        return await self._master.get(key, fetch)
+
+    async def _assignments(self, result: AuditResult, busy: set[str]) -> None:
+        """Project-scoped role assignments whose actor, role and project are synced."""
+
+        async def fetch(m: CloudClient) -> list[Record]:
+            return await m.role_assignments()
+
+        excluded: set[str] = set()
+        for kind in ("users", "roles"):
+
+            async def records(m: CloudClient, kind: str = kind) -> list[Record]:
+                return await m.list_records(kind)
+
+            excluded |= {
+                rules.object_id(kind, r)
+                for r in await self._listing(kind, records)
+                if rules.is_excluded(kind, r)
+            }
+        master = set()
+        for entry in await self._listing("role_assignments", fetch):
+            aid = rules.assignment_id(entry)
+            if aid and not excluded & set(aid.split("_")):
+                master.add(aid)
+        sub = {rules.assignment_id(e) for e in await self._remote.role_assignments()}
+        rtype = c.RESOURCE_PROJECT_ROLE_ASSIGNMENTS
+        mappings = {
+            m.master_id: m for m in await self._db.list_subcloud_resources(self.region, rtype)
+        }
+        for aid in sorted(master):
+            if aid in busy:
+                result.findings += 1
+            elif aid not in sub:
+                self._order(result, rtype, aid, c.OPERATION_POST, {})
+            elif aid not in mappings:
+                await self._db.upsert_subcloud_resource(self.region, rtype, aid, aid)
+        for mid, m in sorted(mappings.items()):
+            if mid in master:
+                continue
+            if mid in busy:
+                result.findings += 1
+            elif m.shared_config_state == c.SHARED_CONFIG_MANAGED and m.subcloud_resource_id in sub:
+                self._order(result, rtype, mid, c.OPERATION_DELETE, {})
+
+    async def _revoke_events(self, result: AuditResult, busy: dict[str, set[str]]) -> None:
+        """Revocation events by audit id, then per-user events (keyed by user and time)."""
+
         async def fetch(m: CloudClient) -> list[Record]:
             return await m.list_revoke_events()
 
-        master = {
-            e["audit_id"]: e
-            for e in await self._master.get("revoke_events", fetch)
-            if e.get("audit_id")
-        }
-        sub = {e.get("audit_id") for e in await self._remote.list_revoke_events()}
-        for audit_id in master:
-            if audit_id in busy:
-                result.findings += 1
-            elif audit_id not in sub:
-                info = {"token_revoke_event": {"audit_id": audit_id}}
-                self._order(result, c.RESOURCE_REVOKE_EVENTS, audit_id, c.OPERATION_POST, info)
-        mappings = await self._db.list_subcloud_resources(self.region, c.RESOURCE_REVOKE_EVENTS)
-        for m in mappings:
-            if m.master_id not in master and m.subcloud_resource_id in sub:
-                self._order(result, c.RESOURCE_REVOKE_EVENTS, m.master_id, c.OPERATION_DELETE, {})
+        master_events = await self._listing("revoke_events", fetch)
+        sub_events = await self._remote.list_revoke_events()
+        by_audit = c.RESOURCE_REVOKE_EVENTS, lambda e: str(e.get("audit_id") or "")
+        by_user = c.RESOURCE_REVOKE_EVENTS_FOR_USER, rules.user_event_key
+        for rtype, key_of in (by_audit, by_user):
+            master = {k for k in map(key_of, master_events) if k}
+            sub = {k for k in map(key_of, sub_events) if k}
+            pending = busy.get(rtype, set())
+            for key in sorted(master):
+                if key in pending:
+                    result.findings += 1
+                elif key not in sub:
+                    info = {"token_revoke_event": {"audit_id": key}} if rtype == by_audit[0] else {}
+                    self._order(result, rtype, key, c.OPERATION_POST, info)
+            for m in await self._db.list_subcloud_resources(self.region, rtype):
+                if m.master_id not in master and m.subcloud_resource_id in sub:
+                    self._order(result, rtype, m.master_id, c.OPERATION_DELETE, {})
 
     async def _platform(self, result: AuditResult, busy: dict[str, set[str]]) -> None:
         await self._certificates(result, busy.get(c.RESOURCE_CERTIFICATES, set()))

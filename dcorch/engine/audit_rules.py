@@ -6,6 +6,7 @@ rule can be unit-tested without a cloud.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -14,6 +15,9 @@ from dcorch.engine.clients import Record, singular
 EXCLUDED_USERS: Final = frozenset({"dcdbsync", "dcorch", "heat_admin", "smapi", "usm", "fm"})
 EXCLUDED_USER_PREFIXES: Final = ("cinder",)
 EXCLUDED_ROLES: Final = frozenset({"heat_stack_owner", "heat_stack_user", "ResellerAdmin"})
+KEYRING_USERS: Final = frozenset({"admin"})
+"""Users whose password also lives in the subcloud's keyring: a discrepancy is repaired by a
+keystone PATCH of the password (which updates the keyring) before the dcdbsync PUT (9e209f4e)."""
 SYNCED_CERT_TYPES: Final = frozenset({"ssl_ca", "openstack_ca"})
 
 _FIELDS: Final = {
@@ -100,3 +104,22 @@ def same_iuser(master: Mapping[str, Any], sub: Mapping[str, Any]) -> bool:
 
 def synced_certificate(cert: Mapping[str, Any]) -> bool:
     return str(cert.get("certtype", "")) in SYNCED_CERT_TYPES and bool(cert.get("signature"))
+
+
+def assignment_id(entry: Mapping[str, Any]) -> str:
+    """``"{project}_{actor}_{role}"`` of a keystone role assignment; "" unless project-scoped."""
+    project = ((entry.get("scope") or {}).get("project") or {}).get("id")
+    actor = (entry.get("user") or entry.get("group") or {}).get("id")
+    role = (entry.get("role") or {}).get("id")
+    return f"{project}_{actor}_{role}" if project and actor and role else ""
+
+
+def user_event_key(event: Mapping[str, Any]) -> str:
+    """dcdbsync's id of a per-user revocation event ("" for an audit-id event).
+
+    The url-safe base64 of ``"<user_id>_<issued_before>"`` (spec 5.5 revoke_events_for_user).
+    """
+    if event.get("audit_id") or not event.get("user_id") or not event.get("issued_before"):
+        return ""
+    raw = f"{event['user_id']}_{event['issued_before']}".encode()
+    return base64.urlsafe_b64encode(raw).decode()

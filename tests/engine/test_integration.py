@@ -10,10 +10,13 @@ import pytest
 import trio
 
 from dcorch import constants as c
+from dcorch.db.rows import RequestUpdate
+from dcorch.engine import audit_rules as rules
+from dcorch.engine.audit import AuditResult, MasterCache, PairAudit
 from dcorch.engine.drivers import apply_request
 from dcorch.work import WorkOrder
 
-from .conftest import ENGINE, Engine
+from .conftest import ENGINE, DriverRig, Engine, wait_until
 
 
 def user_order(user_id: str, op: str = c.OPERATION_POST, info: object = None) -> WorkOrder:
@@ -94,7 +97,14 @@ async def test_offline_subcloud_catches_up_in_order_after_recovery(start_engine)
     assert all(r.state != c.ORCH_REQUEST_FAILED for r in pending)
     engine.sim.clear_faults(down)
     await converge(engine)
-    assert await engine.db.pending_requests(down, c.ENDPOINT_TYPE_IDENTITY) == []
+    # The subcloud converges when the last POST lands; the request is marked completed only
+    # after its answer arrives, so the database trails the simulator by one write.
+    with trio.fail_after(10):
+        await wait_until(lambda: no_pending(engine, down))
+
+
+async def no_pending(engine: Engine, region: str) -> bool:
+    return not await engine.db.pending_requests(region, c.ENDPOINT_TYPE_IDENTITY)
 
 
 async def test_injected_500s_are_retried_then_marked_failed(start_engine) -> None:
@@ -218,3 +228,112 @@ async def test_status_reported_once_per_change(start_engine) -> None:
     await trio.sleep(0.5)
     reports = engine.sim.status_reports(region, c.ENDPOINT_TYPE_IDENTITY)
     assert [r["sync_status"] for r in reports] == ["in-sync", "out-of-sync"]
+
+
+# audit: role assignments, per-user revocation events, the admin keyring ----------------------
+
+
+async def audit(rig: DriverRig, admin_password: str | None = None) -> AuditResult:
+    ctx = await rig.context()
+    pair = PairAudit(
+        rig.db,
+        rig.region,
+        c.ENDPOINT_TYPE_IDENTITY,
+        ctx.remote,
+        MasterCache(rig.master),
+        rig.db.enqueue_work,
+        admin_password=admin_password,
+    )
+    return await pair.run()
+
+
+async def drain(rig: DriverRig) -> list[tuple[str, str]]:
+    """Apply every queued identity request in id order, as a sync pass would."""
+    done = []
+    for request in await rig.db.pending_requests(rig.region, c.ENDPOINT_TYPE_IDENTITY):
+        await apply_request(await rig.context(), request)
+        await rig.db.update_requests([RequestUpdate(request.id, state=c.ORCH_REQUEST_COMPLETED)])
+        done.append((request.resource_type, request.operation_type))
+    return done
+
+
+async def test_audit_grants_a_missing_assignment_after_creating_its_user(rig: DriverRig) -> None:
+    await drain_initial(rig)
+    ids = {}
+    for kind, name in (("projects", "pa"), ("users", "ua"), ("roles", "ra")):
+        body: dict[str, object] = {"name": name}
+        if kind != "roles":
+            body["domain_id"] = "default"
+        response = await rig.master_call("POST", kind, json={kind[:-1]: body})
+        ids[kind] = response.json()[kind[:-1]]["id"]
+    p, u, r = ids["projects"], ids["users"], ids["roles"]
+    await rig.master_call("PUT", f"projects/{p}/users/{u}/roles/{r}")
+    result = await audit(rig)
+    assert result.findings == 4
+    assert await drain(rig) == [
+        ("users", "post"),
+        ("projects", "post"),
+        ("roles", "post"),
+        (c.RESOURCE_PROJECT_ROLE_ASSIGNMENTS, "post"),
+    ]
+    assert (p, "user", u, r) in rig.cloud.identity.assignments
+    assert (await audit(rig)).findings == 0
+    # revoked on the master: the audit removes it from the subcloud too
+    await rig.master_call("DELETE", f"projects/{p}/users/{u}/roles/{r}")
+    assert (await audit(rig)).findings == 1
+    assert await drain(rig) == [(c.RESOURCE_PROJECT_ROLE_ASSIGNMENTS, "delete")]
+    assert (p, "user", u, r) not in rig.cloud.identity.assignments
+    assert (await audit(rig)).findings == 0
+
+
+async def drain_initial(rig: DriverRig) -> None:
+    """A pristine subcloud equals the master except for dcorch's own bookkeeping."""
+    await audit(rig)
+    await drain(rig)
+    assert (await audit(rig)).findings == 0
+
+
+async def test_audit_copies_per_user_revocation_events(rig: DriverRig) -> None:
+    await drain_initial(rig)
+    response = await rig.master_call(
+        "POST", "users", json={"user": {"name": "leaver", "domain_id": "default"}}
+    )
+    uid = response.json()["user"]["id"]
+    await rig.master_call("PATCH", f"users/{uid}", json={"user": {"enabled": False}})
+    assert (await audit(rig)).findings == 2
+    assert await drain(rig) == [("users", "post"), (c.RESOURCE_REVOKE_EVENTS_FOR_USER, "post")]
+    [event] = [e for e in rig.cloud.identity.revocations.values() if e.get("user_id") == uid]
+    assert event["issued_before"] == next(
+        e["issued_before"]
+        for e in rig.sim.master.identity.revocations.values()
+        if e.get("user_id") == uid
+    )
+    assert (await audit(rig)).findings == 0
+
+
+@pytest.mark.parametrize("keyring", [True, False])
+async def test_admin_discrepancy_patches_the_keyring_before_the_put(
+    rig: DriverRig, keyring: bool
+) -> None:
+    await drain_initial(rig)
+    admin = rig.cloud.identity.find_name("user", "default", "admin")
+    assert admin is not None
+    rig.cloud.identity.put("user", {**admin, "user": {**admin["user"], "extra": '{"x": 1}'}})
+    password = rig.sim.admin.password if keyring else None
+    result = await audit(rig, admin_password=password)
+    expected = [("users", "patch"), ("users", "put")] if keyring else [("users", "put")]
+    assert result.findings == len(expected)
+    assert await drain(rig) == expected
+    applied = [o for o in rig.cloud.operations if o["op"] in {"update_user", "replace_user"}]
+    if keyring:
+        assert [(o["op"], o.get("fields")) for o in applied] == [
+            ("update_user", ["password"]),
+            ("replace_user", None),
+        ]
+    else:
+        assert [o["op"] for o in applied] == ["replace_user"]
+    master_admin = rig.sim.master.identity.find_name("user", "default", "admin")
+    assert master_admin is not None
+    uid = master_admin["user"]["id"]
+    assert rules.same_record("users", master_admin, rig.cloud.identity.users[uid])
+    assert (await audit(rig, admin_password=password)).findings == 0
