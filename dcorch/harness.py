@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,7 +27,15 @@ from typing import Any
 import httpx
 import trio
 
-from actors import ActorSystem, Backoff, RestartIntensity, TaskSpec, open_actor_system
+from actors import (
+    ActorStopped,
+    ActorSystem,
+    Backoff,
+    NodeSnapshot,
+    RestartIntensity,
+    TaskSpec,
+    open_actor_system,
+)
 from dcorch import constants
 from dcorch.api.app import create_api_app
 from dcorch.api.serve import serve_api
@@ -130,6 +138,42 @@ async def _register(
                 availability_status=constants.AVAILABILITY_ONLINE,
             )
         await manager.subcloud_changed(region)
+
+
+def _walk(node: NodeSnapshot) -> Iterator[NodeSnapshot]:
+    yield node
+    for child in node.children:
+        yield from _walk(child)
+
+
+def _add_runtime_gauges(
+    metrics: Metrics,
+    dispatcher: Dispatcher,
+    db: Database,
+    system: ActorSystem,
+    manager: SyncManager | None,
+) -> None:
+    """Mailbox depths and restart counts, read from the live objects at scrape time."""
+
+    def trees() -> list[NodeSnapshot]:
+        found = [system.snapshot()]
+        if manager is not None:
+            with suppress(ActorStopped):  # the sync manager is between restarts
+                found.append(manager.snapshot())
+        return found
+
+    def depths() -> Iterator[tuple[dict[str, str], float]]:
+        yield {"mailbox": "dispatcher"}, float(dispatcher.statistics().current_buffer_used)
+        yield {"mailbox": "database"}, float(db.statistics().mailbox_used)
+        sync_depth = sum(node.mailbox_depth or 0 for tree in trees()[1:] for node in _walk(tree))
+        yield {"mailbox": "sync_actors"}, float(sync_depth)
+
+    def restarts() -> Iterator[tuple[dict[str, str], float]]:
+        for tree in trees():
+            yield {"tree": tree.name}, float(sum(node.restarts for node in _walk(tree)))
+
+    metrics.add_gauge("dcorch_mailbox_depth", "messages waiting in bounded mailboxes", depths)
+    metrics.add_gauge("dcorch_actor_restarts", "restarts in each supervision tree", restarts)
 
 
 def _master_urls(settings: Settings, sim: SimCloud | None) -> MasterUrls:
@@ -330,6 +374,7 @@ async def open_dcorch(
             bound = task.value
             assert isinstance(bound, list), bound
             urls[name] = str(bound[0])
+        _add_runtime_gauges(metrics, dispatcher, db, system, manager if engine else None)
         handle = Dcorch(
             settings=settings,
             db=db,

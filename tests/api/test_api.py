@@ -186,3 +186,6 @@ async def test_health_and_metrics(dc: Dcorch) -> None:
     text = metrics.text
     assert "dcorch_enqueue_latency_seconds_count 1" in text
     assert "# TYPE dcorch_orch_requests gauge" in text
+    assert 'dcorch_mailbox_depth{mailbox="dispatcher"} 0.0' in text
+    assert 'dcorch_actor_restarts{tree="dcorch"} 0.0' in text
+    assert 'dcorch_actor_restarts{tree="sync"}' in text
