@@ -5,7 +5,8 @@ The dispatcher mailbox holds 4 submissions, a batch takes at most 2, and a calle
 
 * the excess gets ``503`` with a ``Retry-After`` header, never a hang or a 5xx of another kind;
 * the mailbox never holds more than its capacity (sampled every 5 ms all along);
-* the process's RSS grows by less than 128 MiB (60 in-process httpx clients included) during the storm;
+* the process's RSS grows by less than 128 MiB during the storm (the 60 in-process httpx
+  clients included);
 * afterwards new commands succeed, and every 2xx is committed (its orch_job exists).
 """
 
