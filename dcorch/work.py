@@ -25,6 +25,11 @@ class WorkOrder:
     """JSON text the sync driver needs (request body, payload, ...); may hold secrets."""
     subcloud: str | None = None
     """Target one subcloud by region name; ``None`` targets every eligible subcloud."""
+    job_uuid: str | None = None
+    """Idempotency key, stored as ``orch_job.uuid``: recording an order whose job already
+    exists returns that job instead of a second one. The dispatcher sets it before the first
+    attempt, so a retry after an ambiguous commit (connection lost during COMMIT) cannot write
+    the same work twice."""
 
 
 @dataclass(frozen=True, slots=True)

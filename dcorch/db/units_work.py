@@ -25,6 +25,7 @@ back the whole transaction: no order of the batch is committed.
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -46,14 +47,49 @@ from dcorch.db.schema import (
 )
 from dcorch.work import EnqueueResult, WorkOrder
 
+_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+"""How SQLAlchemy's SQLite dialect writes a DateTime (so raw inserts read back the same)."""
+
 _CHUNK = 500
 """Largest ``IN`` list sent at once (SQLite's default variable limit is far above)."""
 
 
 def enqueue_work(conn: Connection, orders: Sequence[WorkOrder]) -> list[EnqueueResult]:
-    """Record ``orders`` in the current transaction; results are in the orders' order."""
+    """Record ``orders`` in the current transaction; results are in the orders' order.
+
+    Orders whose ``job_uuid`` is already recorded are not written again: their existing job is
+    returned, which makes a retried enqueue idempotent.
+    """
     if not orders:
         return []
+    done = _recorded_jobs(conn, [o.job_uuid for o in orders if o.job_uuid is not None])
+    fresh = [o for o in orders if o.job_uuid is None or o.job_uuid not in done]
+    written = iter(_record(conn, fresh) if fresh else [])
+    return [
+        done[o.job_uuid] if o.job_uuid is not None and o.job_uuid in done else next(written)
+        for o in orders
+    ]
+
+
+def _recorded_jobs(conn: Connection, job_uuids: list[str]) -> dict[str, EnqueueResult]:
+    found: dict[str, EnqueueResult] = {}
+    for chunk in _chunks(sorted(set(job_uuids))):
+        jobs = conn.execute(
+            select(orch_job.c.id, orch_job.c.uuid, orch_job.c.resource_id).where(
+                orch_job.c.uuid.in_(chunk)
+            )
+        ).all()
+        for job_id, job_uuid, resource_id in jobs:
+            regions = conn.execute(
+                select(orch_request.c.target_region_name)
+                .where(orch_request.c.orch_job_id == job_id)
+                .order_by(orch_request.c.id)
+            ).scalars()
+            found[job_uuid] = EnqueueResult(job_id, resource_id, tuple(regions))
+    return found
+
+
+def _record(conn: Connection, orders: Sequence[WorkOrder]) -> list[EnqueueResult]:
     now = utcnow()
     resource_ids = _resolve_resources(conn, orders, now)
     named = _named_subclouds(conn, {o.subcloud for o in orders if o.subcloud is not None})
@@ -63,7 +99,7 @@ def enqueue_work(conn: Connection, orders: Sequence[WorkOrder]) -> list[EnqueueR
     }
     job_rows: list[dict[str, Any]] = [
         {
-            "uuid": new_uuid(),
+            "uuid": o.job_uuid or new_uuid(),
             "user_id": "",
             "project_id": "",
             "endpoint_type": o.endpoint_type,
@@ -233,24 +269,37 @@ def _insert_requests(conn: Connection, records: list[tuple[Any, ...]]) -> None:
             )
         )
         return
-    conn.execute(
-        insert(orch_request),
-        [dict(zip(ORCH_REQUEST_COPY_COLUMNS, r, strict=True)) for r in records],
+    # SQLite: the same tuples straight to the driver's executemany. Core's insert() would
+    # build a dict and run the DateTime processor per row, which cost as much as the insert
+    # itself at 5,000 rows; the text form below is the one SQLAlchemy stores and reads back.
+    created = records[0][5].strftime(_SQLITE_DATETIME)
+    columns = ", ".join(ORCH_REQUEST_COPY_COLUMNS)
+    marks = ", ".join("?" * len(ORCH_REQUEST_COPY_COLUMNS))
+    conn.exec_driver_sql(
+        f"INSERT INTO orch_request ({columns}) VALUES ({marks})",
+        [(*r[:5], created, *r[6:]) for r in records],
     )
 
 
 def _uuids(n: int) -> list[str]:
-    """``n`` random (version 4) uuids as text, from one ``urandom`` call.
+    """``n`` time-ordered (version 7, RFC 9562) uuids as text, consecutive within one call.
 
-    ``str(uuid.uuid4())`` costs about 2 µs; at 10,000 targets that alone would be a noticeable
-    share of an enqueue.
+    Random version 4 uuids land all over the unique index of ``orch_request.uuid``, so every
+    insert touches a cold B-tree page and bulk inserts slow down as the table grows (measured
+    on SQLite: 50,000 rows went from 1.2 s to 2.0 s over four batches; with these, a steady
+    1.0-1.1 s). A millisecond timestamp prefix and a counter make each batch append at the end.
+    ``str(uuid.uuid4())`` would also cost about 2 µs each, a visible share at 10,000 targets.
     """
-    raw = os.urandom(16 * n).hex()
+    millis = int(time.time() * 1000) & 0xFFFF_FFFF_FFFF
+    head = f"{(millis << 16) | (0x7 << 12) | (int.from_bytes(os.urandom(2), 'big') & 0xFFF):016x}"
+    prefix = f"{head[:8]}-{head[8:12]}-{head[12:16]}-"
+    start = int.from_bytes(os.urandom(8), "big") >> 2
+    mask = (1 << 62) - 1
+    variant = 0b10 << 62
     out = []
-    for i in range(0, 32 * n, 32):
-        h = raw[i : i + 32]
-        variant = "89ab"[int(h[16], 16) & 3]
-        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}")
+    for i in range(n):
+        low = f"{variant | ((start + i) & mask):016x}"
+        out.append(f"{prefix}{low[:4]}-{low[4:]}")
     return out
 
 

@@ -17,6 +17,7 @@ flight when it crashed is answered with the error first.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 import outcome
 import trio
 
+from dcorch.db.schema import new_uuid
 from dcorch.metrics import Metrics
 from dcorch.proxy.errors import Overloaded
 from dcorch.settings import DispatcherSettings
@@ -80,7 +82,13 @@ class Dispatcher:
         reply_send, reply_receive = trio.open_memory_channel[outcome.Outcome[list[EnqueueResult]]](
             1
         )
-        submission = Submission(tuple(orders), reply_send)
+        # Keys set once, before any attempt: a batch retried after an ambiguous failure (or
+        # re-committed one by one) finds its jobs already written instead of writing them twice.
+        keyed = tuple(
+            order if order.job_uuid else dataclasses.replace(order, job_uuid=new_uuid())
+            for order in orders
+        )
+        submission = Submission(keyed, reply_send)
         try:
             with trio.fail_after(self._settings.enqueue_timeout):
                 await self._send.send(submission)

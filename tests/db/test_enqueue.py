@@ -166,3 +166,19 @@ async def test_bulk_insert_rolls_back_with_the_transaction(db: Database) -> None
 
 async def test_empty_batch(db: Database) -> None:
     assert await db.enqueue_work([]) == []
+
+
+async def test_an_order_with_a_recorded_job_uuid_is_not_written_twice(db: Database) -> None:
+    await make_eligible(db, "ok1", "ok2")
+    first = WorkOrder("identity", "users", "u9", "post", "{}", job_uuid="job-key-1")
+    second = WorkOrder("identity", "users", "u10", "post", "{}", job_uuid="job-key-2")
+    [original] = await db.enqueue_work([first])
+    before = await db.run(_counts)
+    # A retry of the same batch (e.g. after a connection lost during COMMIT) plus a new order.
+    again, new = await db.enqueue_work([first, second])
+    assert again == original
+    assert set(original.target_regions) == {"ok1", "ok2"}
+    assert new.orch_job_id != original.orch_job_id
+    resources, jobs, requests = await db.run(_counts)
+    assert (jobs, requests) == (before[1] + 1, before[2] + 2)
+    assert resources == before[0] + 1
