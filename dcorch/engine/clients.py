@@ -10,16 +10,22 @@ Every method raises only :mod:`dcorch.engine.errors` exceptions (mapped in :mod:
 
 from __future__ import annotations
 
+import contextvars
+import copy
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+import outcome
+import trio
 
 from dcorch.engine.endpoints import MasterEndpoints, SubcloudEndpoints
 from dcorch.engine.errors import PermanentSyncError, TransientSyncError
 from dcorch.engine.http import HttpSession
 
 Record = dict[str, Any]
+T = TypeVar("T")
 
 DBSYNC_KINDS: Final = {"users", "groups", "projects", "roles"}
 """dcdbsync collections holding identity DB records (keyed by the keystone id)."""
@@ -203,6 +209,151 @@ class CloudClient:
 
     async def put_fernet_keys(self, keys: Sequence[Mapping[str, Any]]) -> None:
         await self._json("PUT", f"{self.sysinv}/fernet_repo", json=[dict(k) for k in keys])
+
+
+MASTER_READ_TTL: Final = 5.0
+"""Seconds a master answer is shared."""
+MAX_FLIGHTS: Final = 4096
+"""Past this many remembered answers, expired ones are dropped."""
+
+current_job: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "dcorch_current_job", default=None
+)
+"""The ``orch_job`` id of the request being applied in this task (set by the sync actor)."""
+
+
+@dataclass(eq=False, slots=True)
+class _Flight:
+    """One fetch of one key, shared by every caller that may use its answer."""
+
+    generation: int | None
+    """The generation it was started in; None for per-job keys, which never go stale."""
+    started: float
+    done: trio.Event = field(default_factory=trio.Event)
+    result: outcome.Outcome[Any] | None = None
+
+
+class MasterReads:
+    """Master answers shared by all sync actors: one fetch serves a thousand subclouds.
+
+    A work order fans out to every subcloud, and each subcloud's driver fetches the same master
+    record (and each initial sync the same listings). Callers asking for the same key while a
+    fetch is in flight wait for it, and its answer is reused for :data:`MASTER_READ_TTL` s.
+
+    Freshness (the stale-cache bug of 3aa52731/20f8fd05):
+
+    * a record fetched while applying a request is keyed by the request's ``orch_job``: the
+      first fetch for a job starts after the job was read from the database, so after the
+      master change it replicates, and later jobs on the same object fetch again;
+    * other answers (initial sync listings, fernet keys) are keyed by a generation that the sync
+      manager bumps (:meth:`invalidate`) on every committed work order: a caller only gets an
+      answer whose fetch started after the last invalidation before it asked.
+
+    Every caller gets its own deep copy.
+    """
+
+    def __init__(self, ttl: float = MASTER_READ_TTL) -> None:
+        self._ttl = ttl
+        self._generation = 0
+        self._flights: dict[tuple[Any, ...], _Flight] = {}
+        self.fetches = 0
+        self.hits = 0
+
+    def invalidate(self) -> None:
+        """The master changed: later callers need answers fetched from now on."""
+        self._generation += 1
+        self._flights = {k: f for k, f in self._flights.items() if f.generation is None}
+
+    async def get(
+        self, key: tuple[Any, ...], fetch: Callable[[], Awaitable[T]], *, per_job: bool = False
+    ) -> T:
+        """The answer of ``fetch()`` for ``key``, shared as the class docstring says.
+
+        ``per_job``: ``key`` names an ``orch_job`` (no generation check).
+        """
+        generation = None if per_job else self._generation
+        while True:
+            flight = self._flights.get(key)
+            if (
+                flight is None
+                or flight.generation != generation
+                or (flight.result is not None and trio.current_time() - flight.started >= self._ttl)
+            ):
+                return await self._fetch(key, fetch, generation)
+            await flight.done.wait()
+            if flight.result is None:
+                continue  # the fetching caller was cancelled: try again
+            if isinstance(flight.result, outcome.Error):
+                raise flight.result.error
+            self.hits += 1
+            assert isinstance(flight.result, outcome.Value)
+            value: T = copy.deepcopy(flight.result.value)
+            return value
+
+    def _forget(self, key: tuple[Any, ...], flight: _Flight) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
+    async def _fetch(
+        self, key: tuple[Any, ...], fetch: Callable[[], Awaitable[T]], generation: int | None
+    ) -> T:
+        now = trio.current_time()
+        if len(self._flights) >= MAX_FLIGHTS:
+            self._flights = {
+                k: f
+                for k, f in self._flights.items()
+                if f.result is None or now - f.started < self._ttl
+            }
+        flight = _Flight(generation, now)
+        self._flights[key] = flight
+        self.fetches += 1
+        try:
+            value = await fetch()
+        except Exception as exc:
+            flight.result = outcome.Error(exc)  # shared with the waiters, never kept
+            self._forget(key, flight)
+            raise
+        except BaseException:
+            self._forget(key, flight)  # cancelled: the waiters fetch again
+            raise
+        else:
+            flight.result = outcome.Value(value)
+        finally:
+            flight.done.set()
+        return copy.deepcopy(value)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedMasterClient(CloudClient):
+    """The master's :class:`CloudClient` with shared reads (:class:`MasterReads`).
+
+    ``get_record`` is shared per ``orch_job`` while a request is applied (:data:`current_job`
+    set) and not shared otherwise; ``list_records`` and ``get_fernet_keys`` are shared per
+    generation. Writes and every other call go to the master each time.
+    """
+
+    reads: MasterReads = field(default_factory=MasterReads)
+
+    @classmethod
+    def for_master(cls, http: HttpSession, endpoints: MasterEndpoints) -> CachedMasterClient:
+        return cls(http, endpoints.keystone, endpoints.sysinv, endpoints.dcdbsync)
+
+    async def get_record(self, kind: str, oid: str) -> Record:
+        fetch = super(CachedMasterClient, self).get_record
+        job = current_job.get()
+        if job is None:
+            return await fetch(kind, oid)
+        return await self.reads.get(
+            ("record", job, kind, oid), lambda: fetch(kind, oid), per_job=True
+        )
+
+    async def list_records(self, kind: str) -> list[Record]:
+        fetch = super(CachedMasterClient, self).list_records
+        return await self.reads.get(("records", kind), lambda: fetch(kind))
+
+    async def get_fernet_keys(self) -> list[Record]:
+        fetch = super(CachedMasterClient, self).get_fernet_keys
+        return await self.reads.get(("fernet_keys",), fetch)
 
 
 @dataclass(frozen=True, slots=True)

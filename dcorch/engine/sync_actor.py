@@ -26,7 +26,7 @@ from actors import Actor, MailboxFull
 from dcorch import constants as c
 from dcorch.db.rows import PendingRequest, SubcloudRow, SubcloudSyncRow
 from dcorch.engine.audit import PairAudit
-from dcorch.engine.clients import CloudClient
+from dcorch.engine.clients import CloudClient, current_job
 from dcorch.engine.drivers import DriverContext
 from dcorch.engine.env import SyncEnv
 from dcorch.engine.errors import SubcloudUnreachable, SyncError
@@ -220,7 +220,13 @@ class SubcloudSyncActor(Actor[Wake, None]):
             if not h.enabled:
                 # The manager saw the subcloud go offline/unmanaged: stop like should_stop.
                 raise SubcloudGone(h.region)
-            await env.driver(ctx, request)
+            # Master reads made for this request are shared with every subcloud applying the
+            # same job (clients.MasterReads).
+            token = current_job.set(request.orch_job_id)
+            try:
+                await env.driver(ctx, request)
+            finally:
+                current_job.reset(token)
 
         result = await pair.run_pass(apply)
         h.passes += 1
