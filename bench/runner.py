@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,7 @@ def run(plan: Plan, scenarios: list[str], backends: list[str], out: Path) -> dic
                     text = _guard(
                         results,
                         f"profile {b}",
-                        lambda: trio.run(profile_enqueue, backend, plan.profile_at),
+                        partial(trio.run, partial(profile_enqueue, backend, plan.profile_at)),
                         bar,
                     )
                     if text:
@@ -192,8 +193,11 @@ def run(plan: Plan, scenarios: list[str], backends: list[str], out: Path) -> dic
                     cells = _guard(
                         results,
                         f"propagation {b} N={n}",
-                        lambda b=b, n=n: trio.run(
-                            lambda: run_propagation(backend, n, plan.propagation_runs, progress=bar)
+                        partial(
+                            trio.run,
+                            partial(
+                                run_propagation, backend, n, plan.propagation_runs, progress=bar
+                            ),
                         ),
                         bar,
                     )
@@ -203,9 +207,7 @@ def run(plan: Plan, scenarios: list[str], backends: list[str], out: Path) -> dic
         bar = Progress("footprint", len(active) * len(plan.footprint_sizes))
         for b in active:
             for n in plan.footprint_sizes:
-                cell = _guard(
-                    results, f"footprint {b} N={n}", lambda b=b, n=n: run_footprint(b, n), bar
-                )
+                cell = _guard(results, f"footprint {b} N={n}", partial(run_footprint, b, n), bar)
                 if cell:
                     results["footprint"].append(cell)
                 bar.step(f"{b} N={n}")
