@@ -24,6 +24,7 @@ import trio
 
 from actors import Actor, MailboxFull
 from dcorch import constants as c
+from dcorch.db.errors import DatabaseError
 from dcorch.db.rows import PendingRequest, SubcloudRow, SubcloudSyncRow
 from dcorch.engine.audit import PairAudit
 from dcorch.engine.clients import CloudClient, current_job
@@ -54,6 +55,9 @@ class SubcloudHandle:
     audit_at: dict[str, float] = field(default_factory=dict)
     """Endpoint type -> when its next audit is due (absent: not known yet)."""
     initial_retry_at: float | None = None
+    db_failures: int = 0
+    """Consecutive passes that failed on the database (drives the back-off)."""
+    db_retry_at: float | None = None
     passes: int = 0
     audits: int = 0
 
@@ -105,6 +109,33 @@ class SubcloudSyncActor(Actor[Wake, None]):
 
     async def handle(self, message: Wake) -> None:
         h = self._handle
+        try:
+            await self._work()
+        except DatabaseError as exc:
+            # The database is down or locked past the unit's own retries. Crashing would burn
+            # the restart intensity that all sync actors share and could stop every subcloud's
+            # sync (10.2 #6 in spirit); instead keep everything dirty and come back later,
+            # backing off so a long outage costs a few calls per subcloud, not a spin.
+            h.db_failures += 1
+            delay = min(
+                self._env.settings.offline_retry_interval,
+                self._env.settings.request_retry_backoff * 2 ** min(h.db_failures - 1, 16),
+            )
+            logger.warning(
+                "sync.database_error region=%s retry_in=%.1f error=%s", h.region, delay, exc
+            )
+            h.dirty.update(h.subcloud.endpoint_types)
+            h.db_retry_at = trio.current_time() + delay
+            self._env.timers.schedule(h.region, h.db_retry_at)
+            return
+        h.db_failures = 0
+        h.db_retry_at = None
+
+    async def _work(self) -> None:
+        h = self._handle
+        if h.db_retry_at is not None and trio.current_time() < h.db_retry_at:
+            self._env.timers.schedule(h.region, h.db_retry_at)
+            return
         s = h.subcloud
         if s.management_state != c.MANAGEMENT_MANAGED:
             return
@@ -136,6 +167,8 @@ class SubcloudSyncActor(Actor[Wake, None]):
             times += h.audit_at.values()
         if h.initial_retry_at is not None:
             times.append(h.initial_retry_at)
+        if h.db_retry_at is not None:
+            times.append(h.db_retry_at)
         return min(times, default=math.inf)
 
     def _remote(self) -> CloudClient:
@@ -149,6 +182,14 @@ class SubcloudSyncActor(Actor[Wake, None]):
     async def _initial_sync_if_needed(self) -> None:
         h = self._handle
         env = self._env
+        if h.subcloud.initial_sync_state == c.INITIAL_SYNC_IN_PROGRESS:
+            # Only this actor runs this subcloud's initial sync, and it is not running now: an
+            # in-progress state was left by an incarnation that crashed (or a database error)
+            # mid-way. Without this it would stay stuck until the process restarts.
+            await env.db.set_initial_sync_state(
+                h.region, c.INITIAL_SYNC_IN_PROGRESS, c.INITIAL_SYNC_REQUESTED
+            )
+            await self._refresh()
         if h.subcloud.initial_sync_state == c.INITIAL_SYNC_FAILED:
             if h.initial_retry_at is None:
                 h.initial_retry_at = trio.current_time() + env.settings.initial_sync_retry

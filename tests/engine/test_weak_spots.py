@@ -277,11 +277,6 @@ class FlakyDatabase:
         return await self._db.pending_requests(*args, **kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a DatabaseUnavailable escaping a sync pass crashes the sync actor; past the restart "
-    "intensity the manager fails (sync_actor.py/sync_manager.py, owned by the perf work)",
-)
 async def test_6_sync_loops_do_not_spin_on_database_errors(nursery, sim, db, http) -> None:
     flaky = FlakyDatabase(db)
     dispatcher = Dispatcher(db, DispatcherSettings())
