@@ -303,7 +303,7 @@ async def open_dcorch(
                 settings.master, dcdbsync_url=master.dcdbsync
             )
         manager = SyncManager(
-            db,  # type: ignore[arg-type]  # until EngineDatabase names its parameters like Database
+            db,
             settings.engine,
             actor_settings=settings.actors,
             http=session,

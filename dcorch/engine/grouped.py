@@ -287,12 +287,12 @@ class GroupedDatabase:
         return await self._write(ur.update_requests, tuple(updates))
 
     async def update_subcloud_sync(
-        self, region: str, endpoint_type: str, **fields: Any
+        self, region_name: str, endpoint_type: str, **fields: Any
     ) -> SubcloudSyncRow:
         unknown = sorted(set(fields) - us.SUBCLOUD_SYNC_FIELDS)
         if unknown:
             raise ValueError(f"not a subcloud_sync field: {', '.join(unknown)}")
-        return await self._write(us.update_subcloud_sync, region, endpoint_type, fields)
+        return await self._write(us.update_subcloud_sync, region_name, endpoint_type, fields)
 
     async def set_initial_sync_state(
         self, region: str, from_state: str, to_state: str, *, subsequent_sync: bool | None = None
