@@ -9,6 +9,8 @@ import trio
 from hypercorn.config import Config
 from quart_trio import QuartTrio
 
+from dcorch.keepalive import close_if_body_unread
+
 
 async def serve_api(
     app: QuartTrio,
@@ -25,6 +27,11 @@ async def serve_api(
     config.graceful_timeout = graceful_timeout
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(
-            partial(hypercorn.trio.serve, app, config, shutdown_trigger=trio.sleep_forever)  # type: ignore[arg-type]
+            partial(
+                hypercorn.trio.serve,
+                close_if_body_unread(app),  # type: ignore[arg-type]
+                config,
+                shutdown_trigger=trio.sleep_forever,
+            )
         )
         task_status.started(urls)

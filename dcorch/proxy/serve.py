@@ -17,6 +17,7 @@ import hypercorn.trio
 import trio
 from hypercorn.config import Config
 
+from dcorch.keepalive import close_if_body_unread
 from dcorch.proxy.app import ProxyApp
 
 DEFAULT_GRACEFUL_TIMEOUT = 5.0
@@ -53,7 +54,7 @@ async def serve_proxy(
             urls: list[str] = await nursery.start(
                 partial(
                     hypercorn.trio.serve,
-                    app,  # type: ignore[arg-type]  # quart's ASGI type is narrower than hypercorn's
+                    close_if_body_unread(app),  # type: ignore[arg-type]
                     config,
                     shutdown_trigger=shutdown_trigger or trio.sleep_forever,
                 )
