@@ -42,6 +42,8 @@ from dcorch.api.serve import serve_api
 from dcorch.db import migrate
 from dcorch.db.database import Database, open_database
 from dcorch.db.errors import SubcloudAlreadyExists
+from dcorch.db.schema import utcnow
+from dcorch.db.seeding import seed_eligible_subclouds
 from dcorch.engine.dispatcher import Dispatcher
 from dcorch.engine.endpoints import ManagementIpResolver, MasterEndpoints, SimResolver
 from dcorch.engine.http import Credentials, HttpSession
@@ -232,6 +234,7 @@ async def open_dcorch(
     upgrade_db: bool = True,
     subclouds: int | None = None,
     engine: bool = True,
+    presynced: bool = False,
 ) -> AsyncIterator[Dcorch]:
     """Run the whole system until the block exits.
 
@@ -244,6 +247,9 @@ async def open_dcorch(
         subclouds: simulated subclouds to create and manage (default ``sim.subclouds``).
         engine: run the sync engine; without it the system records work but applies none
             (proxy and throughput tests that must measure the write path alone).
+        presynced: register the simulated subclouds as already initially synced and audited
+            (their fernet keys set to the master's) instead of managing them one by one, so a
+            scale test with thousands of subclouds starts in seconds rather than minutes.
     """
     settings = settings or Settings()
     async with AsyncExitStack() as stack:
@@ -355,6 +361,11 @@ async def open_dcorch(
         children.append(
             TaskSpec(name="api", fn=partial(serve_api, api_app, settings.api.host, api_port))
         )
+        if sim is not None and engine and presynced:
+            master_keys = sim.master.platform.fernet_keys
+            for region in sim.regions:
+                sim.subcloud(region).platform.set_fernet_keys(master_keys)
+            await db.run(partial(seed_eligible_subclouds, audited_at=utcnow()), list(sim.regions))
         system = await stack.enter_async_context(
             open_actor_system(
                 *children,
@@ -388,7 +399,7 @@ async def open_dcorch(
             urls=urls,
         )
         handle.token = await _admin_token(client, settings, master.keystone)
-        if sim is not None and engine:
+        if sim is not None and engine and not presynced:
             await _register(db, manager, list(sim.regions), manage=True)
         logger.info("dcorch.started urls=%s", urls)
         yield handle

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import Connection, insert, select
 
@@ -21,8 +22,15 @@ def seed_eligible_subclouds(
     conn: Connection,
     regions: Sequence[str],
     endpoint_types: Sequence[str] = constants.SYNC_ENDPOINT_TYPES,
+    *,
+    audited_at: datetime | None = None,
 ) -> int:
-    """Insert eligible subclouds with one sync row per endpoint type; returns how many."""
+    """Insert eligible subclouds with one sync row per endpoint type; returns how many.
+
+    With ``audited_at`` the pairs also look freshly audited and reported in-sync at that time,
+    as after the enable-time audit, so the engine starts them without an audit storm (the next
+    audit is due ``engine.audit_interval`` later).
+    """
     if not regions:
         return 0
     capabilities = json.dumps({"endpoint_types": list(endpoint_types)})
@@ -50,6 +58,15 @@ def seed_eligible_subclouds(
         for row in conn.execute(select(subcloud.c.id, subcloud.c.region_name))
         if row.region_name in wanted
     ]
+    audit_fields: dict[str, object] = {}
+    if audited_at is not None:
+        audit_fields = {
+            "audit_status": constants.AUDIT_COMPLETED,
+            "last_audit_time": audited_at,
+            "sync_request": constants.SYNC_REQUEST_COMPLETED,
+            "sync_status_reported": constants.SYNC_STATUS_IN_SYNC,
+            "sync_status_report_time": audited_at,
+        }
     conn.execute(
         insert(subcloud_sync),
         [
@@ -58,6 +75,7 @@ def seed_eligible_subclouds(
                 "subcloud_name": region,
                 "endpoint_type": endpoint_type,
                 "deleted": 0,
+                **audit_fields,
             }
             for sid, region in ids
             for endpoint_type in endpoint_types
