@@ -117,13 +117,11 @@ async def test_faulty_subclouds_do_not_delay_healthy_ones_and_catch_up_in_order(
             dump = dc.sim.dump(region)
             burst_ops = [op.split("_", 1)[0] for op in _ops_of(dump, burst_id)]
             kept_ops = _ops_of(dump, kept_id)
-            if region in faulty:
-                # A create applied after the master deleted the user has no master record to
-                # copy (spec 5.5), so a faulty subcloud may see only a prefix of the
-                # burst, never a repeat and never out of order.
-                in_order = burst_ops == full[: len(burst_ops)]
-            else:
-                in_order = burst_ops == full
+            # A create applied after the master deleted the user has no master record to copy
+            # (spec 5.5), so a faulty subcloud may see only a prefix of the burst, never a
+            # repeat and never out of order; a healthy one sees all of it.
+            expected = full[: len(burst_ops)] if region in faulty else full
+            in_order = burst_ops == expected
             if not in_order or len(kept_ops) != 1:
                 wrong[region] = (burst_ops, kept_ops)
             assert burst_id not in dc.sim.subcloud(region).identity.users
