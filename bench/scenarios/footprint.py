@@ -47,10 +47,12 @@ async def _child(backend: Backend, n: int, engine: bool) -> dict[str, Any]:
     from bench.scenarios.system import bench_settings, seed_regions
     from dcorch.harness import open_dcorch
 
-    await seed_regions(backend, [f"subcloud{i}" for i in range(1, n + 1)])
+    if not engine:
+        await seed_regions(backend, [f"subcloud{i}" for i in range(1, n + 1)])
     settings = bench_settings(backend, n if engine else 0)
     t0 = time.perf_counter()
-    async with open_dcorch(settings, ephemeral_ports=True, engine=engine) as dc:
+    # With the engine, the harness registers the simulated subclouds as synced (presynced).
+    async with open_dcorch(settings, ephemeral_ports=True, engine=engine, presynced=engine) as dc:
         while engine and len(dc.sync_manager.regions()) < n:  # noqa: ASYNC110
             await trio.sleep(0.02)
         started = time.perf_counter() - t0
