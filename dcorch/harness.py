@@ -45,7 +45,9 @@ from dcorch.db.errors import SubcloudAlreadyExists
 from dcorch.db.schema import utcnow
 from dcorch.db.seeding import seed_eligible_subclouds
 from dcorch.engine.dispatcher import Dispatcher
+from dcorch.engine.drivers import apply_request
 from dcorch.engine.endpoints import ManagementIpResolver, MasterEndpoints, SimResolver
+from dcorch.engine.env import Driver
 from dcorch.engine.http import Credentials, HttpSession
 from dcorch.engine.sync_manager import SyncManager
 from dcorch.metrics import Metrics
@@ -235,6 +237,7 @@ async def open_dcorch(
     subclouds: int | None = None,
     engine: bool = True,
     presynced: bool = False,
+    driver: Driver | None = None,
 ) -> AsyncIterator[Dcorch]:
     """Run the whole system until the block exits.
 
@@ -250,6 +253,8 @@ async def open_dcorch(
         presynced: register the simulated subclouds as already initially synced and audited
             (their fernet keys set to the master's) instead of managing them one by one, so a
             scale test with thousands of subclouds starts in seconds rather than minutes.
+        driver: applies one request in the sync actors (default the real drivers); tests wrap
+            :func:`dcorch.engine.drivers.apply_request` to inject faults.
     """
     settings = settings or Settings()
     async with AsyncExitStack() as stack:
@@ -316,6 +321,7 @@ async def open_dcorch(
             resolver=resolver,
             master=master_endpoints,
             sink=dispatcher.submit,
+            driver=driver or apply_request,
         )
         if engine:
             dispatcher.set_commit_listener(manager.on_commit)
