@@ -114,6 +114,9 @@ class WorkView:
     def jobs_for(self, master_id: str, operation: str = "post") -> list[int]:
         return [j for j, (_, m, op) in self.jobs.items() if m == master_id and op == operation]
 
+    def jobs_for_type(self, resource_type: str, operation: str = "post") -> list[int]:
+        return [j for j, (t, _, op) in self.jobs.items() if t == resource_type and op == operation]
+
     def live_states(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for rows in self.requests.values():
