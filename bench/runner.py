@@ -58,9 +58,9 @@ QUICK = Plan(
     old_cap_seconds=1.0,
     throughput_subclouds=100,
     throughput_commands={1: 10, 10: 30, 100: 100},
-    propagation_sizes=[20],
+    propagation_sizes=[100],
     propagation_runs=1,
-    footprint_sizes=[20],
+    footprint_sizes=[100],
     profile_at=None,
     propagation_timeout=20.0,
 )
