@@ -78,13 +78,20 @@ async def _wait_initial_sync(service: Service) -> None:
             await trio.sleep(0.05)
 
 
-async def _clients(service: Service, ledger: Ledger, tag: str, stop_after: int | None) -> None:
-    """``CLIENTS`` concurrent clients creating users until cancelled (or ``stop_after`` each)."""
+async def _clients(
+    service: Service, ledger: Ledger, tag: str, stop_after: int | None, stop: trio.Event
+) -> None:
+    """``CLIENTS`` concurrent clients creating users until ``stop`` (or ``stop_after`` each).
+
+    A client finishes the request it is in (after a kill it fails fast) instead of being
+    cancelled half-way, which would leave httpx's body iterator to the garbage collector (an
+    unraisable ResourceWarning that fails the test).
+    """
 
     async def one(client_no: int) -> None:
         async with httpx.AsyncClient(timeout=10) as client:
             i = 0
-            while stop_after is None or i < stop_after:
+            while (stop_after is None or i < stop_after) and not stop.is_set():
                 name = f"{tag}-c{client_no}-{i}"
                 i += 1
                 body = {"user": {"name": name, "password": "pw-" + name, "domain_id": "default"}}
@@ -136,12 +143,14 @@ async def _run(url: str, tmp_path: Path, kills: int, seed: int) -> Ledger:
         service = await start_service(env, log)
         try:
             await _wait_initial_sync(service)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_clients, service, ledger, f"k{cycle}", None)
-                await trio.sleep(rng.uniform(0.2, 1.5))
-                await service.kill()  # while the clients have requests in flight
-                await trio.sleep(0.3)  # let them see their connections fail
-                nursery.cancel_scope.cancel()
+            stop = trio.Event()
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_clients, service, ledger, f"k{cycle}", None, stop)
+                    await trio.sleep(rng.uniform(0.2, 1.5))
+                    await service.kill()  # while the clients have requests in flight
+                    await trio.sleep(0.3)  # let them see their connections fail
+                    stop.set()
         finally:
             if service.process.returncode is None:
                 await service.kill()
@@ -160,7 +169,7 @@ async def _run(url: str, tmp_path: Path, kills: int, seed: int) -> Ledger:
                     break
                 await trio.sleep(0.2)
         before = set(ledger.acknowledged)
-        await _clients(service, ledger, "final", 5)
+        await _clients(service, ledger, "final", 5, trio.Event())
         fresh = set(ledger.acknowledged) - before
         assert len(fresh) == 5 * CLIENTS
         async with httpx.AsyncClient(timeout=10) as client:
