@@ -206,24 +206,8 @@ def _master_urls(settings: Settings, sim: SimCloud | None) -> MasterUrls:
     )
 
 
-async def _admin_token(client: httpx.AsyncClient, settings: Settings, keystone: str) -> str:
-    master = settings.master
-    body = {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {
-                    "user": {
-                        "name": master.username,
-                        "domain": {"id": "default"},
-                        "password": master.password,
-                    }
-                },
-            },
-            "scope": {"project": {"name": master.project_name, "domain": {"id": "default"}}},
-        }
-    }
-    response = await client.post(f"{keystone}/v3/auth/tokens", json=body)
+async def _admin_token(client: httpx.AsyncClient, credentials: Credentials, keystone: str) -> str:
+    response = await client.post(f"{keystone}/v3/auth/tokens", json=credentials.auth_body())
     response.raise_for_status()
     return response.headers["X-Subject-Token"]
 
@@ -296,13 +280,14 @@ async def open_dcorch(
         db = await stack.enter_async_context(open_database(settings))
         metrics = Metrics()
         dispatcher = Dispatcher(db, settings.dispatcher, metrics=metrics)
+        credentials = Credentials(
+            username=settings.master.username,
+            password=settings.master.password,
+            project_name=settings.master.project_name,
+        )
         session = HttpSession(
             engine_client,
-            Credentials(
-                username=settings.master.username,
-                password=settings.master.password,
-                project_name=settings.master.project_name,
-            ),
+            credentials,
             settings.engine.subcloud_http_timeout,
         )
         if sim is not None:
@@ -404,7 +389,7 @@ async def open_dcorch(
             sim=sim,
             urls=urls,
         )
-        handle.token = await _admin_token(client, settings, master.keystone)
+        handle.token = await _admin_token(client, credentials, master.keystone)
         if sim is not None and engine and not presynced:
             await _register(db, manager, list(sim.regions), manage=True)
         logger.info("dcorch.started urls=%s", urls)
