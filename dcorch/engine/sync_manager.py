@@ -155,7 +155,9 @@ class SyncManager:
         """The group-commit layer in front of the database (None for a plain protocol db)."""
         return self._grouped
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(  # noqa: ASYNC128 - started() is called by _run_actors, once actors run
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Recover states, start an actor per managed subcloud, then serve until cancelled."""
         subclouds = await self._recover()
         async with trio.open_nursery() as nursery:
