@@ -27,6 +27,7 @@ import outcome
 import trio
 
 from dcorch.db.schema import new_uuid
+from dcorch.engine.batching import receive_batch
 from dcorch.metrics import Metrics
 from dcorch.proxy.errors import Overloaded
 from dcorch.settings import DispatcherSettings
@@ -102,13 +103,7 @@ class Dispatcher:
         """Serve the mailbox forever (a supervised child)."""
         task_status.started()
         while True:
-            first = await self._receive.receive()
-            batch = [first]
-            while len(batch) < self._settings.max_batch:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            batch = await receive_batch(self._receive, self._settings.max_batch)
             await self._commit_batch(batch)
 
     async def _commit_batch(self, batch: list[Submission]) -> None:

@@ -47,6 +47,7 @@ from dcorch.db.rows import (
     SubcloudRow,
     SubcloudSyncRow,
 )
+from dcorch.engine.batching import receive_batch
 from dcorch.engine.ports import EngineDatabase
 from dcorch.work import EnqueueResult, WorkOrder
 
@@ -192,12 +193,7 @@ class GroupedDatabase:
             while True:
                 await limiter.acquire()
                 # Take the batch only once a writer is free: what queued meanwhile joins it.
-                batch = [await recv.receive()]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(recv.receive_nowait())
-                    except trio.WouldBlock:
-                        break
+                batch = await receive_batch(recv, MAX_BATCH)
                 nursery.start_soon(self._commit, batch, limiter)
 
     async def _commit(self, batch: list[_Write], limiter: trio.Semaphore) -> None:
@@ -231,12 +227,7 @@ class GroupedDatabase:
         async with trio.open_nursery() as nursery:
             while True:
                 await limiter.acquire()
-                batch = [await recv.receive()]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(recv.receive_nowait())
-                    except trio.WouldBlock:
-                        break
+                batch = await receive_batch(recv, MAX_BATCH)
                 nursery.start_soon(self._read_batch, batch, limiter)
 
     async def _read_batch(self, batch: list[_Read], limiter: trio.Semaphore) -> None:
