@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"database revision: {revision} (code head: {migrate.head_revision()})")
         return 0
     if args.command == "serve":
-        from dcorch.service import serve_forever
+        from dcorch.serve import serve_forever
 
         status: int = serve_forever(settings, upgrade_db=args.upgrade_db)
         return status

@@ -1,64 +1,310 @@
-"""``dcorch serve``: run the harness on the configured ports until SIGINT or SIGTERM."""
+"""The dcorch service: the only place where the production parts are wired together.
+
+``open_service`` starts, in order, the database (with its dispatcher), the HTTP clients, and one
+supervised actor system holding the sync manager, the purge of old rows, one API proxy per
+endpoint type and the dcorch v1 API. It yields a :class:`Service` handle; leaving the block stops
+everything in reverse order. The data path it wires is drawn in ``docs/architecture.md``::
+
+    proxy --WorkOrder--> Database.enqueue_work --dispatcher--> orch_job/orch_request rows
+                                                   |
+                                       commit feed v
+    subcloud <--HTTP-- sync actor (one per subcloud) <--wake-- sync manager
+
+``dcorch serve`` runs it against the real System Controller; the embedded test harness
+(:mod:`dcorch.harness`) runs the same function with the simulated clouds as its peers, and the
+bench builds on the harness. Nothing here imports the simulator.
+"""
 
 from __future__ import annotations
 
 import logging
-import signal
-import sys
+import random
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from functools import partial
 
+import httpx
 import trio
 
-from dcorch.db.errors import SchemaOutOfDate
+from actors import (
+    ActorStopped,
+    ActorSystem,
+    Backoff,
+    ChildSpec,
+    NodeSnapshot,
+    RestartIntensity,
+    TaskSpec,
+    open_actor_system,
+)
+from dcorch import constants
+from dcorch.api.app import create_api_app
+from dcorch.asgi import serve_asgi
+from dcorch.db import migrate
+from dcorch.db.database import NO_SEAMS, Database, DatabaseSeams, open_database
+from dcorch.db.purge import purge_periodically
+from dcorch.metrics import Metrics
+from dcorch.proxy.app import create_proxy_app, serve_proxy
+from dcorch.proxy.auth import KeystoneTokenValidator, TokenCache
+from dcorch.proxy.fernet_audit import SysinvFernetKeys
+from dcorch.remote.endpoints import EndpointResolver, ManagementIpResolver, MasterEndpoints
+from dcorch.remote.http import Credentials, HttpSession, open_http_client
 from dcorch.settings import Settings
+from dcorch.sync.drivers import apply_request
+from dcorch.sync.env import Driver
+from dcorch.sync.manager import SyncManager
 
 logger = logging.getLogger(__name__)
 
+PROXY_CONNECTIONS = 200
+"""Connections of the proxies' client to the master (separate from the engine's pool)."""
 
-def _banner(dc: object) -> str:
-    from dcorch.harness import Dcorch
 
-    assert isinstance(dc, Dcorch)
-    lines = ["dcorch is running:"]
-    for name, url in sorted(dc.urls.items()):
-        label = "dcorch v1 API" if name == "api" else f"{name} proxy"
-        lines.append(f"  {label:<16} {url}")
-    if dc.sim is not None:
-        lines.append(f"  simulated clouds {dc.sim.base_url} ({len(dc.sim.regions)} subclouds)")
-        lines.append(f"  sim inspection   {dc.sim.endpoints.control}/subclouds/<region>/state")
-    lines += [
-        "",
-        "Create a user at the System Controller through the identity proxy:",
-        f"  TOKEN={dc.token}",
-        f'  curl -s -X POST {dc.identity_url}/v3/users -H "X-Auth-Token: $TOKEN" \\',
-        "       -H 'Content-Type: application/json' \\",
-        '       -d \'{"user": {"name": "alice", "password": "s3cret-pw","domain_id": "default"}}\'',
-        "Then see every subcloud's sync status:",
-        f'  curl -s {dc.api_url}/v1.0/admin/subclouds -H "X-Auth-Token: $TOKEN"',
-        "",
-        "Ctrl-C stops.",
+@dataclass
+class Service:
+    """Handle to a running service (yielded by :func:`open_service`)."""
+
+    settings: Settings
+    db: Database
+    system: ActorSystem
+    sync_manager: SyncManager | None
+    """None when the engine is off (work is recorded, not applied)."""
+    metrics: Metrics
+    master: MasterEndpoints
+    http: HttpSession
+    """The engine's authenticated session (master and subclouds)."""
+    tokens: TokenCache
+    """The one cache of validated client tokens (proxies and v1 API)."""
+    urls: dict[str, str] = field(default_factory=dict)
+    """``identity``, ``platform``, ``usm`` (proxies) and ``api`` -> base URL."""
+
+    @property
+    def identity_url(self) -> str:
+        return self.urls[constants.ENDPOINT_TYPE_IDENTITY]
+
+    @property
+    def platform_url(self) -> str:
+        return self.urls[constants.ENDPOINT_TYPE_PLATFORM]
+
+    @property
+    def api_url(self) -> str:
+        return self.urls["api"]
+
+
+@asynccontextmanager
+async def open_service(
+    settings: Settings,
+    *,
+    master: MasterEndpoints | None = None,
+    subclouds: EndpointResolver | None = None,
+    ephemeral_ports: bool = False,
+    upgrade_db: bool = True,
+    engine: bool = True,
+    driver: Driver | None = None,
+    rng: random.Random | None = None,
+    prepare: Callable[[Database], Awaitable[None]] | None = None,
+    seams: DatabaseSeams = NO_SEAMS,
+) -> AsyncIterator[Service]:
+    """Run the whole service until the block exits.
+
+    Args:
+        settings: the process settings.
+        master: the System Controller's services (default: from ``settings.master``).
+        subclouds: where each subcloud's services are (default: its management IP).
+        ephemeral_ports: bind every listener to port 0 (tests and bench) instead of the
+            configured ports; with no ``database.url`` the database is a private SQLite file
+            that disappears with the block.
+        upgrade_db: bring the schema to the code's head first (``dcorch db upgrade``);
+            without it a database that is behind stops start-up.
+        engine: run the sync engine; without it work is recorded but not applied (the write
+            path measured alone).
+        driver: applies one request in the sync actors (default the real drivers); fault
+            tests wrap :func:`dcorch.sync.drivers.apply_request`.
+        rng: jitter source of the engine (seed it for reproducible tests).
+        prepare: runs on the open database before any actor starts (registering subclouds in
+            bulk, so the sync manager finds them when it starts).
+        seams: database fault injection for tests.
+    """
+    master = master or MasterEndpoints.from_settings(settings.master)
+    subclouds = subclouds or ManagementIpResolver()
+    async with AsyncExitStack() as stack:
+        if not settings.database.url and settings.service.data_dir == "data" and ephemeral_ports:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="dcorch-"))
+            settings = settings.replace(service={"data_dir": tmp})
+        await trio.Path(settings.service.data_dir).mkdir(parents=True, exist_ok=True)
+        if upgrade_db:
+            await migrate.upgrade_async(settings.database_url)
+        metrics = Metrics()
+        db = await stack.enter_async_context(
+            open_database(settings, observe_latency=metrics.enqueue_latency.observe, seams=seams)
+        )
+        if prepare is not None:
+            await prepare(db)
+        # Separate pools: the engine holding every connection must not leave the proxies none
+        # to reach the master with, and the other way round.
+        proxy_client = await stack.enter_async_context(
+            open_http_client(
+                settings.tls,
+                max_connections=PROXY_CONNECTIONS,
+                max_keepalive=PROXY_CONNECTIONS // 2,
+                timeout=settings.proxy.forward_timeout,
+            )
+        )
+        concurrency = max(10, settings.engine.sync_concurrency)
+        engine_client = await stack.enter_async_context(
+            open_http_client(settings.tls, max_connections=concurrency)
+        )
+        credentials = Credentials(
+            username=settings.master.username,
+            password=settings.master.password,
+            project_name=settings.master.project_name,
+        )
+        session = HttpSession(engine_client, credentials, settings.engine.subcloud_http_timeout)
+        manager = (
+            SyncManager(
+                db,
+                settings.engine,
+                actor_settings=settings.actors,
+                http=session,
+                resolver=subclouds,
+                master=master,
+                driver=driver or apply_request,
+                rng=rng,
+            )
+            if engine
+            else None
+        )
+        tokens = TokenCache(
+            KeystoneTokenValidator(master.keystone_root, proxy_client),
+            ttl=settings.proxy.token_cache_ttl,
+        )
+        children = _children(
+            settings, master, db, manager, tokens, proxy_client, metrics, ephemeral_ports
+        )
+        system = await stack.enter_async_context(
+            open_actor_system(
+                *children,
+                name="dcorch",
+                intensity=RestartIntensity(
+                    max_restarts=settings.actors.restart_max, period=settings.actors.restart_period
+                ),
+                backoff=Backoff(
+                    base=settings.actors.restart_backoff, cap=settings.actors.restart_backoff_max
+                ),
+                shutdown_timeout=settings.service.shutdown_timeout,
+            )
+        )
+        urls: dict[str, str] = {}
+        for spec in children:
+            if spec.name.startswith("proxy-") or spec.name == "api":
+                bound = system.lookup_task(spec.name).value
+                assert isinstance(bound, list), bound
+                urls[spec.name.removeprefix("proxy-")] = str(bound[0])
+        _add_runtime_gauges(metrics, db, system, manager)
+        logger.info("dcorch.started urls=%s", urls)
+        yield Service(
+            settings=settings,
+            db=db,
+            system=system,
+            sync_manager=manager,
+            metrics=metrics,
+            master=master,
+            http=session,
+            tokens=tokens,
+            urls=urls,
+        )
+
+
+def _children(
+    settings: Settings,
+    master: MasterEndpoints,
+    db: Database,
+    manager: SyncManager | None,
+    tokens: TokenCache,
+    proxy_client: httpx.AsyncClient,
+    metrics: Metrics,
+    ephemeral_ports: bool,
+) -> list[ChildSpec]:
+    """The supervised children of the service, in start order."""
+    children: list[ChildSpec] = [
+        TaskSpec(
+            name="purge",
+            fn=partial(
+                purge_periodically,
+                db,
+                age_days=settings.database.purge_age_days,
+                interval=settings.database.purge_interval,
+            ),
+        )
     ]
-    return "\n".join(lines)
+    if manager is not None:
+        children.append(TaskSpec(name="sync", fn=manager.run))
+    upstreams = {
+        constants.ENDPOINT_TYPE_IDENTITY: (master.keystone_root, settings.proxy.identity_port),
+        constants.ENDPOINT_TYPE_PLATFORM: (master.sysinv_root, settings.proxy.platform_port),
+    }
+    if master.usm:
+        upstreams[constants.ENDPOINT_TYPE_USM] = (master.usm, settings.proxy.usm_port)
+    fernet_keys = SysinvFernetKeys(master.sysinv_root, proxy_client)
+    for endpoint_type, (upstream, port) in upstreams.items():
+        app = create_proxy_app(
+            endpoint_type,
+            upstream_url=upstream,
+            work_sink=db,
+            token_validator=tokens,
+            settings=settings.proxy,
+            http_client=proxy_client,
+            fernet_keys_source=fernet_keys,
+        )
+        children.append(
+            TaskSpec(
+                name=f"proxy-{endpoint_type}",
+                fn=partial(serve_proxy, app, settings.proxy.host, 0 if ephemeral_ports else port),
+            )
+        )
+
+    async def token_check(token: str) -> bool:
+        return await tokens.validate(token) is not None
+
+    api_app = create_api_app(db, token_check=token_check, events=manager, metrics=metrics)
+    api_port = 0 if ephemeral_ports else settings.api.port
+    children.append(
+        TaskSpec(name="api", fn=partial(serve_asgi, api_app, settings.api.host, api_port))
+    )
+    return children
 
 
-async def _serve(settings: Settings, upgrade_db: bool) -> None:
-    from dcorch.harness import open_dcorch
-
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_dcorch(settings, upgrade_db=upgrade_db) as dc:
-            print(_banner(dc), flush=True)  # noqa: T201 - the operator's console
-            async for signum in signals:
-                logger.info("service.stopping signal=%s", signal.Signals(signum).name)
-                break
+def _walk(node: NodeSnapshot) -> Iterator[NodeSnapshot]:
+    yield node
+    for child in node.children:
+        yield from _walk(child)
 
 
-def serve_forever(settings: Settings, *, upgrade_db: bool = False) -> int:
-    """Run until SIGINT/SIGTERM; returns the process exit status."""
-    try:
-        trio.run(_serve, settings, upgrade_db)
-    except SchemaOutOfDate as exc:
-        print(f"dcorch: {exc}", file=sys.stderr)  # noqa: T201
-        return 2
-    except OSError as exc:
-        print(f"dcorch: cannot start: {exc}", file=sys.stderr)  # noqa: T201
-        return 1
-    return 0
+def _add_runtime_gauges(
+    metrics: Metrics, db: Database, system: ActorSystem, manager: SyncManager | None
+) -> None:
+    """Queue depths and restart counts, read from the live objects at scrape time."""
+
+    def trees() -> list[NodeSnapshot]:
+        found = [system.snapshot(), db.snapshot()]
+        if manager is not None:
+            with suppress(ActorStopped):  # the sync manager is between restarts
+                found.append(manager.snapshot())
+        return found
+
+    def depths() -> Iterator[tuple[dict[str, str], float]]:
+        stats = db.statistics()
+        yield {"mailbox": "dispatcher"}, float(stats.orders_queued)
+        yield {"mailbox": "database"}, float(stats.writes_queued)
+        yield {"mailbox": "commit_feed"}, float(db.commits.pending())
+        sync = [t for t in trees() if t.name == "sync"]
+        depth = sum(node.mailbox_depth or 0 for tree in sync for node in _walk(tree))
+        yield {"mailbox": "sync_actors"}, float(depth)
+
+    def restarts() -> Iterator[tuple[dict[str, str], float]]:
+        for tree in trees():
+            yield {"tree": tree.name}, float(sum(node.restarts for node in _walk(tree)))
+
+    metrics.add_gauge("dcorch_mailbox_depth", "messages waiting in bounded queues", depths)
+    metrics.add_gauge("dcorch_actor_restarts", "restarts in each supervision tree", restarts)

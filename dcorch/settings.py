@@ -79,6 +79,15 @@ class MasterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Verification of the certificates of the master's and the subclouds' https services."""
+
+    verify: bool = True
+    ca_file: str = ""
+    """A PEM bundle of the CAs to trust; empty = the system's trust store."""
+
+
+@dataclass(frozen=True, slots=True)
 class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 8118
@@ -140,6 +149,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     proxy: ProxySettings = field(default_factory=ProxySettings)
     master: MasterSettings = field(default_factory=MasterSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)

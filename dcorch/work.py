@@ -1,4 +1,4 @@
-"""The unit of work the proxy, the audit and the fernet rotation hand to the dispatcher.
+"""The contract between whoever records work (proxies, audits) and the store that commits it.
 
 One :class:`WorkOrder` becomes, in one transaction, a ``resource`` row (found or created), one
 ``orch_job`` row and one ``orch_request`` row per eligible target subcloud (spec section 3).
@@ -6,7 +6,9 @@ One :class:`WorkOrder` becomes, in one transaction, a ``resource`` row (found or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +42,31 @@ class EnqueueResult:
     resource_id: int
     target_regions: tuple[str, ...]
     """Region names that received an ``orch_request`` (empty when none was eligible)."""
+
+
+class WorkSink(Protocol):
+    """Records work orders durably (the database's dispatcher; tests may record instead).
+
+    The proxy answers its client only after :meth:`submit` has returned, so a 2xx from the proxy
+    means the work is committed: a crash after the reply finds the work in the database.
+    """
+
+    async def submit(self, orders: Sequence[WorkOrder]) -> list[EnqueueResult]:
+        """Commit ``orders`` (all or none) and return one result per order, in order.
+
+        Raises:
+            Overloaded: the sink cannot take more work now; nothing was recorded.
+        """
+        ...
+
+
+class Overloaded(Exception):
+    """The work sink's queue stayed full; the caller should retry later (HTTP 503).
+
+    Attributes:
+        retry_after: seconds the client should wait (the ``Retry-After`` header value).
+    """
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"work sink is full, retry after {retry_after} s")
+        self.retry_after = retry_after

@@ -53,7 +53,8 @@ async def _child(backend: Backend, n: int, engine: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     # With the engine, the harness registers the simulated subclouds as synced (presynced).
     async with open_dcorch(settings, ephemeral_ports=True, engine=engine, presynced=engine) as dc:
-        while engine and len(dc.sync_manager.regions()) < n:  # noqa: ASYNC110
+        manager = dc.sync_manager
+        while manager is not None and len(manager.regions()) < n:  # noqa: ASYNC110
             await trio.sleep(0.02)
         started = time.perf_counter() - t0
         converged = started

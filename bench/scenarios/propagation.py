@@ -39,8 +39,10 @@ class PropagationResult:
 
 
 async def _wait_started(dc: Dcorch, n: int, budget: float) -> None:
+    manager = dc.sync_manager
+    assert manager is not None, "propagation needs the engine"
     with trio.fail_after(budget):
-        while len(dc.sync_manager.regions()) < n:  # noqa: ASYNC110 - polls foreign state
+        while len(manager.regions()) < n:  # noqa: ASYNC110 - polls foreign state
             await trio.sleep(0.05)
     await dc.wait_converged(timeout=budget)
 

@@ -81,8 +81,8 @@ async def run_throughput(
                 await dc.client.post(
                     dc.identity_url + "/v3/users", json=user_body("warm"), headers=dc.auth
                 )
-                batches0 = dc.dispatcher.batches
-                subs0 = dc.dispatcher.committed_submissions
+                batches0 = dc.db.dispatcher.stats.order_batches
+                subs0 = dc.db.dispatcher.stats.submissions
                 load = _Load(total)
                 t0 = time.perf_counter()
                 async with trio.open_nursery() as nursery:
@@ -91,8 +91,8 @@ async def run_throughput(
                 elapsed = time.perf_counter() - t0
                 latencies = load.latencies
                 errors = sum(1 for s in load.statuses if s != 201)
-                batches = dc.dispatcher.batches - batches0
-                subs = dc.dispatcher.committed_submissions - subs0
+                batches = dc.db.dispatcher.stats.order_batches - batches0
+                subs = dc.db.dispatcher.stats.submissions - subs0
                 done = len(latencies)
                 out.append(
                     ThroughputResult(

@@ -6,7 +6,6 @@ needs is re-exported here.
 
 from __future__ import annotations
 
-from dcorch.db.actor import DatabaseStatistics as DatabaseStatistics
 from dcorch.db.database import Database as Database
 from dcorch.db.database import open_database as open_database
 from dcorch.db.errors import DatabaseError as DatabaseError
@@ -23,3 +22,4 @@ from dcorch.db.rows import ResourceRow as ResourceRow
 from dcorch.db.rows import SubcloudResourceRow as SubcloudResourceRow
 from dcorch.db.rows import SubcloudRow as SubcloudRow
 from dcorch.db.rows import SubcloudSyncRow as SubcloudSyncRow
+from dcorch.db.runner import DatabaseStatistics as DatabaseStatistics

@@ -1,4 +1,4 @@
-"""The public face of the database actor: :func:`open_database` and :class:`Database`.
+"""The database: :func:`open_database` and its one face, :class:`Database`.
 
 Usage::
 
@@ -6,30 +6,39 @@ Usage::
         await db.add_subcloud("subcloud1", management_ip="10.0.0.1")
         results = await db.enqueue_work([order])
 
-Every method is one unit of work: one mailbox message, one transaction, one crossing to the
-asyncio thread, plain frozen values back. Method names are the contract other actors code
-against; the units themselves live in ``units_*.py`` and can also be run with :meth:`run`.
+Every method is one unit of work (a plain function of ``units_*.py``) with plain frozen values
+back. Reads run at once, on a pool connection. Writes are committed by the dispatcher
+(:mod:`dcorch.db.dispatcher`), grouped with concurrent writes into few transactions; work orders
+(:meth:`Database.enqueue_work`) go first. ``pending_requests`` calls are merged by
+:mod:`dcorch.db.reads`. The dispatcher and the batched reads are supervised tasks of the
+database's own small actor system, so a crash of either is restarted without losing what is
+queued. ``docs/database.md`` explains the threads and transactions underneath.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, final
+from functools import partial
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar, final
 
-import outcome
 import trio
+from sqlalchemy import Connection
 
+from actors import ActorSystem, Backoff, NodeSnapshot, RestartIntensity, TaskSpec, open_actor_system
 from dcorch import constants as c
 from dcorch.db import migrate
 from dcorch.db import units_requests as ur
 from dcorch.db import units_resources as rs
 from dcorch.db import units_subclouds as us
-from dcorch.db.actor import Call, DatabaseStatistics, UnitRunner
 from dcorch.db.bridge import AsyncioThreadBridge
+from dcorch.db.commits import CommitFeed
+from dcorch.db.dispatcher import Dispatcher
 from dcorch.db.engine import create_engine_for, is_sqlite
 from dcorch.db.errors import DatabaseUnavailable
+from dcorch.db.reads import PendingReads
 from dcorch.db.rows import (
     PendingRequest,
     PurgeCounts,
@@ -39,11 +48,33 @@ from dcorch.db.rows import (
     SubcloudRow,
     SubcloudSyncRow,
 )
-from dcorch.db.units_work import enqueue_work as _enqueue_work
-from dcorch.settings import DatabaseSettings, Settings
+from dcorch.db.runner import DatabaseStatistics, Execute, UnitRunner
+from dcorch.settings import ActorSettings, DatabaseSettings, DispatcherSettings, Settings
 from dcorch.work import EnqueueResult, WorkOrder
 
+P = ParamSpec("P")
 T = TypeVar("T")
+
+POSTGRESQL_WRITERS = 4
+"""Write transactions in flight at once on PostgreSQL (SQLite has a single writer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSeams:
+    """Where tests inject faults into the store (production passes none).
+
+    Attributes:
+        wrap_execute: wraps the function that runs one unit in one transaction, e.g. to fail a
+            unit once or to commit it and then raise (an ambiguous commit).
+        feed: the commit feed the dispatcher publishes to (a test subclass may fail).
+    """
+
+    wrap_execute: Callable[[Execute], Execute] | None = None
+    feed: CommitFeed | None = None
+
+
+NO_SEAMS: Final = DatabaseSeams()
+"""Production: nothing injected."""
 
 
 @asynccontextmanager
@@ -51,38 +82,72 @@ async def open_database(
     target: Settings | str,
     *,
     database: DatabaseSettings | None = None,
+    dispatcher: DispatcherSettings | None = None,
     check_schema: bool = True,
+    observe_latency: Callable[[float], None] | None = None,
+    seams: DatabaseSeams = NO_SEAMS,
 ) -> AsyncIterator[Database]:
-    """Start the database actor and its asyncio thread; stop both on exit.
+    """Start the database thread, the dispatcher and the batched reads; stop them on exit.
 
     Args:
         target: the process settings (URL from ``Settings.database_url``) or a database URL.
         database: database tunables; defaults to ``target.database`` or the built-in defaults.
+        dispatcher: the dispatcher's tunables; defaults like ``database``.
         check_schema: refuse to start (:class:`SchemaOutOfDate`) unless the database is at the
             code's migration head. Only migration tooling should turn this off.
+        observe_latency: told each work order submission's seconds from queue to commit.
+        seams: fault injection for tests.
 
-    On exit the mailbox is closed, calls already taken finish (they are shielded), and the
-    engine is disposed on its own loop before the thread stops.
+    On exit new work is refused, queued work is committed, units already running finish (they
+    are shielded), and the engine is disposed on its own loop before the thread stops.
     """
     if isinstance(target, Settings):
-        url, dbs = target.database_url, database or target.database
+        url = target.database_url
+        dbs = database or target.database
+        dps = dispatcher or target.dispatcher
+        supervision = target.actors
     else:
-        url, dbs = target, database or DatabaseSettings()
+        url, dbs, dps = target, database or DatabaseSettings(), dispatcher or DispatcherSettings()
+        supervision = ActorSettings()
     bridge = AsyncioThreadBridge()
     await bridge.start()
     try:
         # Built on the asyncio thread that will use it.
         engine = await bridge.run_sync(create_engine_for, url, dbs)
         try:
-            runner = UnitRunner(bridge, engine, dbs, sqlite=is_sqlite(url))
+            runner = UnitRunner(bridge, engine, dbs)
+            execute: Execute = runner.execute
+            if seams.wrap_execute is not None:
+                execute = seams.wrap_execute(execute)
             if check_schema:
-                current = await runner.execute(migrate.revision_of, (), write=False)
+                current = await runner.execute(migrate.revision_of, (), False)
                 await trio.to_thread.run_sync(migrate.check_revision, current)
-            send, recv = trio.open_memory_channel[Call](dbs.mailbox_size)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(runner.serve, recv)
-                with send:
-                    yield Database(send, runner, url, dbs.mailbox_size)
+            sqlite = is_sqlite(url)
+            writer = Dispatcher(
+                execute,
+                dps,
+                units_queue=dbs.mailbox_size,
+                writers=1 if sqlite else POSTGRESQL_WRITERS,
+                feed=seams.feed,
+                observe_latency=observe_latency,
+            )
+            reads = PendingReads(execute)
+            async with open_actor_system(
+                TaskSpec(name="dispatcher", fn=writer.run),
+                TaskSpec(name="reads", fn=reads.run),
+                name="database",
+                intensity=RestartIntensity(
+                    max_restarts=supervision.restart_max, period=supervision.restart_period
+                ),
+                backoff=Backoff(
+                    base=supervision.restart_backoff, cap=supervision.restart_backoff_max
+                ),
+            ) as system:
+                db = Database(runner, execute, writer, reads, system, sqlite=sqlite)
+                try:
+                    yield db
+                finally:
+                    db.close()
         finally:
             with trio.CancelScope(shield=True):
                 await bridge.run(engine.dispose)
@@ -93,62 +158,80 @@ async def open_database(
 
 @final
 class Database:
-    """Handle to the running database actor (create it with :func:`open_database`)."""
+    """Handle to the running database (create it with :func:`open_database`)."""
 
     def __init__(
         self,
-        mailbox: trio.MemorySendChannel[Call],
         runner: UnitRunner,
-        url: str,
-        mailbox_size: int,
+        execute: Execute,
+        dispatcher: Dispatcher,
+        reads: PendingReads,
+        system: ActorSystem,
+        *,
+        sqlite: bool,
     ) -> None:
-        self._mailbox = mailbox
         self._runner = runner
-        self._mailbox_size = mailbox_size
-        self.backend = "sqlite" if is_sqlite(url) else "postgresql"
+        self._execute = execute
+        self._system = system
+        self.dispatcher = dispatcher
+        """The group-commit writer (statistics, and the commit feed the engine consumes)."""
+        self.reads = reads
+        """The batched pending-request reads (statistics)."""
+        self.backend = "sqlite" if sqlite else "postgresql"
         """``sqlite`` or ``postgresql``."""
+        self._closed = False
+
+    def close(self) -> None:
+        """Refuse new calls; what is queued is still committed (``open_database`` closes it)."""
+        self._closed = True
+        self.dispatcher.close()
+        self.reads.close()
 
     def __repr__(self) -> str:
         s = self.statistics()
         return (
-            f"<Database {s.backend} mailbox {s.mailbox_used}/{s.mailbox_size} "
+            f"<Database {s.backend} orders {s.orders_queued} writes {s.writes_queued} "
             f"in-flight {s.in_flight} units {s.units_run} retries {s.retries}>"
         )
 
+    @property
+    def commits(self) -> CommitFeed:
+        """Pairs that received committed work, for the sync manager (see ``db.commits``)."""
+        return self.dispatcher.feed
+
     def statistics(self) -> DatabaseStatistics:
-        """Mailbox depth, units in flight and counters (never blocks)."""
+        """Queue depths, units in flight and counters (never blocks)."""
         return DatabaseStatistics(
             backend=self.backend,
-            mailbox_used=self._mailbox.statistics().current_buffer_used,
-            mailbox_size=self._mailbox_size,
+            orders_queued=self.dispatcher.orders_queued,
+            writes_queued=self.dispatcher.units_queued,
             in_flight=int(self._runner.limiter.borrowed_tokens),
             units_run=self._runner.units_run,
             retries=self._runner.retries,
         )
 
+    def snapshot(self) -> NodeSnapshot:
+        """The database's supervision tree (dispatcher and reads: restarts, states)."""
+        return self._system.snapshot()
+
     # -- generic ---------------------------------------------------------------------------
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` (a sync Core unit) in one write transaction."""
-        return await self._call(fn, args, write=True)
+    async def run(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run the write unit ``fn(conn, *args, **kwargs)``, committed by the dispatcher."""
+        unit = partial(fn, **kwargs) if kwargs else fn
+        value: T = await self.dispatcher.write(unit, args)
+        return value
 
-    async def run_readonly(self, fn: Callable[..., T], *args: Any) -> T:
-        """Like :meth:`run` for units that only read (they run beside a SQLite writer)."""
-        return await self._call(fn, args, write=False)
-
-    async def _call(self, fn: Callable[..., T], args: tuple[Any, ...], *, write: bool) -> T:
-        reply_send, reply_recv = trio.open_memory_channel[outcome.Outcome[Any]](1)
-        try:
-            await self._mailbox.send(Call(fn, args, write, reply_send))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            reply_send.close()
-            raise DatabaseUnavailable("database actor is closed") from None
-        with reply_recv:
-            try:
-                res = await reply_recv.receive()
-            except trio.EndOfChannel:
-                raise DatabaseUnavailable("database actor stopped before replying") from None
-        value: T = res.unwrap()
+    async def run_readonly(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run the read-only unit ``fn(conn, *args, **kwargs)`` in its own transaction."""
+        if self._closed:
+            raise DatabaseUnavailable("the database is closed")
+        unit = partial(fn, **kwargs) if kwargs else fn
+        value: T = await self._execute(unit, args, False)
         return value
 
     # -- subclouds ---------------------------------------------------------------------------
@@ -229,8 +312,15 @@ class Database:
     # -- work ----------------------------------------------------------------------------------
 
     async def enqueue_work(self, orders: Sequence[WorkOrder]) -> list[EnqueueResult]:
-        """Record work orders (one transaction for all of them); see ``units_work``."""
-        return await self.run(_enqueue_work, tuple(orders))
+        """Record work orders, all or none, before any other write waiting (``units_work``).
+
+        Raises:
+            dcorch.work.Overloaded: the dispatcher's orders lane stayed full.
+        """
+        return await self.dispatcher.submit(orders)
+
+    submit = enqueue_work
+    """The :class:`dcorch.work.WorkSink` name of :meth:`enqueue_work`."""
 
     async def pending_requests(
         self,
@@ -241,6 +331,8 @@ class Database:
         limit: int | None = None,
     ) -> list[PendingRequest]:
         """Live requests of one pair in ``states``, oldest (lowest id) first."""
+        if limit is None:
+            return await self.reads.pending(region_name, endpoint_type, tuple(states))
         return await self.run_readonly(
             ur.pending_requests, region_name, endpoint_type, tuple(states), limit
         )

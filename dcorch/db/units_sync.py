@@ -1,4 +1,4 @@
-"""Units for the sync engine's group commit and batched reads (see ``dcorch.engine.grouped``).
+"""Units for group commit and batched reads (``dcorch.db.dispatcher``, ``dcorch.db.reads``).
 
 With aiosqlite every transaction costs several thread crossings (pool checkout, ``BEGIN``, each
 statement, ``COMMIT``, reset), and SQLite has one writer: at a thousand subclouds the sync actors'

@@ -13,12 +13,13 @@ import httpx
 from quart_trio import QuartTrio
 
 from dcorch import constants as c
+from dcorch.asgi import serve_asgi
 from dcorch.proxy.auth import TokenCache, TokenValidator
 from dcorch.proxy.fernet_audit import FernetKeySource
 from dcorch.proxy.handler import ProxyHandler
 from dcorch.proxy.routes import OK_STATUSES, ROUTES
-from dcorch.proxy.sink import WorkSink
 from dcorch.settings import ProxySettings
+from dcorch.work import WorkSink
 
 
 class ProxyApp(QuartTrio):
@@ -101,3 +102,12 @@ def create_proxy_app(
         await handler.aclose()
 
     return app
+
+
+async def serve_proxy(app: ProxyApp, host: str, port: int, **options: Any) -> None:
+    """Serve a proxy app: :func:`dcorch.asgi.serve_asgi` as a relay of the master's answers.
+
+    The app's client of the master is closed however the server ends. ``options`` are
+    ``serve_asgi``'s (``shutdown_trigger``, ``graceful_timeout``, ``task_status``).
+    """
+    await serve_asgi(app, host, port, relay=True, on_stop=app.handler.aclose, **options)

@@ -5,10 +5,9 @@ real proxy's ``parser`` filter produces, ``{"error_message": "<JSON text of a fa
 existing clients (cgts-client, openstackclient through the DC wrappers) can parse it the same way
 as an error coming from the master service.
 
-Hierarchy::
+Hierarchy (``Overloaded``, from :mod:`dcorch.work`, becomes 503 + Retry-After)::
 
     Exception
-    ├── Overloaded              the work sink cannot take more work now (-> 503 + Retry-After)
     ├── BodyTooLarge            an intercepted request body exceeds the cap (-> 413)
     └── ValidationUnavailable   keystone could not be asked whether a token is valid (-> 503)
 """
@@ -19,18 +18,7 @@ import json
 
 from quart_trio.wrappers import TrioResponse
 
-
-class Overloaded(Exception):
-    """Raised by a work sink when its mailbox is full and it refuses the work for now.
-
-    Attributes:
-        retry_after: seconds the client should wait before trying again (the ``Retry-After``
-            header value).
-    """
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"work sink is full, retry after {retry_after} s")
-        self.retry_after = retry_after
+from dcorch.work import Overloaded as Overloaded
 
 
 class BodyTooLarge(Exception):

@@ -36,8 +36,7 @@ from dcorch.proxy.interception import (
 )
 from dcorch.proxy.redaction import RedactingFilter
 from dcorch.proxy.routes import VERSION_ROOTS, Rid, RouteSpec
-from dcorch.proxy.sink import WorkSink
-from dcorch.work import WorkOrder
+from dcorch.work import WorkOrder, WorkSink
 
 logger = logging.getLogger(__name__)
 logger.addFilter(RedactingFilter())

@@ -21,6 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from dcorch.db.rows import SubcloudRow
+from dcorch.remote.endpoints import MasterEndpoints, SubcloudEndpoints
+
 MASTER_PREFIX: Final = "master"
 SUBCLOUD_PREFIX: Final = "subclouds"
 CONTROL_PREFIX: Final = "sim"
@@ -91,6 +94,27 @@ class SimEndpoints:
         """``.../subclouds/<region>/dcdbsync/v1.0``."""
         return self.subcloud_service(region, DCDBSYNC)
 
+    def master(self) -> MasterEndpoints:
+        """The simulated System Controller's services, as the engine and proxies see them."""
+        return MasterEndpoints(
+            self.master_keystone, self.master_sysinv, self.master_dcdbsync, self.master_dcmanager
+        )
+
     def status_report(self, region: str) -> str:
         """Where dcorch reports a subcloud's endpoint sync status."""
         return f"{self.master_dcmanager}/subclouds/{region}/endpoint_status"
+
+
+@dataclass(frozen=True, slots=True)
+class SimResolver:
+    """Subclouds served by the simulator, addressed by region name under one base URL."""
+
+    sim: SimEndpoints
+
+    def endpoints_for(self, subcloud: SubcloudRow) -> SubcloudEndpoints:
+        region = subcloud.region_name
+        return SubcloudEndpoints(
+            keystone=self.sim.subcloud_keystone(region),
+            sysinv=self.sim.subcloud_sysinv(region),
+            dcdbsync=self.sim.subcloud_dcdbsync(region),
+        )

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from dcorch.api.app import create_api_app
-from dcorch.api.serve import serve_api
+from dcorch.asgi import serve_asgi
 from dcorch.keepalive import Message, close_if_body_unread
 
 
@@ -27,7 +27,7 @@ async def _any_token(token: str) -> bool:
 @pytest.fixture
 async def api_url(nursery: trio.Nursery) -> str:
     app = create_api_app(db=None, token_check=_any_token)
-    [url] = await nursery.start(partial(serve_api, app, "127.0.0.1", 0))
+    [url] = await nursery.start(partial(serve_asgi, app, "127.0.0.1", 0))
     return str(url)
 
 

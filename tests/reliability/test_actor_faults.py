@@ -30,8 +30,8 @@ import trio
 from actors import NodeSnapshot
 from dcorch import constants as c
 from dcorch.db.errors import DatabaseUnavailable
-from dcorch.engine.drivers import apply_request
 from dcorch.harness import Dcorch, open_dcorch
+from dcorch.sync.drivers import apply_request
 from dcorch.work import EnqueueResult, WorkOrder
 
 from .conftest import REGIONS_3, fast_settings, work_view

@@ -34,7 +34,7 @@ async def _login(dc, name: str, password: str, project: str = "admin") -> str:
             "scope": {"project": {"name": project, "domain": {"id": "default"}}},
         }
     }
-    response = await dc.client.post(f"{dc.master.keystone}/v3/auth/tokens", json=body)
+    response = await dc.client.post(f"{dc.master.keystone}/auth/tokens", json=body)
     assert response.status_code == 201, response.text
     return response.headers["X-Subject-Token"]
 
@@ -76,7 +76,7 @@ async def test_bad_tokens_are_refused_and_enqueue_nothing() -> None:
             await dc.client.post(users, json=body("pre"), headers={"X-Auth-Token": revoked})
         ).status_code == 201
         gone = await dc.client.delete(
-            f"{dc.master.keystone}/v3/auth/tokens",
+            f"{dc.master.keystone}/auth/tokens",
             headers={"X-Auth-Token": dc.token, "X-Subject-Token": revoked},
         )
         assert gone.status_code == 204, gone.text

@@ -1,0 +1,300 @@
+"""The dispatcher: the one group-commit writer of the database.
+
+Every write goes through it, in one of two lanes:
+
+* **orders** (:meth:`Dispatcher.submit`): the work orders of proxied commands and audit
+  repairs. A batch takes the first waiting submission and whatever else is queued (up to
+  ``max_batch``) and writes all of their orders in **one** transaction
+  (:func:`dcorch.db.units_work.enqueue_work`). Each caller is answered only after that commit,
+  so a 2xx from the proxy means the work is durable.
+* **units** (:meth:`Dispatcher.write`): every other write unit, mostly the sync actors'
+  bookkeeping (request states, mappings, pair status). A batch runs up to ``max_units`` of
+  them in one transaction (:func:`dcorch.db.units_sync.run_batch`); at a thousand subclouds
+  this is what keeps one work order from queueing thousands of tiny transactions.
+
+The orders lane always goes first: when a writer slot frees up, waiting orders are taken
+before any bookkeeping, so an operator's command waits at most for the one bookkeeping
+transaction already running, never behind the work it set off. ``writers`` transactions run
+at once (one on SQLite, which has a single writer anyway; a few on PostgreSQL).
+
+Failures: a batch whose transaction fails is re-run one submission (or unit) at a time, so
+one caller's bad order or vanished subcloud fails only that caller; ``DatabaseUnavailable``
+fails the whole batch at once. A failure of the dispatcher itself (a bug outside the units)
+answers the batch's callers with it and crashes :meth:`run`, which its supervisor restarts.
+The lanes belong to the ``Dispatcher`` object, not to the task running :meth:`run`, so a
+restart loses nothing queued.
+
+Overload: when the orders lane stays full for ``enqueue_timeout`` the caller gets
+:class:`~dcorch.work.Overloaded` (the proxy answers 503 with Retry-After).
+
+After each committed batch of orders, the dispatcher publishes the pairs that got work on its
+:class:`~dcorch.db.commits.CommitFeed`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+import outcome
+import trio
+
+from dcorch.db import units_sync
+from dcorch.db.batching import take_queued
+from dcorch.db.commits import CommitFeed, Committed
+from dcorch.db.errors import DatabaseUnavailable
+from dcorch.db.reply import Reply
+from dcorch.db.runner import Execute, Unit
+from dcorch.db.schema import new_uuid
+from dcorch.db.units_work import enqueue_work
+from dcorch.settings import DispatcherSettings
+from dcorch.work import EnqueueResult, Overloaded, WorkOrder
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_UNITS: Final = 500
+"""Write units per bookkeeping transaction."""
+
+
+@dataclass(eq=False, slots=True)
+class _Submission:
+    """One caller's work orders."""
+
+    orders: tuple[WorkOrder, ...]
+    reply: Reply[list[EnqueueResult]] = field(default_factory=Reply)
+    arrived: float = field(default_factory=trio.current_time)
+
+
+@dataclass(eq=False, slots=True)
+class _Write:
+    """One caller's write unit."""
+
+    fn: Unit
+    args: tuple[Any, ...]
+    reply: Reply[Any] = field(default_factory=Reply)
+
+
+@dataclass(slots=True)
+class DispatcherStatistics:
+    """Counters for the bench, ``/metrics`` and tests."""
+
+    order_batches: int = 0
+    submissions: int = 0
+    unit_batches: int = 0
+    units: int = 0
+    unit_fallbacks: int = 0
+
+
+class Dispatcher:
+    """Group-committing writer (see the module docstring).
+
+    Args:
+        execute: runs one unit in one transaction (:meth:`UnitRunner.execute`, or a wrapper).
+        settings: the ``[dispatcher]`` section (orders lane).
+        units_queue: bound of the units lane (``database.mailbox_size``).
+        writers: transactions in flight at once.
+        feed: where committed pairs are published.
+        observe_latency: called with each submission's queue-to-commit seconds.
+    """
+
+    def __init__(
+        self,
+        execute: Execute,
+        settings: DispatcherSettings,
+        *,
+        units_queue: int = 256,
+        writers: int = 1,
+        feed: CommitFeed | None = None,
+        observe_latency: Callable[[float], None] | None = None,
+    ) -> None:
+        self._execute = execute
+        self._settings = settings
+        self._writers = max(1, writers)
+        self.feed = feed or CommitFeed()
+        self._observe = observe_latency
+        self._orders_send, self._orders = trio.open_memory_channel[_Submission](
+            max(1, settings.mailbox_size)
+        )
+        self._units_send, self._units = trio.open_memory_channel[_Write](max(1, units_queue))
+        self._ready = trio.Event()
+        self.stats = DispatcherStatistics()
+
+    def __repr__(self) -> str:
+        return f"<Dispatcher orders {self.orders_queued} units {self.units_queued} {self.stats}>"
+
+    @property
+    def orders_queued(self) -> int:
+        return self._orders_send.statistics().current_buffer_used
+
+    @property
+    def units_queued(self) -> int:
+        return self._units_send.statistics().current_buffer_used
+
+    # -- callers ---------------------------------------------------------------------------
+
+    async def submit(self, orders: Sequence[WorkOrder]) -> list[EnqueueResult]:
+        """Commit ``orders`` in one transaction (shared with concurrent callers).
+
+        Raises:
+            Overloaded: the orders lane stayed full for ``enqueue_timeout`` seconds.
+            dcorch.db.errors.DatabaseError: the work could not be committed.
+        """
+        # Keys set once, before any attempt: a batch retried after an ambiguous failure (or
+        # re-committed one by one) finds its jobs already written instead of writing them twice.
+        keyed = tuple(
+            order if order.job_uuid else dataclasses.replace(order, job_uuid=new_uuid())
+            for order in orders
+        )
+        submission = _Submission(keyed)
+        try:
+            with trio.fail_after(self._settings.enqueue_timeout):
+                await self._orders_send.send(submission)
+        except trio.TooSlowError:
+            raise Overloaded(self._settings.retry_after) from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise DatabaseUnavailable("the database is closed") from None
+        self._ready.set()
+        return await submission.reply.wait()
+
+    async def write(self, fn: Unit, args: tuple[Any, ...]) -> Any:
+        """Run the write unit ``fn(conn, *args)``, committed together with other writes."""
+        op = _Write(fn, args)
+        try:
+            await self._units_send.send(op)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise DatabaseUnavailable("the database is closed") from None
+        self._ready.set()
+        return await op.reply.wait()
+
+    def close(self) -> None:
+        """Refuse new work (queued work is still committed while :meth:`run` runs)."""
+        self._orders_send.close()
+        self._units_send.close()
+        self._ready.set()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit batches until cancelled, or until closed and drained (a supervised child).
+
+        A crash is raised as itself (not in an exception group), for the supervisor's log.
+        """
+        slots = trio.Semaphore(self._writers)
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                while True:
+                    await slots.acquire()
+                    batch = await self._take()
+                    if batch is None:
+                        return
+                    nursery.start_soon(self._commit, batch, slots)
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _take(self) -> list[_Submission] | list[_Write] | None:
+        """The next batch: waiting orders first, else waiting units; None once closed."""
+        while True:
+            orders, orders_open = take_queued(self._orders, self._settings.max_batch)
+            if orders:
+                return orders
+            units, units_open = take_queued(self._units, MAX_UNITS)
+            if units:
+                return units
+            if not (orders_open or units_open):
+                return None
+            self._ready = trio.Event()
+            await self._ready.wait()
+
+    async def _commit(self, batch: list[_Submission] | list[_Write], slots: trio.Semaphore) -> None:
+        try:
+            if isinstance(batch[0], _Submission):
+                await self._commit_orders(batch)  # type: ignore[arg-type]
+            else:
+                await self._commit_units(batch)  # type: ignore[arg-type]
+        except BaseException as exc:
+            # A bug, a crash or shutdown: answer everyone still waiting before unwinding. The
+            # slot is not given back, so nothing more is taken off the lanes by this run.
+            stopped = exc if isinstance(exc, Exception) else None
+            failure = outcome.Error(stopped or DatabaseUnavailable("the dispatcher stopped"))
+            for op in batch:
+                op.reply.resolve(failure)
+            raise
+        slots.release()
+
+    # -- orders ----------------------------------------------------------------------------
+
+    async def _commit_orders(self, batch: list[_Submission]) -> None:
+        committed: list[Committed] = []
+        try:
+            committed.append(await self._enqueue(batch))
+        except Exception as exc:
+            if len(batch) == 1 or isinstance(exc, DatabaseUnavailable):
+                for submission in batch:
+                    submission.reply.resolve(outcome.Error(exc))
+                return
+            # One caller's bad order must not fail the others: commit each on its own.
+            logger.info("dispatcher.batch_failed size=%d error=%s", len(batch), type(exc).__name__)
+            for submission in batch:
+                try:
+                    committed.append(await self._enqueue([submission]))
+                except Exception as single:
+                    submission.reply.resolve(outcome.Error(single))
+        # Outside the error handling above: a failure to publish is the dispatcher's own bug.
+        for item in committed:
+            self.feed.publish(item)
+
+    async def _enqueue(self, batch: list[_Submission]) -> Committed:
+        """One transaction for every order of ``batch``; each caller answered after commit."""
+        orders = tuple(order for submission in batch for order in submission.orders)
+        results: list[EnqueueResult] = await self._execute(enqueue_work, (orders,), True)
+        self.stats.order_batches += 1
+        now = trio.current_time()
+        offset = 0
+        for submission in batch:
+            mine = results[offset : offset + len(submission.orders)]
+            offset += len(submission.orders)
+            self.stats.submissions += 1
+            if self._observe is not None:
+                self._observe(now - submission.arrived)
+            submission.reply.resolve(outcome.Value(list(mine)))
+        return Committed.of(results, orders)
+
+    # -- units -----------------------------------------------------------------------------
+
+    async def _commit_units(self, batch: list[_Write]) -> None:
+        self.stats.unit_batches += 1
+        self.stats.units += len(batch)
+        if len(batch) == 1:
+            await self._unit_alone(batch[0])
+            return
+        ops = tuple((op.fn, op.args) for op in batch)
+        try:
+            values = await self._execute(units_sync.run_batch, (ops,), True)
+        except DatabaseUnavailable as exc:
+            for op in batch:
+                op.reply.resolve(outcome.Error(exc))
+            return
+        except Exception:
+            # One unit failed (a vanished subcloud, a conflict): give each its own transaction.
+            self.stats.unit_fallbacks += 1
+            for op in batch:
+                await self._unit_alone(op)
+            return
+        for op, value in zip(batch, values, strict=True):
+            op.reply.resolve(outcome.Value(value))
+
+    async def _unit_alone(self, op: _Write) -> None:
+        try:
+            value = await self._execute(op.fn, op.args, True)
+        except Exception as exc:
+            op.reply.resolve(outcome.Error(exc))
+        else:
+            op.reply.resolve(outcome.Value(value))

@@ -1,0 +1,111 @@
+"""Batched reads of pending requests: one query answers many sync actors at once.
+
+After a work order fans out to a thousand subclouds, a thousand sync actors each ask for their
+pair's pending requests within milliseconds. Each query alone is cheap, but each is also a
+transaction and a crossing to the database thread; merged, they are a few ``IN (...)`` queries
+(:func:`dcorch.db.units_sync.pending_requests_many`). A read issued after a write returned
+sees that write: batches are only formed from requests already queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import outcome
+import trio
+
+from dcorch.db import units_sync
+from dcorch.db.batching import take_queued
+from dcorch.db.errors import DatabaseUnavailable
+from dcorch.db.reply import Reply
+from dcorch.db.rows import PendingRequest
+from dcorch.db.runner import Execute
+
+MAX_PAIRS: Final = 500
+"""Pairs answered by one batched read."""
+
+
+@dataclass(eq=False, slots=True)
+class _Read:
+    region: str
+    endpoint_type: str
+    states: tuple[str, ...]
+    reply: Reply[list[PendingRequest]] = field(default_factory=Reply)
+
+
+@dataclass(slots=True)
+class ReadStatistics:
+    batches: int = 0
+    reads: int = 0
+
+
+class PendingReads:
+    """Merges concurrent ``pending_requests`` calls (see the module docstring)."""
+
+    def __init__(self, execute: Execute, *, readers: int = 2, queue: int = 4096) -> None:
+        self._execute = execute
+        self._readers = max(1, readers)
+        self._send, self._receive = trio.open_memory_channel[_Read](max(1, queue))
+        self._ready = trio.Event()
+        self.stats = ReadStatistics()
+
+    async def pending(
+        self, region: str, endpoint_type: str, states: tuple[str, ...]
+    ) -> list[PendingRequest]:
+        """Live requests of one pair in ``states``, oldest first."""
+        op = _Read(region, endpoint_type, states)
+        try:
+            await self._send.send(op)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise DatabaseUnavailable("the database is closed") from None
+        self._ready.set()
+        return await op.reply.wait()
+
+    def close(self) -> None:
+        self._send.close()
+        self._ready.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Answer batches until cancelled, or until closed and drained."""
+        slots = trio.Semaphore(self._readers)
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                await slots.acquire()
+                batch, still_open = take_queued(self._receive, MAX_PAIRS)
+                if batch:
+                    nursery.start_soon(self._answer, batch, slots)
+                    continue
+                slots.release()
+                if not still_open:
+                    return
+                self._ready = trio.Event()
+                await self._ready.wait()
+
+    async def _answer(self, batch: list[_Read], slots: trio.Semaphore) -> None:
+        try:
+            by_states: dict[tuple[str, ...], list[_Read]] = {}
+            for op in batch:
+                by_states.setdefault(op.states, []).append(op)
+            for states, ops in by_states.items():
+                self.stats.batches += 1
+                self.stats.reads += len(ops)
+                pairs = tuple(sorted({(op.region, op.endpoint_type) for op in ops}))
+                try:
+                    found = await self._execute(
+                        units_sync.pending_requests_many, (pairs, states), False
+                    )
+                except Exception as exc:
+                    for op in ops:
+                        op.reply.resolve(outcome.Error(exc))
+                    continue
+                for op in ops:
+                    op.reply.resolve(outcome.Value(list(found[(op.region, op.endpoint_type)])))
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else DatabaseUnavailable("reads stopped")
+            for op in batch:
+                op.reply.resolve(outcome.Error(failure))
+            raise
+        finally:
+            slots.release()

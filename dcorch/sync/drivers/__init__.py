@@ -1,0 +1,26 @@
+"""Sync drivers: apply ONE pending request to ONE subcloud (spec 5.5).
+
+A driver is idempotent: applying a request twice leaves the subcloud as applying it once
+(creating an object that already exists with the same id replaces it; deleting a missing object
+succeeds). That is what makes "retry everything still pending after a crash" safe.
+"""
+
+from __future__ import annotations
+
+from dcorch import constants as c
+from dcorch.db.rows import PendingRequest
+from dcorch.remote.errors import PermanentSyncError
+from dcorch.sync.drivers import identity, platform
+from dcorch.sync.drivers.context import DriverContext
+
+__all__ = ("DriverContext", "apply_request")
+
+
+async def apply_request(ctx: DriverContext, request: PendingRequest) -> None:
+    """Apply ``request`` to ``ctx.subcloud``; raises a :class:`SyncError` on failure."""
+    if request.endpoint_type == c.ENDPOINT_TYPE_PLATFORM:
+        await platform.apply(ctx, request)
+    elif request.endpoint_type.startswith(c.ENDPOINT_TYPE_IDENTITY):
+        await identity.apply(ctx, request)
+    else:
+        raise PermanentSyncError(f"no sync driver for endpoint type {request.endpoint_type!r}")

@@ -1,0 +1,276 @@
+"""The sync manager: one supervised sync actor per managed subcloud, woken by events.
+
+Lifecycle (spec 9): the dcorch v1 API calls :meth:`SyncManager.subcloud_changed` after it
+changed a subcloud in the database and :meth:`SyncManager.subcloud_deleted` after a delete; the
+manager starts an actor when a subcloud becomes managed and stops it on unmanage or delete. The
+actors are *dynamic* children of the manager's own supervisor (an actor system named ``sync``),
+restarted with backoff when they crash; past the restart intensity the supervisor gives up and
+:meth:`run` fails, so the service's supervisor restarts the whole manager, which reloads every
+subcloud from the database (nothing lives only in memory).
+
+Work arrives by events: the manager consumes the database's commit feed
+(:class:`dcorch.db.commits.CommitFeed`) and wakes the actor of every (region, endpoint type)
+that got requests; each commit also invalidates the shared master answers, because the master
+changed. A slow safety sweep wakes everyone every ``safety_sweep_interval`` in case a wake-up
+was lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from functools import partial
+
+import trio
+
+from actors import (
+    ActorRef,
+    ActorSpec,
+    ActorStopped,
+    ActorSystem,
+    Backoff,
+    MailboxFull,
+    NodeSnapshot,
+    RestartIntensity,
+    open_actor_system,
+)
+from dcorch import constants as c
+from dcorch.db.commits import Committed
+from dcorch.db.database import Database
+from dcorch.db.errors import SubcloudNotFound
+from dcorch.db.rows import SubcloudRow
+from dcorch.remote.clients import CachedMasterClient, StatusReporter
+from dcorch.remote.endpoints import EndpointResolver, MasterEndpoints
+from dcorch.remote.http import HttpSession
+from dcorch.settings import ActorSettings, EngineSettings
+from dcorch.sync.drivers import apply_request
+from dcorch.sync.env import Driver, SyncEnv, Timers
+from dcorch.sync.status import Reporter, WallClock, utc_now
+from dcorch.sync.subcloud_actor import SubcloudHandle, SubcloudSyncActor, Wake
+
+logger = logging.getLogger(__name__)
+
+
+def actor_name(region: str) -> str:
+    """Actor names cannot contain ``/``; region names in practice never do."""
+    return region.replace("/", "%2F")
+
+
+class SyncManager:
+    """Supervises the per-subcloud sync actors.
+
+    Args:
+        db: the database; its commit feed wakes the actors, its dispatcher takes the audits'
+            repairs.
+        settings: ``[engine]`` settings.
+        actor_settings: ``[actors]`` settings (restart intensity and backoff of sync actors).
+        http: the shared, authenticated HTTP session.
+        resolver: where each subcloud's services are.
+        master: the System Controller's service endpoints.
+        reporter: receives sync status reports; defaults to dcmanager at ``master.dcmanager``.
+        driver: applies one request (tests wrap :func:`apply_request` to inject faults).
+        rng: jitter source (seed it for reproducible tests).
+        wall_clock: naive-UTC clock for database timestamps.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        settings: EngineSettings,
+        *,
+        actor_settings: ActorSettings,
+        http: HttpSession,
+        resolver: EndpointResolver,
+        master: MasterEndpoints,
+        reporter: Reporter | None = None,
+        driver: Driver = apply_request,
+        rng: random.Random | None = None,
+        wall_clock: WallClock = utc_now,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._actor_settings = actor_settings
+        self._rng = rng or random.Random()
+        self._timers = Timers()
+        self._env = SyncEnv(
+            db=db,
+            settings=settings,
+            http=http,
+            resolver=resolver,
+            master=CachedMasterClient.for_master(http, master),
+            reporter=reporter or StatusReporter(http, master),
+            sink=db,
+            limiter=trio.CapacityLimiter(max(1, settings.sync_concurrency)),
+            timers=self._timers,
+            driver=driver,
+            rng=self._rng,
+            wall_clock=wall_clock,
+        )
+        self._handles: dict[str, SubcloudHandle] = {}
+        self._refs: dict[str, ActorRef[Wake, None]] = {}
+        self._system: ActorSystem | None = None
+        self._lifecycle = trio.Lock()
+
+    def __repr__(self) -> str:
+        state = "running" if self._system is not None else "stopped"
+        return f"<SyncManager {state} subclouds {len(self._refs)} timers {len(self._timers)}>"
+
+    @property
+    def limiter(self) -> trio.CapacityLimiter:
+        """The global bound on subclouds talked to at once (for statistics)."""
+        return self._env.limiter
+
+    def handle(self, region: str) -> SubcloudHandle | None:
+        """The shared state of one subcloud's actor (introspection and tests)."""
+        return self._handles.get(region)
+
+    def regions(self) -> list[str]:
+        """Regions that currently have a sync actor."""
+        return list(self._refs)
+
+    def snapshot(self) -> NodeSnapshot:
+        """The supervision tree (restarts, states, mailbox depths) as plain data."""
+        if self._system is None:
+            raise ActorStopped("sync manager is not running")
+        return self._system.snapshot()
+
+    async def run(  # noqa: ASYNC128 - started() is called by _run_actors, once actors run
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Recover states, start an actor per managed subcloud, then serve until cancelled."""
+        subclouds = await self._recover()
+        await self._run_actors(subclouds, task_status)
+
+    async def _run_actors(
+        self, subclouds: list[SubcloudRow], task_status: trio.TaskStatus[None]
+    ) -> None:
+        a = self._actor_settings
+        async with open_actor_system(
+            name="sync",
+            intensity=RestartIntensity(max_restarts=a.restart_max, period=a.restart_period),
+            backoff=Backoff(
+                base=a.restart_backoff, cap=max(a.restart_backoff, a.restart_backoff_max)
+            ),
+            rng=self._rng,
+        ) as system:
+            self._system = system
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self._timers.run, self._fire)
+                    async with self._lifecycle:
+                        for row in subclouds:
+                            if row.management_state == c.MANAGEMENT_MANAGED:
+                                await self._start(row)
+                    nursery.start_soon(self._sweep)
+                    nursery.start_soon(self._follow_commits)
+                    logger.info("sync_manager.started subclouds=%d", len(self._refs))
+                    task_status.started()
+            finally:
+                self._system = None
+                self._refs.clear()
+
+    async def _recover(self) -> list[SubcloudRow]:
+        """Spec 7 "engine startup": interrupted or failed initial syncs are requested again.
+
+        In-progress orch_requests need nothing: they are pending and idempotent, so the first
+        pass of each pair simply applies them again, in id order.
+        """
+        rows = await self._db.list_subclouds()
+        out = []
+        for row in rows:
+            state = row.initial_sync_state
+            if state in (c.INITIAL_SYNC_IN_PROGRESS, c.INITIAL_SYNC_FAILED):
+                await self._db.set_initial_sync_state(
+                    row.region_name, state, c.INITIAL_SYNC_REQUESTED
+                )
+                row = await self._db.get_subcloud(row.region_name)
+            out.append(row)
+        return out
+
+    async def subcloud_changed(self, region: str) -> None:
+        """Re-read a subcloud after the API changed it; start/stop/wake its actor."""
+        async with self._lifecycle:
+            if self._system is None:
+                return  # run() loads every subcloud when it starts
+            try:
+                row = await self._db.get_subcloud(region)
+            except SubcloudNotFound:
+                await self._stop(region)
+                return
+            handle = self._handles.get(region)
+            if row.management_state != c.MANAGEMENT_MANAGED:
+                await self._stop(region)
+            elif region not in self._refs or handle is None:
+                await self._start(row)
+            else:
+                handle.subcloud = row
+                handle.dirty.update(row.endpoint_types)
+                handle.initial_retry_at = None
+                self._tell(region)
+
+    async def subcloud_deleted(self, region: str) -> None:
+        """Stop the actor of a deleted subcloud (its rows are already gone)."""
+        async with self._lifecycle:
+            await self._stop(region)
+
+    def wake(self, region: str, endpoint_type: str) -> None:
+        """Note new work for a pair and wake its actor; never blocks.
+
+        A full mailbox means a wake is already pending, which will see this pair as dirty.
+        """
+        handle = self._handles.get(region)
+        if handle is None:
+            return
+        handle.dirty.add(endpoint_type)
+        self._tell(region)
+
+    def on_commit(self, committed: Committed) -> None:
+        """The master changed and these pairs got requests: forget master answers, wake them."""
+        self._env.master.reads.invalidate()
+        for region, endpoint_type in committed.pairs:
+            self.wake(region, endpoint_type)
+
+    async def _follow_commits(self) -> None:
+        feed = self._db.commits
+        while True:
+            self.on_commit(await feed.receive())
+
+    def _tell(self, region: str) -> None:
+        ref = self._refs.get(region)
+        if ref is None:
+            return
+        with contextlib.suppress(MailboxFull, ActorStopped):  # a wake is pending / going away
+            ref.tell_nowait(Wake())
+
+    def _fire(self, region: str) -> None:
+        self._tell(region)
+
+    async def _start(self, row: SubcloudRow) -> None:
+        assert self._system is not None
+        region = row.region_name
+        handle = SubcloudHandle(row)
+        self._handles[region] = handle
+        spec = ActorSpec(
+            name=actor_name(region),
+            factory=partial(SubcloudSyncActor, self._env, handle),
+            mailbox_size=max(1, self._settings.sync_actor_mailbox_size),
+            ask_timeout=None,
+            shutdown_timeout=1.0,
+        )
+        self._refs[region] = await self._system.root.start_child(spec)
+
+    async def _stop(self, region: str) -> None:
+        self._handles.pop(region, None)
+        self._timers.cancel(region)
+        ref = self._refs.pop(region, None)
+        if ref is not None:
+            await ref.stop()
+
+    async def _sweep(self) -> None:
+        """Wake every pair now and then, in case a wake-up was lost (never the hot path)."""
+        while True:
+            await trio.sleep(self._settings.safety_sweep_interval)
+            for region, handle in list(self._handles.items()):
+                handle.dirty.update(handle.subcloud.endpoint_types)
+                self._tell(region)

@@ -1,0 +1,110 @@
+"""Reporting a pair's sync status to dcmanager, on change only (spec 5.4).
+
+The last value sent and when are stored in ``subcloud_sync`` (``sync_status_reported``,
+``sync_status_report_time``) so a restart does not re-send everything, and an initial sync clears
+them so a re-managed subcloud is always re-announced (bug 2091034). An unchanged status is
+re-announced at most every ``status_report_dedup`` seconds; a change is sent at once. Exactly
+one report per sync pass at most, reflecting its final state (10.1 b3e4ea0d...856c5985).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from dcorch import constants as c
+from dcorch.db.database import Database
+from dcorch.db.rows import SubcloudSyncRow
+from dcorch.remote.errors import SyncError
+
+logger = logging.getLogger(__name__)
+
+WallClock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """Naive UTC, the representation the database stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Reporter(Protocol):
+    """Who receives status reports (dcmanager's endpoint_status API)."""
+
+    async def report(
+        self, region: str, endpoint_type: str, status: str, alarmable: bool
+    ) -> None: ...
+
+
+class StatusBook:
+    """The last report of each pair of one subcloud, mirrored from the database."""
+
+    def __init__(
+        self,
+        db: Database,
+        reporter: Reporter,
+        region: str,
+        *,
+        dedup_seconds: float,
+        wall_clock: WallClock = utc_now,
+    ) -> None:
+        self._db = db
+        self._reporter = reporter
+        self._region = region
+        self._dedup = timedelta(seconds=dedup_seconds)
+        self._clock = wall_clock
+        self._last: dict[str, tuple[str, datetime | None]] = {}
+        self.reports_sent = 0
+
+    def load(self, rows: list[SubcloudSyncRow]) -> None:
+        """Seed from the pair rows (at actor start and after an initial sync cleared them)."""
+        self._last = {
+            r.endpoint_type: (r.sync_status_reported, r.sync_status_report_time) for r in rows
+        }
+
+    def forget(self) -> None:
+        """Forget every pair's last report (the initial sync cleared them in the database)."""
+        self._last = dict.fromkeys(self._last, (c.SYNC_STATUS_NONE, None))
+
+    async def update(
+        self,
+        endpoint_type: str,
+        in_sync: bool,
+        alarmable: bool,
+        *,
+        managed: bool,
+        sync_request: str | None = None,
+    ) -> bool:
+        """Report if the status changed (or the dedup window passed); True if sent.
+
+        ``sync_request``, when given, is written in the same database update.
+        """
+        status = c.SYNC_STATUS_IN_SYNC if in_sync else c.SYNC_STATUS_OUT_OF_SYNC
+        last_status, last_time = self._last.get(endpoint_type, (c.SYNC_STATUS_NONE, None))
+        now = self._clock()
+        fresh = last_time is not None and now - last_time < self._dedup
+        fields: dict[str, Any] = {}
+        if sync_request is not None:
+            fields["sync_request"] = sync_request
+        sent = False
+        if managed and not (fresh and last_status == status):
+            try:
+                await self._reporter.report(self._region, endpoint_type, status, alarmable)
+            except SyncError as exc:
+                # dcmanager unavailable: keep the old record so the next pass tries again.
+                logger.warning(
+                    "status.report_failed region=%s endpoint=%s error=%s",
+                    self._region,
+                    endpoint_type,
+                    exc,
+                )
+            else:
+                sent = True
+                self.reports_sent += 1
+                self._last[endpoint_type] = (status, now)
+                fields["sync_status_reported"] = status
+                fields["sync_status_report_time"] = now
+        if fields:
+            await self._db.update_subcloud_sync(self._region, endpoint_type, **fields)
+        return sent

@@ -1,0 +1,267 @@
+"""The platform (sysinv) driver against the simulated subcloud over HTTP, with SQLite (spec 5.5).
+
+Each test queues one request through the real enqueue and applies it with the real driver, then
+looks at the subcloud's state, its applied-operations log and dcorch's mapping rows.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from dcorch import constants as c
+from dcorch.remote.errors import PermanentSyncError, SyncAborted
+from dcorch.sim import make_test_pem
+from dcorch.sim.certs import parse_pem_certs
+
+from .conftest import DriverRig
+
+UNSYNCED_MODES = ("ssl", "docker_registry", "openstack", "openldap")
+
+
+def multipart(fields: dict[str, str | bytes]) -> dict[str, str]:
+    """resource_info as the proxy stores a certificate install (raw upload text + its type)."""
+    files = {"file": ("ca.pem", fields.pop("file"), "application/x-pem-file")}
+    request = httpx.Request(
+        "POST", "http://sysinv/v1/certificate/certificate_install", files=files, data=fields
+    )
+    body = request.read()
+    return {
+        "payload": body.decode("utf-8", "surrogateescape"),
+        "content_type": request.headers["content-type"],
+    }
+
+
+def signature(pem: str, mode: str) -> str:
+    return parse_pem_certs(pem)[0].signature(mode)
+
+
+def iso(delta: timedelta) -> str:
+    return (datetime.now(UTC) + delta).isoformat()
+
+
+def installed(rig: DriverRig) -> set[str]:
+    return {cert["signature"] for cert in rig.cloud.platform.certificates.values()}
+
+
+# certificates ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["ssl_ca", "openstack_ca"])
+async def test_certificate_post_from_proxy_multipart_installs_ca_once(
+    rig: DriverRig, mode: str
+) -> None:
+    pem = make_test_pem(f"root-{mode}")
+    sig = signature(pem, mode)
+    info = multipart({"file": pem, "mode": mode})
+    await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_POST, info)
+    await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_POST, info)
+    assert installed(rig) == {sig}
+    assert rig.ops("sysinv") == ["install_certificate"]
+    assert await rig.mapped(c.RESOURCE_CERTIFICATES, sig) == sig
+
+
+@pytest.mark.parametrize("mode", UNSYNCED_MODES)
+async def test_certificate_post_of_other_modes_is_a_successful_no_op(
+    rig: DriverRig, mode: str
+) -> None:
+    pem = make_test_pem("server")
+    sig = signature(pem, mode)
+    await rig.apply(
+        c.RESOURCE_CERTIFICATES, sig, c.OPERATION_POST, multipart({"file": pem, "mode": mode})
+    )
+    assert installed(rig) == set()
+    assert rig.ops() == []
+    assert await rig.mapped(c.RESOURCE_CERTIFICATES, sig) is None
+
+
+async def test_certificate_multipart_with_non_utf8_bytes_is_parsed(rig: DriverRig) -> None:
+    # The proxy keeps undecodable upload bytes as lone surrogates (payload_text); the driver
+    # must turn them back into bytes instead of crashing its actor on a UnicodeEncodeError.
+    pem = make_test_pem("latin")
+    sig = signature(pem, "ssl_ca")
+    info = multipart({"file": pem, "mode": "ssl_ca", "note": "caf\u00e9"})
+    info["payload"] = info["payload"].replace("caf\u00e9", "caf\udce9")
+    await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_POST, info)
+    assert installed(rig) == {sig}
+
+
+async def test_certificate_create_from_audit_style_dict(rig: DriverRig) -> None:
+    pem = make_test_pem("audit-ca")
+    sig = signature(pem, "openstack_ca")
+    payload = {
+        "certtype": "openstack_ca",
+        "signature": sig,
+        "expiry_date": iso(timedelta(days=9)),
+        "pem": pem,
+    }
+    await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_CREATE, {"payload": payload})
+    assert installed(rig) == {sig}
+    assert await rig.mapped(c.RESOURCE_CERTIFICATES, sig) == sig
+
+
+async def test_certificate_audit_dict_of_an_unsynced_type_is_a_no_op(rig: DriverRig) -> None:
+    payload = {"certtype": "ssl", "signature": "ssl_1", "pem": make_test_pem("srv")}
+    await rig.apply(c.RESOURCE_CERTIFICATES, "ssl_1", c.OPERATION_CREATE, {"payload": payload})
+    assert installed(rig) == set()
+    assert rig.ops() == []
+
+
+async def test_expired_certificate_aborts_and_installs_nothing(rig: DriverRig) -> None:
+    pem = make_test_pem("old", not_after="2020-01-01T00:00:00+00:00")
+    sig = signature(pem, "ssl_ca")
+    payload = {
+        "certtype": "ssl_ca",
+        "signature": sig,
+        "expiry_date": iso(-timedelta(days=1)),
+        "pem": pem,
+    }
+    with pytest.raises(SyncAborted, match="expired"):
+        await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_CREATE, {"payload": payload})
+    assert installed(rig) == set()
+    assert await rig.mapped(c.RESOURCE_CERTIFICATES, sig) is None
+
+
+async def test_empty_payload_and_no_certificate_are_no_ops(rig: DriverRig) -> None:
+    await rig.apply(c.RESOURCE_CERTIFICATES, "ssl_ca_1", c.OPERATION_CREATE, {})
+    payload = {"certtype": "ssl_ca", "signature": "NoCertificate", "pem": make_test_pem("x")}
+    await rig.apply(
+        c.RESOURCE_CERTIFICATES, "NoCertificate", c.OPERATION_CREATE, {"payload": payload}
+    )
+    assert installed(rig) == set()
+    assert rig.ops() == []
+
+
+async def test_certificate_upload_without_file_part_fails_permanently(rig: DriverRig) -> None:
+    info = multipart({"file": "", "mode": "ssl_ca"})
+    info["payload"] = info["payload"].replace('name="file"', 'name="other"')
+    with pytest.raises(PermanentSyncError, match="no file part"):
+        await rig.apply(c.RESOURCE_CERTIFICATES, "ssl_ca_x", c.OPERATION_POST, info)
+
+
+async def test_certificate_delete_uses_the_mapping_and_removes_it(rig: DriverRig) -> None:
+    pem = make_test_pem("to-delete")
+    sig = signature(pem, "ssl_ca")
+    await rig.apply(
+        c.RESOURCE_CERTIFICATES, sig, c.OPERATION_POST, multipart({"file": pem, "mode": "ssl_ca"})
+    )
+    other = make_test_pem("keep")
+    await rig.apply(
+        c.RESOURCE_CERTIFICATES,
+        signature(other, "ssl_ca"),
+        c.OPERATION_POST,
+        multipart({"file": other, "mode": "ssl_ca"}),
+    )
+    await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_DELETE)
+    assert installed(rig) == {signature(other, "ssl_ca")}
+    assert await rig.mapped(c.RESOURCE_CERTIFICATES, sig) is None
+
+
+async def test_certificate_delete_when_already_gone_or_unmapped_is_fine(rig: DriverRig) -> None:
+    pem = make_test_pem("gone")
+    sig = signature(pem, "ssl_ca")
+    await rig.apply(
+        c.RESOURCE_CERTIFICATES, sig, c.OPERATION_POST, multipart({"file": pem, "mode": "ssl_ca"})
+    )
+    rig.cloud.platform.certificates.clear()  # removed on the subcloud behind dcorch's back
+    await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_DELETE)
+    assert await rig.mapped(c.RESOURCE_CERTIFICATES, sig) is None
+    await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_DELETE)  # no mapping: no-op
+    assert "delete_certificate" not in rig.ops()
+
+
+# iuser -------------------------------------------------------------------------------------------
+
+
+def iuser_patch(**values: object) -> list[dict[str, object]]:
+    return [{"op": "replace", "path": f"/{k}", "value": v} for k, v in values.items()]
+
+
+async def test_iuser_patch_applies_only_when_values_differ(rig: DriverRig) -> None:
+    master_uuid = rig.sim.master.platform.iuser["uuid"]
+    change = iuser_patch(
+        passwd_hash="$6$new", passwd_expiry_days=45, passwd_last_change="2026-01-02"
+    )
+    await rig.apply(c.RESOURCE_IUSER, master_uuid, c.OPERATION_PATCH, {"payload": change})
+    iuser = rig.cloud.platform.iuser
+    assert (iuser["passwd_hash"], iuser["passwd_expiry_days"]) == ("$6$new", 45)
+    assert iuser["passwd_last_change"] == "2026-01-02"
+    assert await rig.mapped(c.RESOURCE_IUSER, master_uuid) == iuser["uuid"]
+    await rig.apply(c.RESOURCE_IUSER, master_uuid, c.OPERATION_PATCH, {"payload": change})
+    same = {"passwd_hash": "$6$new", "passwd_expiry_days": 45}
+    await rig.apply(c.RESOURCE_IUSER, master_uuid, c.OPERATION_PUT, same)
+    assert rig.ops("sysinv") == ["patch_iuser"]
+
+
+async def test_iuser_put_with_a_plain_dict_patches_the_differing_fields(rig: DriverRig) -> None:
+    before = dict(rig.cloud.platform.iuser)
+    payload = {"passwd_hash": "$6$put", "passwd_expiry_days": before["passwd_expiry_days"]}
+    await rig.apply(c.RESOURCE_IUSER, "m-uuid", c.OPERATION_PUT, {"payload": payload})
+    [op] = [o for o in rig.cloud.operations if o["op"] == "patch_iuser"]
+    assert op["fields"] == ["passwd_hash"]
+    assert rig.cloud.platform.iuser["passwd_hash"] == "$6$put"
+
+
+async def test_iuser_without_passwd_hash_is_a_no_op(rig: DriverRig) -> None:
+    before = dict(rig.cloud.platform.iuser)
+    await rig.apply(
+        c.RESOURCE_IUSER,
+        "m-uuid",
+        c.OPERATION_PATCH,
+        {"payload": iuser_patch(passwd_expiry_days=1)},
+    )
+    assert rig.cloud.platform.iuser == before
+    assert rig.ops() == []
+    assert await rig.mapped(c.RESOURCE_IUSER, "m-uuid") is None
+
+
+async def test_iuser_passwd_last_change_only_sent_when_the_subcloud_has_it(rig: DriverRig) -> None:
+    iuser = dict(rig.cloud.platform.iuser)
+    del iuser["passwd_last_change"]  # an older sysinv without the field (5f09fe07)
+    rig.cloud.platform.iuser = iuser
+    change = iuser_patch(passwd_hash="$6$old-release", passwd_last_change="2026-02-03")
+    await rig.apply(c.RESOURCE_IUSER, "m-uuid", c.OPERATION_PATCH, {"payload": change})
+    [op] = [o for o in rig.cloud.operations if o["op"] == "patch_iuser"]
+    assert op["fields"] == ["passwd_hash"]
+
+
+# fernet keys -------------------------------------------------------------------------------------
+
+
+def master_keys(rig: DriverRig) -> dict[str, str]:
+    return {str(k): v for k, v in rig.sim.master.platform.fernet_keys.items()}
+
+
+async def test_fernet_repo_create_posts_the_full_key_list(rig: DriverRig) -> None:
+    assert rig.cloud.platform.fernet_keys != rig.sim.master.platform.fernet_keys
+    await rig.apply(c.RESOURCE_FERNET_REPO, "keys", c.OPERATION_CREATE, master_keys(rig))
+    assert rig.cloud.platform.fernet_keys == rig.sim.master.platform.fernet_keys
+    assert rig.ops("sysinv") == ["post_fernet_repo"]
+    assert await rig.mapped(c.RESOURCE_FERNET_REPO, "keys") == "keys"
+
+
+async def test_fernet_repo_put_replaces_the_keys_idempotently(rig: DriverRig) -> None:
+    keys = master_keys(rig)
+    for _ in range(2):
+        await rig.apply(c.RESOURCE_FERNET_REPO, "keys", c.OPERATION_PUT, keys)
+    assert rig.cloud.platform.fernet_keys == rig.sim.master.platform.fernet_keys
+    assert rig.ops("sysinv") == ["put_fernet_repo", "put_fernet_repo"]
+    listed = [{"id": int(k), "key": v} for k, v in keys.items()]
+    await rig.apply(c.RESOURCE_FERNET_REPO, "keys", c.OPERATION_PATCH, {"keys": listed})
+    assert rig.cloud.platform.fernet_keys == rig.sim.master.platform.fernet_keys
+
+
+@pytest.mark.parametrize("info", [{}, {"x": "not-a-key"}, json.dumps("text")])
+async def test_fernet_repo_bad_payload_fails_permanently(rig: DriverRig, info: object) -> None:
+    before = dict(rig.cloud.platform.fernet_keys)
+    with pytest.raises(PermanentSyncError):
+        await rig.apply(c.RESOURCE_FERNET_REPO, "keys", c.OPERATION_PUT, info)
+    assert rig.cloud.platform.fernet_keys == before
+
+
+async def test_unknown_platform_operation_fails_permanently(rig: DriverRig) -> None:
+    with pytest.raises(PermanentSyncError, match="no platform handler"):
+        await rig.apply(c.RESOURCE_FERNET_REPO, "keys", c.OPERATION_DELETE)

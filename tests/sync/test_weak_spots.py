@@ -1,0 +1,556 @@
+"""One test per weak spot of upstream HEAD (spec 10.2) that applies to this design, plus the 10.1
+fixes worth pinning.
+
+#10 (the proxy answers 2xx only after the commit; a failing enqueue gives a 5xx, an overloaded one
+a 503 with Retry-After) is covered in ``tests/proxy/test_proxy_http.py``:
+``test_client_is_answered_only_after_submit_returns``,
+``test_failing_sink_gives_500_without_details`` and
+``test_overloaded_sink_gives_503_with_retry_after``.
+
+Tests that talk to the simulator over HTTP use real time but never sleep-and-hope: they wait for a
+condition under an overall ``fail_after``. Windows that must stay quiet ("no more retries") are
+measured, with the bound stated next to them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from dcorch import constants as c
+from dcorch.db import Database
+from dcorch.db import units_requests as ur
+from dcorch.db import units_sync
+from dcorch.db.database import DatabaseSeams
+from dcorch.db.errors import DatabaseUnavailable
+from dcorch.db.rows import RequestUpdate
+from dcorch.db.runner import Execute, Unit
+from dcorch.remote.clients import CloudClient, Record
+from dcorch.sim.endpoints import SimResolver
+from dcorch.sync.audit import PairAudit
+from dcorch.sync.drivers import apply_request
+from dcorch.sync.initial_sync import InitialSyncOutcome, run_initial_sync
+from dcorch.sync.manager import SyncManager
+from dcorch.sync.status import StatusBook
+from dcorch.work import WorkOrder
+
+from .conftest import ACTORS, ENGINE, DriverRig, Engine, wait_until
+from .test_integration import create_master_user, started, user_order
+
+
+def users_on(engine: Engine, region: str) -> dict[str, Any]:
+    return engine.sim.subcloud(region).identity.users
+
+
+def trigger_audit(engine: Engine, region: str, ept: str = c.ENDPOINT_TYPE_IDENTITY) -> None:
+    handle = engine.manager.handle(region)
+    assert handle is not None
+    handle.audit_at[ept] = trio.current_time()
+    engine.manager.wake(region, ept)
+
+
+async def no_pending(engine: Engine, region: str, ept: str = c.ENDPOINT_TYPE_IDENTITY) -> bool:
+    return not await engine.db.pending_requests(region, ept)
+
+
+# 10.2 #1 -----------------------------------------------------------------------------------------
+
+
+async def test_1_no_lost_wakeup_under_writes_during_long_syncs(start_engine) -> None:
+    """Writes landing while a pass runs are applied by that pass or the next, never by an audit.
+
+    Audits are 1200 s apart and the safety sweep 600 s, so anything slower than the bound here
+    would have had to wait for them.
+    """
+    engine = await started(start_engine)
+    for region in engine.sim.regions:
+        engine.sim.set_faults(region, latency_ms=15)  # every sync pass takes a while
+    uids: list[str] = []
+
+    async def writer(n: int) -> None:
+        for i in range(8):
+            uid = await create_master_user(engine, f"w{n}-{i}")
+            await engine.db.enqueue_work([user_order(uid)])
+            uids.append(uid)
+            await trio.sleep(0.01 * (n + 1))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(3):
+            nursery.start_soon(writer, n)
+    with trio.fail_after(10):
+        await wait_until(
+            lambda: all(set(uids) <= set(users_on(engine, r)) for r in engine.sim.regions)
+        )
+    assert len(uids) == 24
+
+
+# 10.2 #2 -----------------------------------------------------------------------------------------
+
+
+async def test_2_stuck_in_progress_work_is_recovered_by_a_manager_restart(
+    start_engine, sim, db: Database
+) -> None:
+    """A crash left an initial sync and a request ``in-progress``: a new manager finishes both."""
+    stuck_init, stuck_request = sim.regions[0], sim.regions[1]
+    for region in (stuck_init, stuck_request):
+        await db.add_subcloud(region, software_version="24.09", management_ip="10.0.0.1")
+        await db.update_subcloud_states(
+            region, management_state=c.MANAGEMENT_MANAGED, availability_status=c.AVAILABILITY_ONLINE
+        )
+    await db.set_initial_sync_state(
+        stuck_init, c.INITIAL_SYNC_REQUESTED, c.INITIAL_SYNC_IN_PROGRESS
+    )
+    await db.set_initial_sync_state(
+        stuck_request, c.INITIAL_SYNC_REQUESTED, c.INITIAL_SYNC_COMPLETED, subsequent_sync=True
+    )
+    async with httpx.AsyncClient() as client:
+        uid = await master_user(sim, client, "orphan")
+    order = dataclasses.replace(user_order(uid), subcloud=stuck_request)
+    await db.enqueue_work([order])
+    [request] = await db.pending_requests(stuck_request, c.ENDPOINT_TYPE_IDENTITY)
+    await db.update_requests([RequestUpdate(request.id, state=c.ORCH_REQUEST_IN_PROGRESS)])
+
+    engine: Engine = await start_engine()
+    with trio.fail_after(20):
+        await engine.wait_enabled(stuck_init, stuck_request)
+        await wait_until(lambda: uid in users_on(engine, stuck_request))
+        await wait_until(lambda: no_pending(engine, stuck_request))
+    assert (await db.get_subcloud(stuck_init)).subsequent_sync is True
+
+
+async def master_user(sim: Any, client: httpx.AsyncClient, name: str) -> str:
+    response = await client.post(
+        f"{sim.endpoints.master_keystone}/users",
+        json={"user": {"name": name, "password": "pw", "domain_id": "default"}},
+        headers={"X-Auth-Token": sim.admin_token()},
+    )
+    response.raise_for_status()
+    return str(response.json()["user"]["id"])
+
+
+# 10.2 #3 -----------------------------------------------------------------------------------------
+
+
+async def audit(rig: DriverRig, ept: str = c.ENDPOINT_TYPE_IDENTITY) -> int:
+    ctx = await rig.context()
+    pair = PairAudit(rig.db, rig.region, ept, ctx.remote, rig.fresh_master(), rig.db)
+    return (await pair.run()).findings
+
+
+async def test_3_discrepancy_put_counts_and_marks_the_pair_requested(rig: DriverRig) -> None:
+    admin = rig.cloud.identity.find_name("user", "default", "admin")
+    assert admin is not None
+    rig.cloud.identity.put("user", {**admin, "user": {**admin["user"], "extra": '{"d": 1}'}})
+    await rig.db.update_subcloud_sync(
+        rig.region, c.ENDPOINT_TYPE_IDENTITY, sync_request=c.SYNC_REQUEST_COMPLETED
+    )
+    assert await audit(rig) >= 1
+    [pair] = [
+        s
+        for s in await rig.db.list_subcloud_syncs(rig.region)
+        if s.endpoint_type == c.ENDPOINT_TYPE_IDENTITY
+    ]
+    assert pair.sync_request == c.SYNC_REQUEST_REQUESTED
+    puts = [
+        r
+        for r in await rig.db.pending_requests(rig.region, c.ENDPOINT_TYPE_IDENTITY)
+        if r.operation_type == c.OPERATION_PUT
+    ]
+    assert [r.source_resource_id for r in puts] == [admin["user"]["id"]]
+
+
+async def test_3_discrepancy_found_by_the_engine_is_applied_without_another_audit(
+    start_engine,
+) -> None:
+    engine = await started(start_engine)
+    region = engine.sim.regions[0]
+    identity = engine.sim.subcloud(region).identity
+    admin = identity.find_name("user", "default", "admin")
+    assert admin is not None
+    identity.put("user", {**admin, "user": {**admin["user"], "extra": '{"d": 1}'}})
+    audits = engine.manager.handle(region).audits  # type: ignore[union-attr]
+    trigger_audit(engine, region)
+    with trio.fail_after(10):
+        await wait_until(lambda: not engine.sim.differences([region]))
+        await wait_until(lambda: no_pending(engine, region))
+    assert engine.manager.handle(region).audits == audits + 1  # type: ignore[union-attr]
+    assert engine.sim.latest_status(region, c.ENDPOINT_TYPE_IDENTITY) == "in-sync"
+
+
+# 10.2 #4 -----------------------------------------------------------------------------------------
+
+
+async def test_4_failed_request_cleanup_is_per_subcloud(rig: DriverRig) -> None:
+    other = rig.sim.regions[1]
+    await rig.db.add_subcloud(other, software_version="24.09", management_ip="10.0.0.2")
+    for region in (rig.region, other):
+        order = dataclasses.replace(user_order(f"gone-{region}"), subcloud=region)
+        await rig.db.enqueue_work([order])
+        [request] = await rig.db.pending_requests(region, c.ENDPOINT_TYPE_IDENTITY)
+        await rig.db.update_requests([RequestUpdate(request.id, state=c.ORCH_REQUEST_FAILED)])
+    await audit(rig)
+    failed = (c.ORCH_REQUEST_FAILED,)
+    assert await rig.db.pending_requests(rig.region, c.ENDPOINT_TYPE_IDENTITY, states=failed) == []
+    [kept] = await rig.db.pending_requests(other, c.ENDPOINT_TYPE_IDENTITY, states=failed)
+    assert kept.source_resource_id == f"gone-{other}"
+
+
+# 10.2 #5 -----------------------------------------------------------------------------------------
+
+
+def injected_errors(engine: Engine, region: str) -> int:
+    counters = engine.sim.subcloud(region).counters or {}
+    return sum(n for route, n in counters.items() if "<injected error>" in route)
+
+
+async def test_5_failing_subcloud_is_not_retried_in_a_storm(start_engine) -> None:
+    engine = await started(start_engine, request_retry_backoff=0.05, request_retry_backoff_max=0.1)
+    bad = engine.sim.regions[0]
+    engine.sim.set_faults(bad, error_rate=1.0, error_status=500)
+    uid = await create_master_user(engine, "stormy")
+    await engine.db.enqueue_work([user_order(uid)])
+    failed = (c.ORCH_REQUEST_FAILED,)
+
+    async def is_failed() -> bool:
+        return bool(await engine.db.pending_requests(bad, c.ENDPOINT_TYPE_IDENTITY, states=failed))
+
+    with trio.fail_after(10):
+        await wait_until(is_failed)
+    attempts = injected_errors(engine, bad)
+    assert 1 <= attempts <= ENGINE.request_max_attempts
+    await trio.sleep(2.0)  # a 5 s-tick retry loop would have tried again; we must stay quiet
+    assert injected_errors(engine, bad) == attempts
+
+
+async def test_5_unreachable_subcloud_is_retried_at_the_offline_interval(start_engine) -> None:
+    calls: dict[str, int] = {}
+
+    async def counting(ctx: Any, request: Any) -> None:
+        calls[ctx.region] = calls.get(ctx.region, 0) + 1
+        await apply_request(ctx, request)
+
+    engine: Engine = await start_engine(
+        settings=dataclasses.replace(ENGINE, offline_retry_interval=0.5), driver=counting
+    )
+    await engine.manage(*engine.sim.regions)
+    with trio.fail_after(20):
+        await engine.wait_enabled(*engine.sim.regions)
+    down = engine.sim.regions[0]
+    engine.sim.set_faults(down, offline=True)
+    uid = await create_master_user(engine, "far")
+    await engine.db.enqueue_work([user_order(uid)])
+    before = calls.get(down, 0)
+    await trio.sleep(2.0)
+    tries = calls.get(down, 0) - before
+    # one attempt per pass, one pass per 0.5 s: about 4 in 2 s (a storm would be hundreds)
+    assert 1 <= tries <= 6
+    engine.sim.clear_faults(down)
+    with trio.fail_after(10):
+        await wait_until(lambda: uid in users_on(engine, down))
+
+
+# 10.2 #6 -----------------------------------------------------------------------------------------
+
+
+class FlakyReads:
+    """Pending-request reads fail while ``broken`` (counting them): a store fault seam."""
+
+    def __init__(self) -> None:
+        self.broken = False
+        self.calls = 0
+
+    def wrap(self, execute: Execute) -> Execute:
+        async def flaky(fn: Unit, args: tuple[Any, ...], write: bool) -> Any:
+            if fn is units_sync.pending_requests_many or fn is ur.pending_requests:
+                self.calls += 1
+                if self.broken:
+                    raise DatabaseUnavailable("database is locked")
+            return await execute(fn, args, write)
+
+        return flaky
+
+
+async def test_6_sync_loops_do_not_spin_on_database_errors(start_engine) -> None:
+    flaky = FlakyReads()
+    engine: Engine = await start_engine(
+        seams=DatabaseSeams(wrap_execute=flaky.wrap),
+        actor_settings=dataclasses.replace(ACTORS, restart_max=5),
+    )
+    await engine.manage(*engine.sim.regions)
+    with trio.fail_after(20):
+        await engine.wait_enabled(*engine.sim.regions)
+    flaky.broken = True
+    uid = await create_master_user(engine, "dberr")
+    await engine.db.enqueue_work([user_order(uid)])
+    start = flaky.calls
+    await trio.sleep(2.0)
+    assert flaky.calls - start <= 30  # backing off, not spinning
+    flaky.broken = False
+    with trio.fail_after(10):
+        await wait_until(lambda: all(uid in users_on(engine, r) for r in engine.sim.regions))
+    assert engine.manager_restarts() == 0
+
+
+# 10.2 #7 -----------------------------------------------------------------------------------------
+
+
+async def test_7_jobs_are_not_coalesced_but_replayed_in_order(start_engine) -> None:
+    """Every change is its own job, applied in id order; the final state is the last change.
+
+    A create reads the master's record when it is applied (spec 5.5), so a burst that ends with
+    the object deleted on the master is replayed as patch/delete of what the subcloud has.
+    """
+    engine = await started(start_engine)
+    uid = await create_master_user(engine, "bursty")
+    orders = [user_order(uid)]
+    for i in range(4):
+        body = {"user": {"description": f"v{i}"}}
+        await engine.master_call("PATCH", f"users/{uid}", json=body)
+        orders.append(user_order(uid, c.OPERATION_PATCH, body))
+    await engine.db.enqueue_work(orders)
+    with trio.fail_after(20):
+        await engine.sim.wait_converged(engine.sim.regions, timeout=15)
+    last = {"user": {"description": "v4"}}
+    await engine.master_call("PATCH", f"users/{uid}", json=last)
+    await engine.master_call("DELETE", f"users/{uid}")
+    await engine.db.enqueue_work(
+        [user_order(uid, c.OPERATION_PATCH, last), user_order(uid, c.OPERATION_DELETE)]
+    )
+    with trio.fail_after(20):
+        await engine.sim.wait_converged(engine.sim.regions, timeout=15)
+    for region in engine.sim.regions:
+        ops = [
+            o["op"]
+            for o in engine.sim.subcloud(region).operations
+            if o.get("id") == uid and o["op"] in {"create_user", "update_user", "delete_user"}
+        ]
+        assert ops == ["create_user"] + ["update_user"] * 5 + ["delete_user"]
+        assert uid not in users_on(engine, region)
+
+
+# 10.2 #8 and 10.1 bd2b5b78/3608a0d8 --------------------------------------------------------------
+
+
+async def test_8_deleting_a_subcloud_removes_its_requests_and_readding_uses_the_new_id(
+    db: Database,
+) -> None:
+    await db.add_subcloud("sc", software_version="24.09", management_ip="10.0.0.9")
+    await db.enqueue_work([dataclasses.replace(user_order("u1"), subcloud="sc")])
+    await db.upsert_subcloud_resource("sc", c.RESOURCE_USERS, "u1", "u1")
+    await db.delete_subcloud("sc")
+    counts = await db.count_requests_by_state()
+    assert sum(counts.values()) == 0
+    await db.add_subcloud("sc", software_version="24.09", management_ip="10.0.0.9")
+    new_id = (await db.get_subcloud("sc")).id  # SQLite may reuse the old id: nothing stale
+    assert await db.pending_requests("sc", c.ENDPOINT_TYPE_IDENTITY) == []
+    assert await db.list_subcloud_resources("sc") == []
+    row = await db.upsert_subcloud_resource("sc", c.RESOURCE_USERS, "u1", "u1")
+    assert row.subcloud_id == new_id
+
+
+# 10.2 #9 -----------------------------------------------------------------------------------------
+
+
+async def test_9_unmanage_during_initial_sync_leaves_subsequent_sync_false(rig: DriverRig) -> None:
+    db, region = rig.db, rig.region
+    await db.update_subcloud_states(region, management_state=c.MANAGEMENT_UNMANAGED)
+    await db.update_subcloud_states(region, management_state=c.MANAGEMENT_MANAGED)
+    row = await db.get_subcloud(region)
+    assert (row.initial_sync_state, row.subsequent_sync) == (c.INITIAL_SYNC_REQUESTED, False)
+    ctx = await rig.context()
+
+    @dataclasses.dataclass(frozen=True)
+    class UnmanagedMidway(CloudClient):
+        """The subcloud is unmanaged while its identity is being reconciled."""
+
+        async def list_records(self, kind: str) -> list[Record]:
+            if kind == "users":
+                await db.update_subcloud_states(region, management_state=c.MANAGEMENT_UNMANAGED)
+            return await super().list_records(kind)
+
+    remote = UnmanagedMidway(
+        ctx.remote.http, ctx.remote.keystone, ctx.remote.sysinv, ctx.remote.dcdbsync
+    )
+    outcome = await run_initial_sync(db, row, remote, rig.master)
+    assert outcome is InitialSyncOutcome.CANCELLED
+    row = await db.get_subcloud(region)
+    assert (row.initial_sync_state, row.subsequent_sync) == (c.INITIAL_SYNC_NONE, False)
+
+
+# 10.2 #11 ----------------------------------------------------------------------------------------
+
+
+async def test_11_unmanage_stops_a_running_sync_promptly(start_engine) -> None:
+    engine = await started(start_engine)
+    region = engine.sim.regions[0]
+    engine.sim.set_faults(region, latency_ms=100)  # each request is a few round trips
+    uids = [await create_master_user(engine, f"slow{i}") for i in range(20)]
+    await engine.db.enqueue_work([user_order(uid) for uid in uids])
+    with trio.fail_after(10):
+        await wait_until(lambda: any(u in users_on(engine, region) for u in uids))
+    t0 = trio.current_time()
+    await engine.db.update_subcloud_states(region, management_state=c.MANAGEMENT_UNMANAGED)
+    await engine.manager.subcloud_changed(region)
+    assert trio.current_time() - t0 < 1.5  # the running pass was stopped, not awaited
+    applied = sum(u in users_on(engine, region) for u in uids)
+    await trio.sleep(0.5)
+    # at most the one request already on the wire when the pass was cancelled still lands
+    settled = sum(u in users_on(engine, region) for u in uids)
+    assert applied <= settled <= applied + 1
+    await trio.sleep(1.0)
+    assert sum(u in users_on(engine, region) for u in uids) == settled < len(uids)
+    assert engine.manager.handle(region) is None
+
+
+# 10.2 #12 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("disabled", "audited"),
+    [((c.ENDPOINT_TYPE_IDENTITY,), False), (("identity_openstack",), True), (("ident",), True)],
+)
+async def test_12_disable_audit_endpoints_is_an_exact_list(
+    start_engine, disabled: tuple[str, ...], audited: bool
+) -> None:
+    engine = await started(start_engine, disable_audit_endpoints=disabled)
+    region = engine.sim.regions[0]
+    uid = await create_master_user(engine, "drift")
+    await engine.db.enqueue_work([user_order(uid)])
+    with trio.fail_after(20):
+        await engine.sim.wait_converged(engine.sim.regions, timeout=15)
+    engine.sim.subcloud(region).identity.remove("user", uid)
+    trigger_audit(engine, region)
+    if audited:
+        with trio.fail_after(10):
+            await wait_until(lambda: uid in users_on(engine, region))
+    else:
+        handle = engine.manager.handle(region)
+        assert handle is not None
+        with trio.fail_after(10):
+            await wait_until(
+                lambda: handle.audit_at[c.ENDPOINT_TYPE_IDENTITY] > trio.current_time()
+            )
+        await trio.sleep(0.5)
+        assert uid not in users_on(engine, region)
+
+
+# 10.1 --------------------------------------------------------------------------------------------
+
+
+class Reports:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, bool]] = []
+
+    async def report(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> None:
+        self.sent.append((endpoint_type, status, alarmable))
+
+
+async def test_status_reported_once_per_change_and_reannounced_at_most_hourly(
+    db: Database,
+) -> None:
+    await db.add_subcloud("sc", software_version="24.09", management_ip="10.0.0.9")
+    now = [datetime(2026, 1, 1)]
+    reports = Reports()
+    book = StatusBook(db, reports, "sc", dedup_seconds=3600, wall_clock=lambda: now[0])
+    book.load(await db.list_subcloud_syncs("sc"))
+    ept = c.ENDPOINT_TYPE_IDENTITY
+
+    async def tick(minutes: int, in_sync: bool) -> None:
+        now[0] += timedelta(minutes=minutes)
+        await book.update(ept, in_sync, True, managed=True)
+
+    for minutes in (0, 20, 20, 19):
+        await tick(minutes, True)
+    assert reports.sent == [(ept, "in-sync", True)]
+    await tick(2, True)  # 61 minutes after the first report
+    await tick(1, False)  # a change is sent at once
+    await tick(1, True)
+    assert [s for _, s, _ in reports.sent] == ["in-sync", "in-sync", "out-of-sync", "in-sync"]
+    await book.update(ept, False, True, managed=False)  # unmanaged: never reported
+    assert len(reports.sent) == 4
+    [row] = [r for r in await db.list_subcloud_syncs("sc") if r.endpoint_type == ept]
+    assert (row.sync_status_reported, row.sync_status_report_time) == ("in-sync", now[0])
+
+
+async def test_remanaged_subcloud_is_reported_again(start_engine) -> None:
+    engine = await started(start_engine)
+    region = engine.sim.regions[0]
+    for ept in c.SYNC_ENDPOINT_TYPES:
+        assert [r["sync_status"] for r in engine.sim.status_reports(region, ept)] == ["in-sync"]
+    await engine.db.update_subcloud_states(region, management_state=c.MANAGEMENT_UNMANAGED)
+    await engine.manager.subcloud_changed(region)
+    await engine.db.update_subcloud_states(region, management_state=c.MANAGEMENT_MANAGED)
+    await engine.manager.subcloud_changed(region)
+    with trio.fail_after(20):
+        for ept in c.SYNC_ENDPOINT_TYPES:
+            await wait_until(lambda ept=ept: len(engine.sim.status_reports(region, ept)) == 2)
+    for ept in c.SYNC_ENDPOINT_TYPES:
+        assert engine.sim.status_reports(region, ept)[-1]["sync_status"] == "in-sync"
+
+
+async def test_offline_online_skips_reconciliation_but_redistributes_keys_and_audits(
+    start_engine,
+) -> None:
+    engine = await started(start_engine)
+    region = engine.sim.regions[0]
+    cloud = engine.sim.subcloud(region)
+    handle = engine.manager.handle(region)
+    assert handle is not None
+    audits = handle.audits
+    replaced = [o for o in cloud.operations if o["op"].startswith("replace_")]
+    key_posts = [o for o in cloud.operations if o["op"] == "post_fernet_repo"]
+    for availability in (c.AVAILABILITY_OFFLINE, c.AVAILABILITY_ONLINE):
+        await engine.db.update_subcloud_states(region, availability_status=availability)
+        await engine.manager.subcloud_changed(region)
+    with trio.fail_after(20):
+        await wait_until(
+            lambda: (
+                len([o for o in cloud.operations if o["op"] == "post_fernet_repo"])
+                == len(key_posts) + 1
+            )
+        )
+        await wait_until(lambda: handle.audits >= audits + len(c.SYNC_ENDPOINT_TYPES))
+    assert [o for o in cloud.operations if o["op"].startswith("replace_")] == replaced
+    row = await engine.db.get_subcloud(region)
+    assert (row.initial_sync_state, row.subsequent_sync) == (c.INITIAL_SYNC_COMPLETED, True)
+
+
+async def test_fernet_only_backlog_is_out_of_sync_but_not_alarmable(start_engine) -> None:
+    engine = await started(start_engine, offline_retry_interval=0.2)
+    down = engine.sim.regions[0]
+    engine.sim.set_faults(down, offline=True)
+    keys = {str(k): v for k, v in engine.sim.master.platform.fernet_keys.items()}
+    order = WorkOrder(
+        c.ENDPOINT_TYPE_PLATFORM, c.RESOURCE_FERNET_REPO, "keys", c.OPERATION_PUT, json.dumps(keys)
+    )
+    await engine.db.enqueue_work([order])
+    ept = c.ENDPOINT_TYPE_PLATFORM
+    with trio.fail_after(10):
+        await wait_until(lambda: engine.sim.latest_status(down, ept) == "out-of-sync")
+    assert engine.sim.status_reports(down, ept)[-1]["alarmable"] is False
+    engine.sim.clear_faults(down)
+    with trio.fail_after(10):
+        await wait_until(lambda: engine.sim.latest_status(down, ept) == "in-sync")
+
+
+async def test_filtered_users_are_never_synced(rig: DriverRig) -> None:
+    await audit(rig)
+    for request in await rig.db.pending_requests(rig.region, c.ENDPOINT_TYPE_IDENTITY):
+        await apply_request(await rig.context(), request)
+        await rig.db.update_requests([RequestUpdate(request.id, state=c.ORCH_REQUEST_COMPLETED)])
+    names = ["usm", "dcorch", "dcdbsync", "smapi", "cinderRegionOne", "kept"]
+    ids = {}
+    for name in names:
+        if rig.sim.master.identity.find_name("user", "default", name) is None:
+            body = {"user": {"name": name, "password": "x", "domain_id": "default"}}
+            ids[name] = (await rig.master_call("POST", "users", json=body)).json()["user"]["id"]
+    assert await audit(rig) == 1
+    [request] = await rig.db.pending_requests(rig.region, c.ENDPOINT_TYPE_IDENTITY)
+    assert (request.resource_type, request.source_resource_id) == ("users", ids["kept"])
