@@ -18,8 +18,8 @@ transaction already running, never behind the work it set off. ``writers`` trans
 at once (one on SQLite, which has a single writer anyway; a few on PostgreSQL).
 
 Failures: a batch whose transaction fails is re-run one submission (or unit) at a time, so
-one caller's bad order or vanished subcloud fails only that caller; ``DatabaseUnavailable``
-fails the whole batch at once. A failure of the dispatcher itself (a bug outside the units)
+one caller's bad order or vanished subcloud fails only that caller (for bookkeeping,
+``DatabaseUnavailable`` fails the whole batch at once: its callers retry on their own). A failure of the dispatcher itself (a bug outside the units)
 answers the batch's callers with it and crashes :meth:`run`, which its supervisor restarts.
 The lanes belong to the ``Dispatcher`` object, not to the task running :meth:`run`, so a
 restart loses nothing queued.
@@ -236,11 +236,12 @@ class Dispatcher:
         try:
             committed.append(await self._enqueue(batch))
         except Exception as exc:
-            if len(batch) == 1 or isinstance(exc, DatabaseUnavailable):
-                for submission in batch:
-                    submission.reply.resolve(outcome.Error(exc))
+            if len(batch) == 1:
+                batch[0].reply.resolve(outcome.Error(exc))
                 return
-            # One caller's bad order must not fail the others: commit each on its own.
+            # One caller's bad order must not fail the others: commit each on its own. This
+            # also settles an ambiguous commit (the connection lost during COMMIT): each order's
+            # job_uuid makes re-recording work that was written a no-op.
             logger.info("dispatcher.batch_failed size=%d error=%s", len(batch), type(exc).__name__)
             for submission in batch:
                 try:

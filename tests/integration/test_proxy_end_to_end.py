@@ -14,8 +14,11 @@ import pytest
 import trio
 from sqlalchemy import Connection, func, select
 
+from dcorch.db.database import DatabaseSeams
+from dcorch.db.runner import Execute, Unit
 from dcorch.db.schema import orch_job, orch_request, resource, subcloud_sync
 from dcorch.db.seeding import seed_eligible_subclouds
+from dcorch.db.units_work import enqueue_work
 from dcorch.harness import Dcorch, open_dcorch
 from tests.conftest import harness_settings
 
@@ -206,16 +209,19 @@ async def test_overload_gives_503_with_retry_after_and_every_2xx_is_committed() 
     settings = harness_settings(
         subclouds=0, dispatcher={"mailbox_size": 1, "enqueue_timeout": 0.2, "max_batch": 1}
     )
-    async with open_dcorch(settings, ephemeral_ports=True, engine=False) as dc:
+    gate = trio.Event()
+
+    def gated(execute: Execute) -> Execute:
+        async def slow(fn: Unit, args: tuple[Any, ...], write: bool) -> Any:
+            if fn is enqueue_work and not gate.is_set():
+                await gate.wait()
+            return await execute(fn, args, write)
+
+        return slow
+
+    seams = DatabaseSeams(wrap_execute=gated)
+    async with open_dcorch(settings, ephemeral_ports=True, engine=False, seams=seams) as dc:
         await dc.db.run(seed_eligible_subclouds, REGIONS)
-        gate = trio.Event()
-        real_enqueue = dc.db.enqueue_work
-
-        async def slow_enqueue(orders: Any) -> Any:
-            await gate.wait()
-            return await real_enqueue(orders)
-
-        dc.db.enqueue_work = slow_enqueue  # type: ignore[method-assign]
         statuses: dict[str, int] = {}
         retry_after: set[str] = set()
 
@@ -240,7 +246,6 @@ async def test_overload_gives_503_with_retry_after_and_every_2xx_is_committed() 
         assert retry_after == {"1"}
         committed = await dc.db.run(_job_count)
         assert committed == sum(1 for s in statuses.values() if s == 201) == 2
-        dc.db.enqueue_work = real_enqueue  # type: ignore[method-assign]
         after = await dc.client.post(
             dc.identity_url + "/v3/users",
             json={"user": {"name": "later", "password": "pw-123456", "domain_id": "default"}},
@@ -276,5 +281,5 @@ async def test_200_concurrent_commands_at_1000_subclouds_all_committed() -> None
 
         assert await dc.db.run(counts) == (200, 200 * 1000)
         # Group commit: far fewer transactions than commands.
-        assert dc.dispatcher.batches < 200
-        assert dc.dispatcher.committed_submissions == 200
+        assert dc.db.dispatcher.stats.order_batches < 200
+        assert dc.db.dispatcher.stats.submissions == 200

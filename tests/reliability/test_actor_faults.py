@@ -7,13 +7,15 @@ by editing code:
 * sync actor: the harness's ``driver=`` (the function that applies one request) raises for one
   chosen request a few times; the actor crashes, its supervisor restarts it, and the restarted
   actor takes the request up again from the database;
-* dispatcher, answered error: ``Database.enqueue_work`` raises once; the dispatcher answers that
-  caller with the error (the proxy turns it into a 5xx) and keeps serving;
-* dispatcher, ambiguous failure: ``enqueue_work`` commits a batch and then raises; the dispatcher
-  re-commits the batch one submission at a time, and the ``job_uuid`` each order got at submit
-  makes that a no-op for work already written (no duplicate jobs);
-* dispatcher, crash: the dispatcher's mailbox is wrapped so that its ``run()`` raises once; the
-  actor system restarts the ``dispatcher`` task and the commands queued meanwhile are committed.
+* dispatcher, answered error: the store's enqueue transaction raises once (the database's
+  ``wrap_execute`` seam); the dispatcher answers that caller with the error (the proxy turns it
+  into a 5xx) and keeps serving;
+* dispatcher, ambiguous failure: the enqueue transaction commits a batch and then raises; the
+  dispatcher re-commits the batch one submission at a time, and the ``job_uuid`` each order got
+  at submit makes that a no-op for work already written (no duplicate jobs);
+* dispatcher, crash: the commit feed (the database's ``feed`` seam) fails once after a commit;
+  the database's supervisor restarts the ``dispatcher`` task and the commands queued meanwhile
+  are committed.
 
 After each: every 201 has its ``orch_job`` and one ``orch_request`` per subcloud, nothing is
 left pending, and the users reach every subcloud once each, in order.
@@ -29,10 +31,13 @@ import trio
 
 from actors import NodeSnapshot
 from dcorch import constants as c
+from dcorch.db.commits import CommitFeed, Committed
+from dcorch.db.database import DatabaseSeams
 from dcorch.db.errors import DatabaseUnavailable
+from dcorch.db.runner import Execute, Unit
+from dcorch.db.units_work import enqueue_work
 from dcorch.harness import Dcorch, open_dcorch
 from dcorch.sync.drivers import apply_request
-from dcorch.work import EnqueueResult, WorkOrder
 
 from .conftest import REGIONS_3, fast_settings, work_view
 
@@ -174,27 +179,47 @@ async def test_crashing_sync_actor_is_restarted_and_loses_nothing() -> None:
     print(f"\nactor faults [sync actor]: {FIGURES['sync_actor']}")
 
 
-@pytest.mark.timeout(120)
-async def test_enqueue_error_fails_that_caller_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    async with open_dcorch(fast_settings(subclouds=3), ephemeral_ports=True) as dc:
-        await _ready(dc)
-        real = dc.db.enqueue_work
-        failed: list[int] = []
+class _EnqueueFaults:
+    """Store seam: the first enqueue transaction fails (``mode="fail"``), or commits and then
+    raises as if the answer was lost (``mode="ambiguous"``, on a batch of two or more)."""
 
-        async def fail_once(orders: list[WorkOrder]) -> list[EnqueueResult]:
-            if not failed:
-                failed.append(len(orders))
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.armed = False
+        self.injected: list[int] = []
+
+    def wrap(self, execute: Execute) -> Execute:
+        async def faulty(fn: Unit, args: tuple[Any, ...], write: bool) -> Any:
+            if fn is not enqueue_work or not self.armed or self.injected:
+                return await execute(fn, args, write)
+            orders = args[0]
+            if self.mode == "fail":
+                self.injected.append(len(orders))
                 raise DatabaseUnavailable("injected enqueue failure")
-            return await real(orders)
+            await trio.sleep(0.05)  # let concurrent commands queue up into one batch
+            results = await execute(fn, args, write)
+            if len(orders) >= 2 and not self.injected:
+                self.injected.append(len(orders))
+                raise DatabaseUnavailable("injected: committed, but the answer was lost")
+            return results
 
-        monkeypatch.setattr(dc.db, "enqueue_work", fail_once)
+        return faulty
+
+
+@pytest.mark.timeout(120)
+async def test_enqueue_error_fails_that_caller_only() -> None:
+    faults = _EnqueueFaults("fail")
+    seams = DatabaseSeams(wrap_execute=faults.wrap)
+    async with open_dcorch(fast_settings(subclouds=3), ephemeral_ports=True, seams=seams) as dc:
+        await _ready(dc)
+        faults.armed = True
         status, refused_uid = await _create_user(dc, "refused")
         acknowledged = await _create_concurrently(dc, "after-error", clients=4, each=5)
         await _assert_durable_and_applied(dc, acknowledged)
         view = await trio.to_thread.run_sync(work_view, dc.settings.database_url)
-        dispatcher = _node(dc.system.snapshot(), "dispatcher")
+        dispatcher = _node(dc.db.snapshot(), "dispatcher")
 
-    assert failed == [1]
+    assert faults.injected == [1]
     assert 500 <= status < 600
     assert refused_uid is None
     # The refused command wrote nothing. Its user does exist at the master (the proxy forwarded
@@ -215,73 +240,57 @@ async def test_enqueue_error_fails_that_caller_only(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.timeout(120)
-async def test_batch_failing_after_commit_writes_no_duplicates(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async with open_dcorch(fast_settings(subclouds=3), ephemeral_ports=True) as dc:
+async def test_batch_failing_after_commit_writes_no_duplicates() -> None:
+    faults = _EnqueueFaults("ambiguous")
+    seams = DatabaseSeams(wrap_execute=faults.wrap)
+    async with open_dcorch(fast_settings(subclouds=3), ephemeral_ports=True, seams=seams) as dc:
         await _ready(dc)
-        real = dc.db.enqueue_work
-        ambiguous: list[int] = []
-
-        async def commit_then_fail(orders: list[WorkOrder]) -> list[EnqueueResult]:
-            if not ambiguous:
-                await trio.sleep(0.05)  # let concurrent commands queue up into one batch
-            results = await real(orders)
-            if not ambiguous and len(orders) >= 2:
-                ambiguous.append(len(orders))
-                raise DatabaseUnavailable("injected: committed, but the answer was lost")
-            return results
-
-        monkeypatch.setattr(dc.db, "enqueue_work", commit_then_fail)
+        faults.armed = True
         acknowledged = await _create_concurrently(dc, "ambiguous", clients=8, each=5)
         await _assert_durable_and_applied(dc, acknowledged)
         view = await trio.to_thread.run_sync(work_view, dc.settings.database_url)
 
-    assert ambiguous, "no batch of two or more formed"
+    assert faults.injected, "no batch of two or more formed"
     assert len(view.jobs_for_type(c.RESOURCE_USERS)) == len(acknowledged) == 40
     FIGURES["ambiguous_batch"] = {
         "acknowledged": len(acknowledged),
         "lost": 0,
-        "batch_committed_then_failed": ambiguous[0],
+        "batch_committed_then_failed": faults.injected[0],
         "duplicate_jobs": 0,
     }
     print(f"\nactor faults [ambiguous batch]: {FIGURES['ambiguous_batch']}")
 
 
-class _CrashingMailbox:
-    """The dispatcher's receive channel, whose next ``receive()`` raises once."""
+class _CrashingFeed(CommitFeed):
+    """The dispatcher's commit feed, which fails once after publishing: a dispatcher bug."""
 
-    def __init__(self, inner: trio.MemoryReceiveChannel[Any]) -> None:
-        self._inner = inner
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
         self.crashes = 0
 
-    async def receive(self) -> Any:
-        if not self.crashes:
+    def publish(self, committed: Committed) -> None:
+        super().publish(committed)
+        if self.armed and not self.crashes:
             self.crashes += 1
             raise RuntimeError("injected dispatcher crash")
-        return await self._inner.receive()
-
-    def receive_nowait(self) -> Any:
-        return self._inner.receive_nowait()
 
 
 @pytest.mark.timeout(120)
-async def test_crashed_dispatcher_is_restarted_and_loses_nothing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async with open_dcorch(fast_settings(subclouds=3), ephemeral_ports=True) as dc:
+async def test_crashed_dispatcher_is_restarted_and_loses_nothing() -> None:
+    feed = _CrashingFeed()
+    seams = DatabaseSeams(feed=feed)
+    async with open_dcorch(fast_settings(subclouds=3), ephemeral_ports=True, seams=seams) as dc:
         await _ready(dc)
-        mailbox = _CrashingMailbox(dc.dispatcher._receive)
-        # run() is waiting on the real channel: the wrapper is used from its next loop on.
-        monkeypatch.setattr(dc.dispatcher, "_receive", mailbox)
+        feed.armed = True
         status, first = await _create_user(dc, "before-crash")
-        assert status == 201
+        assert status == 201  # committed and answered before the crash
         assert first is not None
         acknowledged = [first, *await _create_concurrently(dc, "crash", clients=6, each=5)]
         await _assert_durable_and_applied(dc, acknowledged)
-        dispatcher = _node(dc.system.snapshot(), "dispatcher")
+        dispatcher = _node(dc.db.snapshot(), "dispatcher")
 
-    assert mailbox.crashes == 1
+    assert feed.crashes == 1
     assert dispatcher.restarts == 1
     assert "injected dispatcher crash" in (dispatcher.last_error or "")
     assert dispatcher.state == "running"

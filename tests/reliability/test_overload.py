@@ -74,7 +74,7 @@ async def test_overload_answers_503_with_retry_after_and_recovers() -> None:
         async def sample(done: trio.Event) -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, dc.dispatcher.statistics().current_buffer_used)
+                peak = max(peak, dc.db.dispatcher.orders_queued)
                 await trio.sleep(0.005)
 
         done = trio.Event()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,19 +24,16 @@ import pytest
 import trio
 
 from dcorch import constants as c
-from dcorch.db import Database
+from dcorch.db import Database, units_sync
 from dcorch.db import units_requests as ur
-from dcorch.db import units_sync
 from dcorch.db.database import DatabaseSeams
 from dcorch.db.errors import DatabaseUnavailable
 from dcorch.db.rows import RequestUpdate
 from dcorch.db.runner import Execute, Unit
 from dcorch.remote.clients import CloudClient, Record
-from dcorch.sim.endpoints import SimResolver
 from dcorch.sync.audit import PairAudit
 from dcorch.sync.drivers import apply_request
 from dcorch.sync.initial_sync import InitialSyncOutcome, run_initial_sync
-from dcorch.sync.manager import SyncManager
 from dcorch.sync.status import StatusBook
 from dcorch.work import WorkOrder
 
