@@ -19,10 +19,10 @@ at once (one on SQLite, which has a single writer anyway; a few on PostgreSQL).
 
 Failures: a batch whose transaction fails is re-run one submission (or unit) at a time, so
 one caller's bad order or vanished subcloud fails only that caller (for bookkeeping,
-``DatabaseUnavailable`` fails the whole batch at once: its callers retry on their own). A failure of the dispatcher itself (a bug outside the units)
-answers the batch's callers with it and crashes :meth:`run`, which its supervisor restarts.
-The lanes belong to the ``Dispatcher`` object, not to the task running :meth:`run`, so a
-restart loses nothing queued.
+``DatabaseUnavailable`` fails the whole batch at once: its callers retry on their own). A
+failure of the dispatcher itself (a bug outside the units) answers the batch's callers with it
+and crashes :meth:`run`, which its supervisor restarts. The lanes belong to the ``Dispatcher``
+object, not to the task running :meth:`run`, so a restart loses nothing queued.
 
 Overload: when the orders lane stays full for ``enqueue_timeout`` the caller gets
 :class:`~dcorch.work.Overloaded` (the proxy answers 503 with Retry-After).
