@@ -15,29 +15,25 @@ until the subclouds converge. It is what the tests, the bench and ``dcorch serve
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from functools import partial
+from typing import Unpack
 
 import httpx
 
-from actors import ActorSystem
 from dcorch import constants
-from dcorch.db.database import NO_SEAMS, Database, DatabaseSeams
+from dcorch.db.database import Database
 from dcorch.db.errors import SubcloudAlreadyExists
 from dcorch.db.schema import utcnow
 from dcorch.db.seeding import seed_eligible_subclouds
-from dcorch.metrics import Metrics
 from dcorch.remote.endpoints import MasterEndpoints
 from dcorch.remote.http import Credentials, open_http_client
-from dcorch.service import Service, open_service
+from dcorch.service import Service, ServiceOptions, open_service
 from dcorch.settings import Settings
 from dcorch.sim import SimCloud, open_sim_cloud
 from dcorch.sim.endpoints import SimResolver
-from dcorch.sync.env import Driver
-from dcorch.sync.manager import SyncManager
 
 logger = logging.getLogger(__name__)
 
@@ -48,55 +44,15 @@ CALLER_CONNECTIONS = 500
 
 
 @dataclass
-class Dcorch:
-    """Handle to a running system (yielded by :func:`open_dcorch`)."""
+class Dcorch(Service):
+    """Handle to a running system (yielded by :func:`open_dcorch`): the service's handle plus
+    the simulator, a client and an admin token."""
 
-    service: Service
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient = field(kw_only=True)
     """A client for the caller (tests, bench), with its own pool."""
-    sim: SimCloud | None
-    token: str = ""
+    sim: SimCloud | None = field(kw_only=True)
+    token: str = field(default="", kw_only=True)
     """An admin token of the master keystone, valid for the proxies and the API."""
-
-    @property
-    def settings(self) -> Settings:
-        return self.service.settings
-
-    @property
-    def db(self) -> Database:
-        return self.service.db
-
-    @property
-    def system(self) -> ActorSystem:
-        return self.service.system
-
-    @property
-    def sync_manager(self) -> SyncManager | None:
-        return self.service.sync_manager
-
-    @property
-    def metrics(self) -> Metrics:
-        return self.service.metrics
-
-    @property
-    def master(self) -> MasterEndpoints:
-        return self.service.master
-
-    @property
-    def urls(self) -> dict[str, str]:
-        return self.service.urls
-
-    @property
-    def identity_url(self) -> str:
-        return self.service.identity_url
-
-    @property
-    def platform_url(self) -> str:
-        return self.service.platform_url
-
-    @property
-    def api_url(self) -> str:
-        return self.service.api_url
 
     @property
     def auth(self) -> dict[str, str]:
@@ -117,7 +73,7 @@ class Dcorch:
     async def register(self, regions: Sequence[str], *, manage: bool = True) -> None:
         """Add subclouds to dcorch (as the v1 API would) and, with ``manage``, bring them
         managed and online so their initial sync starts."""
-        manager = self.service.sync_manager
+        manager = self.sync_manager
         for region in regions:
             with suppress(SubcloudAlreadyExists):
                 await self.db.add_subcloud(
@@ -146,33 +102,24 @@ class Dcorch:
 async def open_dcorch(
     settings: Settings | None = None,
     *,
-    ephemeral_ports: bool = False,
-    upgrade_db: bool = True,
     subclouds: int | None = None,
-    engine: bool = True,
     presynced: bool = False,
     register: bool = True,
-    driver: Driver | None = None,
-    rng: random.Random | None = None,
-    seams: DatabaseSeams = NO_SEAMS,
+    **options: Unpack[ServiceOptions],
 ) -> AsyncIterator[Dcorch]:
     """Run the whole system until the block exits.
 
     Args:
         settings: the process settings (defaults from ``config/dcorch.toml`` semantics).
-        ephemeral_ports: bind every listener to port 0 (tests and bench) instead of the
-            configured ports, with a private SQLite file unless ``database.url`` is set.
-        upgrade_db: bring the schema to the code's head first (``dcorch db upgrade``).
         subclouds: simulated subclouds to create (default ``sim.subclouds``).
-        engine: run the sync engine; without it the system records work but applies none.
         presynced: register the simulated subclouds as already initially synced and audited
             (their fernet keys set to the master's) instead of managing them one by one, so a
             scale test with thousands of subclouds starts in seconds rather than minutes.
         register: add the simulated subclouds to dcorch and manage them (otherwise the test
             does it, e.g. with :meth:`Dcorch.register`).
-        driver: applies one request in the sync actors (fault tests wrap the real one).
-        rng: the engine's jitter source (seed it for reproducible tests).
-        seams: database fault injection (see :class:`dcorch.db.DatabaseSeams`).
+        options: how the service runs (:func:`dcorch.service.open_service`): tests and the
+            bench pass ``ephemeral_ports=True``; ``engine=False`` records work without applying
+            it; ``driver``, ``rng`` and ``seams`` inject faults and determinism.
     """
     settings = settings or Settings()
     async with AsyncExitStack() as stack:
@@ -185,25 +132,22 @@ async def open_dcorch(
                 open_sim_cloud(settings.sim, settings.master, subclouds=count)
             )
             master, resolver = sim.endpoints.master(), SimResolver(sim.endpoints)
+        engine = options.get("engine", True)
         seeded = sim is not None and engine and presynced and register
         service = await stack.enter_async_context(
             open_service(
                 settings,
                 master=master,
                 subclouds=resolver,
-                ephemeral_ports=ephemeral_ports,
-                upgrade_db=upgrade_db,
-                engine=engine,
-                driver=driver,
-                rng=rng,
                 prepare=partial(_presync, sim) if seeded and sim is not None else None,
-                seams=seams,
+                **options,
             )
         )
         client = await stack.enter_async_context(
             open_http_client(settings.tls, max_connections=CALLER_CONNECTIONS, timeout=60.0)
         )
-        handle = Dcorch(service=service, client=client, sim=sim)
+        parts = {f.name: getattr(service, f.name) for f in fields(service)}
+        handle = Dcorch(**parts, client=client, sim=sim)
         credentials = Credentials(
             settings.master.username, settings.master.password, settings.master.project_name
         )

@@ -60,7 +60,7 @@ async def _running(settings: Settings, upgrade_db: bool) -> AsyncIterator[str]:
             f"  sim inspection   {dc.sim.endpoints.control}/subclouds/<region>/state",
         ]
         # The simulator's admin token is a test credential, fine to show on the console.
-        yield banner(dc.service, token=dc.token, sim_lines=sim_lines)
+        yield banner(dc, token=dc.token, sim_lines=sim_lines)
 
 
 async def _serve(settings: Settings, upgrade_db: bool) -> None:

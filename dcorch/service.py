@@ -22,8 +22,9 @@ import random
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
+from typing import TypedDict
 
 import httpx
 import trio
@@ -76,7 +77,7 @@ class Service:
     """The engine's authenticated session (master and subclouds)."""
     tokens: TokenCache
     """The one cache of validated client tokens (proxies and v1 API)."""
-    urls: dict[str, str] = field(default_factory=dict)
+    urls: dict[str, str]
     """``identity``, ``platform``, ``usm`` (proxies) and ``api`` -> base URL."""
 
     @property
@@ -90,6 +91,17 @@ class Service:
     @property
     def api_url(self) -> str:
         return self.urls["api"]
+
+
+class ServiceOptions(TypedDict, total=False):
+    """The keyword options of :func:`open_service` that the test harness passes through."""
+
+    ephemeral_ports: bool
+    upgrade_db: bool
+    engine: bool
+    driver: Driver | None
+    rng: random.Random | None
+    seams: DatabaseSeams
 
 
 @asynccontextmanager

@@ -126,23 +126,25 @@ def base_enqueue(engine: Engine, order: WorkOrder) -> tuple[float, int]:
         now = _now()
         job_id = _resource_and_job(session, order, now)
         regions = [sc.region_name for sc in session.query(OrmSubcloud).all()]
-        mappings = [
-            {
-                "uuid": new_uuid(),
-                "state": c.ORCH_REQUEST_QUEUED,
-                "try_count": 0,
-                "target_region_name": region,
-                "orch_job_id": job_id,
-                "created_at": now,
-                "deleted": 0,
-            }
-            for region in regions
-        ]
+        mappings = [_request_row(region, job_id, now) for region in regions]
         for m in mappings:  # the base validates every dict before inserting
             if not m.get("orch_job_id") or not m.get("target_region_name"):
                 raise ValueError("orch_request mapping without job or region")
         session.bulk_insert_mappings(OrmOrchRequest, mappings)  # type: ignore[arg-type]
     return time.perf_counter() - t0, len(mappings)
+
+
+def _request_row(region: str, job_id: int, now: Any) -> dict[str, Any]:
+    """One queued ``orch_request`` as the ORM baselines write it."""
+    return {
+        "uuid": new_uuid(),
+        "state": c.ORCH_REQUEST_QUEUED,
+        "try_count": 0,
+        "target_region_name": region,
+        "orch_job_id": job_id,
+        "created_at": now,
+        "deleted": 0,
+    }
 
 
 def old_enqueue(
@@ -164,15 +166,7 @@ def old_enqueue(
         for region in regions:
             session.query(OrmOrchJob).filter_by(id=job_id).one()  # the per-request re-read
             req = OrmOrchRequest()
-            for key, value in {
-                "uuid": new_uuid(),
-                "state": c.ORCH_REQUEST_QUEUED,
-                "try_count": 0,
-                "target_region_name": region,
-                "orch_job_id": job_id,
-                "created_at": now,
-                "deleted": 0,
-            }.items():
+            for key, value in _request_row(region, job_id, now).items():
                 setattr(req, key, value)
             session.add(req)
             session.commit()

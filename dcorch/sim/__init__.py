@@ -10,7 +10,6 @@ from dcorch.sim.certs import make_test_pem as make_test_pem
 from dcorch.sim.convergence import ConvergenceCheck as ConvergenceCheck
 from dcorch.sim.endpoints import SimEndpoints as SimEndpoints
 from dcorch.sim.faults import Faults as Faults
-from dcorch.sim.server import AdminCredentials as AdminCredentials
 from dcorch.sim.server import NotConverged as NotConverged
 from dcorch.sim.server import SimCloud as SimCloud
 from dcorch.sim.server import open_sim_cloud as open_sim_cloud
@@ -18,7 +17,6 @@ from dcorch.sim.state import CloudState as CloudState
 from dcorch.sim.state import SimState as SimState
 
 __all__ = (
-    "AdminCredentials",
     "CloudState",
     "ConvergenceCheck",
     "Faults",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, cast
 
@@ -28,6 +27,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from hypercorn.typing import ASGIFramework
 
+from dcorch.remote.http import Credentials
 from dcorch.settings import MasterSettings, SimSettings
 from dcorch.sim import control, dcmanager
 from dcorch.sim.convergence import ConvergenceCheck
@@ -53,37 +53,6 @@ class NotConverged(AssertionError):
         super().__init__(f"{len(differences)} subclouds not converged: {shown}")
 
 
-@dataclass(frozen=True, slots=True)
-class AdminCredentials:
-    """What every simulated keystone accepts for its admin user."""
-
-    username: str
-    password: str
-    project_name: str
-    user_domain_id: str = DEFAULT_DOMAIN_ID
-    project_domain_id: str = DEFAULT_DOMAIN_ID
-
-    def auth_body(self) -> dict[str, Any]:
-        """The ``POST /v3/auth/tokens`` body for a project-scoped password token."""
-        return {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {
-                            "name": self.username,
-                            "domain": {"id": self.user_domain_id},
-                            "password": self.password,
-                        }
-                    },
-                },
-                "scope": {
-                    "project": {"name": self.project_name, "domain": {"id": self.project_domain_id}}
-                },
-            }
-        }
-
-
 class SimCloud:
     """Handle on a running simulator: URLs, in-process state, control and inspection."""
 
@@ -91,7 +60,8 @@ class SimCloud:
         self.state = state
         self.base_url = base_url
         self.endpoints = SimEndpoints(base_url)
-        self.admin = AdminCredentials(state.admin_user, state.admin_password, state.admin_project)
+        self.admin = Credentials(state.admin_user, state.admin_password, state.admin_project)
+        """What every simulated keystone accepts for its admin user."""
 
     def __repr__(self) -> str:
         return f"<SimCloud {self.base_url} subclouds={len(self.state.subclouds)}>"
