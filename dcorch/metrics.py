@@ -47,13 +47,6 @@ class Histogram:
         self.count += 1
         self.samples.append(value)
 
-    def quantile(self, q: float) -> float:
-        """Quantile of the most recent samples (for bench reports and health output)."""
-        if not self.samples:
-            return 0.0
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} histogram"

@@ -113,17 +113,14 @@ class EngineSettings:
     offline_retry_interval: float = 30 * SECONDS
     safety_sweep_interval: float = 60 * SECONDS
     audit_interval: float = 1200 * SECONDS
-    audit_check_interval: float = 300 * SECONDS
     audit_timeout: float = 600 * SECONDS
     initial_sync_retry: float = 60 * SECONDS
     status_report_dedup: float = 3600 * SECONDS
-    fernet_rotation_interval: float = 168 * HOURS
     disable_audit_endpoints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ActorSettings:
-    mailbox_size: int = 64
     restart_max: int = 5
     restart_period: float = 60 * SECONDS
     restart_backoff: float = 0.1 * SECONDS

@@ -25,10 +25,6 @@ class Reply(Generic[T]):
         self._done = trio.Event()
         self._result: outcome.Outcome[T] | None = None
 
-    @property
-    def resolved(self) -> bool:
-        return self._result is not None
-
     def resolve(self, result: outcome.Outcome[T]) -> None:
         """Deliver ``result`` unless an outcome was already delivered."""
         if self._result is None:

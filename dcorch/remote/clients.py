@@ -115,10 +115,6 @@ class CloudClient:
 
     # keystone REST ---------------------------------------------------------------------------
 
-    async def keystone_list(self, kind: str) -> list[Record]:
-        data = await self._json("GET", f"{self.keystone}/{kind}")
-        return list(data.get(kind, [])) if isinstance(data, dict) else []
-
     async def keystone_get(self, kind: str, oid: str) -> Record:
         data = await self._json("GET", f"{self.keystone}/{kind}/{oid}")
         return _unwrap(data, singular(kind))

@@ -104,10 +104,6 @@ class HttpSession:
         self._locks: dict[str, trio.Lock] = {}
         self.token_requests = 0
 
-    def forget_token(self, keystone_url: str) -> None:
-        """Drop a cached token (the subcloud was reinstalled, keys rotated, ...)."""
-        self._tokens.pop(keystone_url, None)
-
     async def token(self, keystone_url: str, *, stale: str | None = None) -> str:
         """A token for ``keystone_url``; a new one if the cached one equals ``stale``.
 

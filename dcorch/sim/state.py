@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from dcorch.sim.records import (
@@ -363,7 +363,3 @@ class SimState:
         if region == self.master.region:
             return self.master
         return self.subclouds.get(region)
-
-    def iter_subclouds(self) -> Iterator[CloudState]:
-        """All subclouds in creation order."""
-        return iter(self.subclouds.values())

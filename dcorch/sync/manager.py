@@ -116,11 +116,6 @@ class SyncManager:
         state = "running" if self._system is not None else "stopped"
         return f"<SyncManager {state} subclouds {len(self._refs)} timers {len(self._timers)}>"
 
-    @property
-    def limiter(self) -> trio.CapacityLimiter:
-        """The global bound on subclouds talked to at once (for statistics)."""
-        return self._env.limiter
-
     def handle(self, region: str) -> SubcloudHandle | None:
         """The shared state of one subcloud's actor (introspection and tests)."""
         return self._handles.get(region)
@@ -135,16 +130,11 @@ class SyncManager:
             raise ActorStopped("sync manager is not running")
         return self._system.snapshot()
 
-    async def run(  # noqa: ASYNC128 - started() is called by _run_actors, once actors run
+    async def run(  # noqa: ASYNC128 - started() once the actors run
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Recover states, start an actor per managed subcloud, then serve until cancelled."""
         subclouds = await self._recover()
-        await self._run_actors(subclouds, task_status)
-
-    async def _run_actors(
-        self, subclouds: list[SubcloudRow], task_status: trio.TaskStatus[None]
-    ) -> None:
         a = self._actor_settings
         async with open_actor_system(
             name="sync",
@@ -157,7 +147,7 @@ class SyncManager:
             self._system = system
             try:
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(self._timers.run, self._fire)
+                    await nursery.start(self._timers.run, self._tell)
                     async with self._lifecycle:
                         for row in subclouds:
                             if row.management_state == c.MANAGEMENT_MANAGED:
@@ -242,9 +232,6 @@ class SyncManager:
             return
         with contextlib.suppress(MailboxFull, ActorStopped):  # a wake is pending / going away
             ref.tell_nowait(Wake())
-
-    def _fire(self, region: str) -> None:
-        self._tell(region)
 
     async def _start(self, row: SubcloudRow) -> None:
         assert self._system is not None
