@@ -1,4 +1,6 @@
-"""Names and states shared by every part of dcorch (spec sections 4 and 5.3).
+"""Names and states shared by every part of dcorch.
+
+See docs/behaviour.md#tables and docs/behaviour.md#states.
 
 They are the real system's strings: operators' tools read them from the database, so they must
 not be renamed.

@@ -1,7 +1,8 @@
 """The contract between whoever records work (proxies, audits) and the store that commits it.
 
 One :class:`WorkOrder` becomes, in one transaction, a ``resource`` row (found or created), one
-``orch_job`` row and one ``orch_request`` row per eligible target subcloud (spec section 3).
+``orch_job`` row and one ``orch_request`` row per eligible target subcloud
+(docs/behaviour.md#recording-work).
 """
 
 from __future__ import annotations

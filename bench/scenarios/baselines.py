@@ -78,7 +78,10 @@ def sync_engine(url: str) -> Engine:
 
 
 def _resource_and_job(session: Session, order: WorkOrder, now: datetime) -> int:
-    """Spec 3 steps 1-2 as the real system does them: look up or add, then a new job."""
+    """The resource and job steps as upstream does them: look up or add, then a new job.
+
+    See docs/behaviour.md#recording-work.
+    """
     res = (
         session.query(OrmResource)
         .filter_by(resource_type=order.resource_type, master_id=order.source_resource_id, deleted=0)

@@ -83,7 +83,8 @@ async def run_enqueue(
             for n in sorted(sizes):
                 await db.run(seed_to, n)
                 if backend.name == "postgresql":
-                    await db.run(_analyze)  # stack.md 3.4: statistics after a bulk load
+                    # Statistics after a bulk load (docs/database.md#pitfalls).
+                    await db.run(_analyze)
                 regions = [f"subcloud{i}" for i in range(1, n + 1)]
                 cells = {m: EnqueueResult(backend.name, n, m, []) for m in METHODS}
                 for _ in range(runs):

@@ -42,7 +42,10 @@ def _seed(conn: Connection, regions: list[str], analyze: bool) -> int:
 
 
 async def seed_regions(backend: Backend, regions: list[str]) -> None:
-    """Seed eligible subclouds (and ``ANALYZE`` PostgreSQL, stack.md 3.4) before start-up."""
+    """Seed eligible subclouds (and ``ANALYZE`` PostgreSQL) before start-up.
+
+    Why ``ANALYZE``: docs/database.md#pitfalls.
+    """
     async with open_database(backend.url) as db:
         await db.run(_seed, regions, backend.name == "postgresql")
 

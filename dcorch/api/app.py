@@ -1,4 +1,4 @@
-"""The dcorch v1 REST API (spec section 8) plus what operators expect of a service.
+"""The dcorch v1 REST API (docs/behaviour.md#dcorch-v1-api) plus what operators expect of a service.
 
 Routes (all under ``/v1.0/<project_id>`` need a token the master keystone validates):
 

@@ -1,4 +1,6 @@
-"""A dedicated asyncio event-loop thread that Trio code can await (stack.md section 2, "b").
+"""A dedicated asyncio event-loop thread that Trio code can await.
+
+See docs/database.md#a-database-actor-owning-one-asyncio-thread for why.
 
 SQLAlchemy's ``AsyncEngine``, aiosqlite and asyncpg only run on asyncio; ``trio-asyncio`` would
 patch asyncio process-wide and is slower on I/O-heavy paths. So the engine lives on its own

@@ -264,7 +264,10 @@ class Database:
         management_state: str | None = None,
         availability_status: str | None = None,
     ) -> SubcloudRow:
-        """Store new states; derives ``initial_sync_state`` as spec 7/9 (unchanged: no-op)."""
+        """Store new states; derives ``initial_sync_state`` (unchanged: no-op).
+
+        See docs/behaviour.md#subcloud-lifecycle.
+        """
         return await self.run(
             us.update_subcloud_states, region_name, management_state, availability_status
         )

@@ -74,7 +74,7 @@ class RequestUpdate:
     """One change for :meth:`Database.update_requests`.
 
     ``state='completed'`` also soft-deletes the row (``deleted=1``, ``deleted_at=now``), as the
-    real system does on success (spec 5.2).
+    real system does on success (docs/behaviour.md#states).
     """
 
     id: int
@@ -86,7 +86,7 @@ class RequestUpdate:
 
 @dataclass(frozen=True, slots=True)
 class PurgeCounts:
-    """Rows removed by one purge (spec 4.4), in the order they were removed."""
+    """Rows removed by one purge (docs/behaviour.md#purge), in the order they were removed."""
 
     orch_requests: int
     orch_jobs: int

@@ -82,7 +82,8 @@ def seed_eligible_subclouds(
         ],
     )
     if conn.dialect.name == "postgresql":
-        # Fresh statistics, or the planner picks nested loops over the new rows (stack.md 3.4).
+        # Fresh statistics, or the planner picks nested loops over the new rows
+        # (docs/database.md#pitfalls).
         conn.execute(text("ANALYZE subcloud"))
         conn.execute(text("ANALYZE subcloud_sync"))
     return len(ids)

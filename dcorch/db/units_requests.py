@@ -1,8 +1,9 @@
 """Units on ``orch_request``: pending work of a pair, state changes, cleanup and purge.
 
-Every query here is per pair (region, endpoint type) where upstream's was global (spec 10.2 #4:
-one pair's audit soft-deleted every subcloud's failed requests and scanned the whole table for the
-most recent failure); the ``orch_request_pending_idx`` index makes them seeks.
+Every query here is per pair (region, endpoint type) where upstream's was global
+(docs/behaviour.md#global-failed-request-cleanup: one pair's audit soft-deleted every subcloud's
+failed requests and scanned the whole table for the most recent failure); the
+``orch_request_pending_idx`` index makes them seeks.
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ def count_requests_by_state(conn: Connection) -> dict[str, int]:
 
 
 def purge_deleted(conn: Connection, age_days: float) -> PurgeCounts:
-    """Spec 4.4 in one transaction: old soft-deleted requests, then orphan jobs and resources.
+    """The purge (docs/behaviour.md#purge) in one transaction: old soft-deleted requests, then
+    orphan jobs and resources.
 
     Live data is never touched: a job with any request row (live or soft-deleted) stays, and a
     resource referenced by a job or a subcloud mapping stays.

@@ -1,9 +1,11 @@
-"""Units of work on ``subcloud`` and ``subcloud_sync`` (spec sections 4.3, 7 and 9).
+"""Units of work on ``subcloud`` and ``subcloud_sync``.
+
+See docs/behaviour.md#initial-sync and docs/behaviour.md#subcloud-lifecycle.
 
 Each unit is a plain sync function ``fn(conn, ...)`` run inside one transaction by the actor
 (``conn.run_sync``); the same function runs on SQLite and PostgreSQL. Reads that precede a write
 of the same row use ``SELECT ... FOR UPDATE`` (ignored by SQLite, whose writers are serialised),
-so a read-modify-write never loses a concurrent update (spec 10.2 #9).
+so a read-modify-write never loses a concurrent update (docs/behaviour.md#get-then-save-races).
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def update_subcloud_states(
     management_state: str | None,
     availability_status: str | None,
 ) -> SubcloudRow:
-    """Store new states and derive ``initial_sync_state`` (spec sections 7 and 9).
+    """Store new states and derive ``initial_sync_state`` (docs/behaviour.md#subcloud-lifecycle).
 
     Unchanged states (only the given ones are compared) are a no-op. Otherwise managed+online
     requests an initial sync (``subsequent_sync`` kept, so a re-connect skips the ID
@@ -189,7 +191,8 @@ def set_initial_sync_state(
     """Compare-and-set of ``initial_sync_state``; True if this call made the change.
 
     ``subsequent_sync`` is written only when the CAS succeeds, so an initial sync finishing after
-    an unmanage (which reset the state) cannot set it behind the unmanage's back (10.2 #9).
+    an unmanage (which reset the state) cannot set it behind the unmanage's back
+    (docs/behaviour.md#get-then-save-races).
     """
     values: dict[str, Any] = {"initial_sync_state": to_state}
     if subsequent_sync is not None:
@@ -222,7 +225,9 @@ def delete_subcloud(conn: Connection, region: str) -> None:
 
     The children are deleted explicitly rather than trusting ``ON DELETE CASCADE`` (SQLite only
     honours it with ``foreign_keys=ON``), and the region's orch_requests go too, which the real
-    system forgets (spec 9 and 10.2 #8). Their orphaned jobs are removed by the next purge.
+    system forgets (docs/behaviour.md#subcloud-lifecycle and
+    docs/behaviour.md#orphaned-requests-after-delete). Their orphaned jobs are removed by the
+    next purge.
     """
     sid = _fetch(conn, region, for_update=True)["id"]
     conn.execute(delete(subcloud_resource).where(subcloud_resource.c.subcloud_id == sid))

@@ -1,12 +1,15 @@
-"""The enqueue unit: work orders become resource, orch_job and orch_request rows (spec 3).
+"""The enqueue unit: work orders become resource, orch_job and orch_request rows.
+
+See docs/behaviour.md#recording-work.
 
 One call handles one or many orders in one transaction, which is what lets the dispatcher group
 commit. The statement count does not grow with the number of orders or subclouds:
 
 1. resources: one ``SELECT`` per resource type, one ``INSERT ... ON CONFLICT DO NOTHING`` for the
-   missing ones, one re-``SELECT`` of those. Both branches of spec step 1 (``create``/``patch``
-   insert first, the rest look up first) end in the same state, and the conflict clause makes two
-   concurrent creators of one resource converge on a single row instead of failing;
+   missing ones, one re-``SELECT`` of those. Both branches of upstream's resource step
+   (``create``/``patch`` insert first, the rest look up first) end in the same state, and the
+   conflict clause makes two concurrent creators of one resource converge on a single row
+   instead of failing;
 2. targets: one query per endpoint type for the eligible subclouds (HEAD rule b303d0ab: managed,
    online, initial sync completed, and owning a sync row for that endpoint type so the request
    can ever be processed), one query for all explicitly named subclouds;
@@ -15,7 +18,8 @@ commit. The statement count does not grow with the number of orders or subclouds
 5. ``subcloud_sync.sync_request = 'requested'`` for the targeted pairs, one ``UPDATE`` per
    endpoint type. Unlike HEAD, pairs that are ``in-progress`` are *not* skipped: our sync actors
    are woken by events and re-read the pending requests after each run, so a pair marked
-   requested while it syncs simply runs once more, and the lost wake-up of 10.2 #1 cannot happen.
+   requested while it syncs simply runs once more, and the lost wake-up
+   (docs/behaviour.md#lost-wake-up) cannot happen.
    Pairs already ``requested`` are left untouched to save writes.
 
 An explicitly named subcloud that does not exist raises :class:`SubcloudNotFound`, which rolls
@@ -157,9 +161,10 @@ def _resolve_resources(
 ) -> dict[tuple[str, str], int]:
     keys = {(o.resource_type, o.source_resource_id) for o in orders}
     found = _find_resources(conn, keys)
-    # Spec step 1 inserts first for create/patch and looks up first for the rest; with
-    # ON CONFLICT DO NOTHING both orders end with the same single live row per key, so one
-    # lookup-then-insert serves both branches (and a concurrent creator cannot make it fail).
+    # Upstream's resource step (docs/behaviour.md#recording-work) inserts first for create/patch
+    # and looks up first for the rest; with ON CONFLICT DO NOTHING both orders end with the
+    # same single live row per key, so one lookup-then-insert serves both branches (and a
+    # concurrent creator cannot make it fail).
     missing = sorted(keys - found.keys())
     if missing:
         rows = [
@@ -260,7 +265,8 @@ def _insert_requests(conn: Connection, records: list[tuple[Any, ...]]) -> None:
     if conn.dialect.driver == "asyncpg":
         # COPY is 2-2.5x faster than executemany. The transaction is already open on the
         # asyncpg side because earlier statements of this unit ran through SQLAlchemy, so the
-        # COPY rolls back with it (stack.md, pitfall "COPY before any SQLAlchemy statement").
+        # COPY rolls back with it (docs/database.md#pitfalls, "COPY before any SQLAlchemy
+        # statement").
         driver = conn.connection.dbapi_connection
         assert driver is not None
         driver.run_async(  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
 """The API proxies: identity (keystone), platform (sysinv) and usm, in front of the master.
 
 Each proxy forwards every request to its master service and, for the few write routes that must
-reach the subclouds, submits work orders before answering (spec section 2).
+reach the subclouds, submits work orders before answering (docs/behaviour.md#proxy-pipeline).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The audit id of a keystone fernet token, for token revocation events (spec section 2.2).
+"""The audit id of a keystone fernet token, for token revocation events.
+
+See docs/behaviour.md#token-revocation-audit-id.
 
 Subclouds learn about a revoked token through a ``revoke_events`` work order keyed by the token's
 audit id, which is inside the encrypted token. Keystone builds a fernet token as
@@ -7,7 +9,8 @@ audit_ids])))`` with the ``=`` padding stripped, and shows each audit id as urls
 random bytes, without padding.
 
 The keys live in the master's fernet repository, which sysinv serves as ``GET /v1/fernet_repo``
-(a list of ``{"id", "key"}``). The real proxy fetched them on every revocation (spec 10.2 #10);
+(a list of ``{"id", "key"}``). The real proxy fetched them on every revocation
+(docs/behaviour.md#proxy-weak-spots);
 :class:`SysinvFernetKeys` keeps them for a short while and :func:`extract_audit_id` refetches
 once when a token does not decrypt, which is what a key rotation looks like from here.
 """

@@ -1,4 +1,6 @@
-"""Forward a request to the master service and relay its answer (spec section 2.1).
+"""Forward a request to the master service and relay its answer.
+
+See docs/behaviour.md#proxy-pipeline.
 
 What the master sees: the client's method, raw path, query, body and headers, except
 hop-by-hop headers, plus the real proxy's forwarding headers (``X-Forwarded-Server`` = the

@@ -1,4 +1,4 @@
-"""The per-request pipeline of one proxy (spec section 2.1).
+"""The per-request pipeline of one proxy (docs/behaviour.md#proxy-pipeline).
 
 In order: the ``User-Header: distcloud`` bypass and the version-root shortcut forward without
 authentication; every other request needs a valid ``X-Auth-Token`` (and the ``admin`` role to

@@ -1,4 +1,4 @@
-"""The intercepted routes, as data (spec section 2.2).
+"""The intercepted routes, as data (docs/behaviour.md#intercepted-routes).
 
 Each :class:`RouteSpec` says which paths of one resource type are intercepted, and for each HTTP
 method what work order the request becomes: the stored operation, where the

@@ -1,7 +1,8 @@
 """Errors a sync driver raises, and what the sync actor does with each.
 
-The hierarchy mirrors upstream's four outcomes of one attempt (spec 5.2 step 4c), so the retry
-policy is chosen by ``except`` clause and never by inspecting messages::
+The hierarchy mirrors upstream's four outcomes of one attempt
+(docs/behaviour.md#request-outcomes-and-retries), so the retry policy is chosen by ``except`` clause
+and never by inspecting messages::
 
     SyncError                       base of every expected failure of one attempt
     ├── SubcloudUnreachable         connect error / timeout / transport error (SyncRequestTimeout):

@@ -2,11 +2,13 @@
 
 Why one :class:`httpx.AsyncClient`: at thousands of subclouds a client (and a connection pool)
 per subcloud means thousands of sockets and token requests (upstream's "too many open files" and
-token storms, spec 10.1). One client with bounded limits caps the sockets; tokens are cached per
-keystone URL and refreshed only when a service answers 401.
+token storms, fixed upstream in 2ac4be0d, bdab4205 and effa8f15: docs/behaviour.md#fixed-upstream).
+One client with bounded limits caps the sockets; tokens are cached per keystone URL and
+refreshed only when a service answers 401.
 
-Every failure leaves this module as a :mod:`dcorch.remote.errors` exception (spec 5.5's mapping),
-translated here in one place so drivers never see an httpx exception.
+Every failure leaves this module as a :mod:`dcorch.remote.errors` exception
+(docs/behaviour.md#error-mapping), translated here in one place so drivers never see an httpx
+exception.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ from dcorch.settings import TlsSettings
 logger = logging.getLogger(__name__)
 
 DISTCLOUD_HEADER = {"User-Header": "distcloud"}
-"""Marks dcorch's own calls (a dcorch proxy in the path forwards them untouched, spec 2.1)."""
+"""Marks dcorch's own calls.
+
+A dcorch proxy in the path forwards them untouched (docs/behaviour.md#proxy-pipeline).
+"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,12 @@
 """Does a subcloud hold what dcorch should have replicated from the master?
 
-The comparison follows the engine's audit (spec 6.2 ``same_resource``) and its filters (spec 5.5
-"Excluded"): users by id with their password hashes, groups with members, projects, roles,
-project role assignments by *names*, token revocation events (all columns but the local
-autoincrement id), certificates of type ``ssl_ca``/``openstack_ca`` by signature and dates, the
-sysadmin iuser hash and expiry, and the fernet key set. Per-cloud things (tokens, iuser uuid,
-``local_user`` ids, non-CA certificates) are ignored.
+The comparison follows the engine's audit (``same_resource``,
+docs/behaviour.md#audit-comparison-rules) and its filters (docs/behaviour.md#exclusions): users by
+id with their password hashes, groups with members, projects, roles, project role assignments by
+*names*, token revocation events (all columns but the local autoincrement id), certificates of type
+``ssl_ca``/``openstack_ca`` by signature and dates, the sysadmin iuser hash and expiry, and the
+fernet key set. Per-cloud things (tokens, iuser uuid, ``local_user`` ids, non-CA certificates) are
+ignored.
 
 A pristine subcloud (one whose identity was never touched) equals the shared template, so its
 canonical form is computed once per check: checking 10,000 subclouds stays cheap.

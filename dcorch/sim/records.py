@@ -32,7 +32,8 @@ ADMIN_USER: Final = "admin"
 ADMIN_PROJECT: Final = "admin"
 SERVICES_PROJECT: Final = "services"
 DEFAULT_ROLES: Final = ("admin", "member", "reader")
-# service users that exist on every real cloud; dcorch filters them out of sync (spec 5.5)
+# service users that exist on every real cloud; dcorch filters them out of sync
+# (docs/behaviour.md#exclusions)
 DEFAULT_SERVICE_USERS: Final = ("dcorch", "dcdbsync", "fm")
 DEFAULT_SERVICE_PASSWORD: Final = "service-password"
 DEFAULT_SYSADMIN_HASH: Final = "$6$sim$sysadmin-default-hash"

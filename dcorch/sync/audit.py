@@ -1,16 +1,17 @@
 """The audit of one pair: compare master, dcorch's database and the subcloud; queue repairs.
 
-Runs inside the pair's sync actor, so two audits of one pair never overlap (10.1 dd30c8c2) and an
-audit never races that pair's sync. Every repair is a :class:`WorkOrder` targeted at this
-subcloud; every repair counts as a finding, including the ``put`` of a discrepancy, which
-upstream forgot to count (10.2 #3) so its pair could be reported in-sync with work queued.
-Failed requests are cleaned per pair, not globally (10.2 #4); the next audit re-detects what
-they were for.
+Runs inside the pair's sync actor, so two audits of one pair never overlap (upstream dd30c8c2,
+docs/behaviour.md#engine) and an audit never races that pair's sync. Every repair is a
+:class:`WorkOrder` targeted at this subcloud; every repair counts as a finding, including the
+``put`` of a discrepancy, which upstream forgot to count
+(docs/behaviour.md#uncounted-discrepancy-repairs) so its pair could be reported in-sync with work
+queued. Failed requests are cleaned per pair, not globally
+(docs/behaviour.md#global-failed-request-cleanup); the next audit re-detects what they were for.
 
-Identity, in spec 6.2's order: users, groups, projects, roles (dcdbsync records), project role
-assignments, revocation events by audit id and per-user revocation events. Platform:
-certificates, the sysadmin iuser and the fernet keys. Repairs are queued in that order, and
-requests run in id order, so an assignment is granted after the user it names is created.
+Identity, in the order of docs/behaviour.md#audit: users, groups, projects, roles (dcdbsync
+records), project role assignments, revocation events by audit id and per-user revocation events.
+Platform: certificates, the sysadmin iuser and the fernet keys. Repairs are queued in that order,
+and requests run in id order, so an assignment is granted after the user it names is created.
 
 The ``admin`` user's discrepancy gets a keystone PATCH of the central password *before* the
 dcdbsync PUT (9e209f4e): the PATCH is what updates the subcloud's keyring, which a DB write

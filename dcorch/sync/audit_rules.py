@@ -1,4 +1,6 @@
-"""What the audit compares: ids, names, exclusions and "same resource" rules (spec 5.5, 6.2).
+"""What the audit compares: ids, names, exclusions and "same resource" rules.
+
+See docs/behaviour.md#exclusions and docs/behaviour.md#audit-comparison-rules.
 
 Pure functions over dcdbsync / sysinv records, kept apart from the audit's control flow so each
 rule can be unit-tested without a cloud.
@@ -54,7 +56,10 @@ def name_key(kind: str, record: Record) -> tuple[str, str]:
 
 
 def is_excluded(kind: str, record: Record) -> bool:
-    """Service accounts and heat roles are never synced (spec 5.5, 4dea951a)."""
+    """Service accounts and heat roles are never synced.
+
+    See docs/behaviour.md#exclusions and upstream 4dea951a.
+    """
     _, name = name_key(kind, record)
     if kind == "users":
         return name in EXCLUDED_USERS or name.startswith(EXCLUDED_USER_PREFIXES)
@@ -64,7 +69,7 @@ def is_excluded(kind: str, record: Record) -> bool:
 
 
 def same_record(kind: str, master: Record, sub: Record) -> bool:
-    """Spec 6.2 comparison rules for identity records."""
+    """Comparison rules for identity records (docs/behaviour.md#audit-comparison-rules)."""
     key = singular(kind)
     m, s = master.get(key) or {}, sub.get(key) or {}
     if any(m.get(f) != s.get(f) for f in _FIELDS[kind]):
@@ -117,7 +122,8 @@ def assignment_id(entry: Mapping[str, Any]) -> str:
 def user_event_key(event: Mapping[str, Any]) -> str:
     """dcdbsync's id of a per-user revocation event ("" for an audit-id event).
 
-    The url-safe base64 of ``"<user_id>_<issued_before>"`` (spec 5.5 revoke_events_for_user).
+    The url-safe base64 of ``"<user_id>_<issued_before>"``
+    (docs/behaviour.md#audit-comparison-rules).
     """
     if event.get("audit_id") or not event.get("user_id") or not event.get("issued_before"):
         return ""

@@ -1,4 +1,4 @@
-"""Initial sync of one subcloud (spec 7), run by its sync actor.
+"""Initial sync of one subcloud (docs/behaviour.md#initial-sync), run by its sync actor.
 
 1. CAS ``requested -> in-progress`` (0 rows: someone else changed it; stop);
 2. unless ``subsequent_sync``: identity ID reconciliation (objects with the same name and domain
@@ -43,7 +43,7 @@ class InitialSyncOutcome(enum.Enum):
 async def run_initial_sync(
     db: Database, subcloud: SubcloudRow, remote: CloudClient, master: CloudClient
 ) -> InitialSyncOutcome:
-    """Run spec 7 steps 1-7 (without the enable-time audit, which the actor runs next)."""
+    """Run steps 1-5 above (without the enable-time audit, which the actor runs next)."""
     region = subcloud.region_name
     if not await db.set_initial_sync_state(
         region, c.INITIAL_SYNC_REQUESTED, c.INITIAL_SYNC_IN_PROGRESS
@@ -111,7 +111,10 @@ async def reconcile_identity_ids(remote: CloudClient, master: CloudClient) -> in
 
 
 async def distribute_fernet_keys(region: str, remote: CloudClient, master: CloudClient) -> bool:
-    """POST the master's keys to the subcloud; failures are logged, not raised (spec 7 step 4)."""
+    """POST the master's keys to the subcloud; failures are logged, not raised.
+
+    Step 3 of docs/behaviour.md#initial-sync.
+    """
     try:
         keys = await master.get_fernet_keys()
         if keys:

@@ -1,12 +1,13 @@
 """The sync manager: one supervised sync actor per managed subcloud, woken by events.
 
-Lifecycle (spec 9): the dcorch v1 API calls :meth:`SyncManager.subcloud_changed` after it
-changed a subcloud in the database and :meth:`SyncManager.subcloud_deleted` after a delete; the
-manager starts an actor when a subcloud becomes managed and stops it on unmanage or delete. The
-actors are *dynamic* children of the manager's own supervisor (an actor system named ``sync``),
-restarted with backoff when they crash; past the restart intensity the supervisor gives up and
-:meth:`run` fails, so the service's supervisor restarts the whole manager, which reloads every
-subcloud from the database (nothing lives only in memory).
+Lifecycle (docs/behaviour.md#subcloud-lifecycle): the dcorch v1 API calls
+:meth:`SyncManager.subcloud_changed` after it changed a subcloud in the database and
+:meth:`SyncManager.subcloud_deleted` after a delete; the manager starts an actor when a subcloud
+becomes managed and stops it on unmanage or delete. The actors are *dynamic* children of the
+manager's own supervisor (an actor system named ``sync``), restarted with backoff when they crash;
+past the restart intensity the supervisor gives up and :meth:`run` fails, so the service's
+supervisor restarts the whole manager, which reloads every subcloud from the database (nothing lives
+only in memory).
 
 Work arrives by events: the manager consumes the database's commit feed
 (:class:`dcorch.db.commits.CommitFeed`) and wakes the actor of every (region, endpoint type)
@@ -161,7 +162,9 @@ class SyncManager:
                 self._refs.clear()
 
     async def _recover(self) -> list[SubcloudRow]:
-        """Spec 7 "engine startup": interrupted or failed initial syncs are requested again.
+        """Start-up recovery: interrupted or failed initial syncs are requested again.
+
+        See docs/behaviour.md#engine.
 
         In-progress orch_requests need nothing: they are pending and idempotent, so the first
         pass of each pair simply applies them again, in id order.

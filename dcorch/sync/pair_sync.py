@@ -2,9 +2,10 @@
 
 Why "until none is left": a change committed while a pass runs is picked up by the re-query at
 the end of the same pass (and the actor's wake-up mailbox holds a wake for it anyway), so no
-window exists in which a request waits for the next audit (spec 10.2 #1).
+window exists in which a request waits for the next audit (docs/behaviour.md#lost-wake-up).
 
-Per request (spec 5.2 step 4, with backoff instead of upstream's fixed 1 s / 3 s):
+Per request (docs/behaviour.md#request-outcomes-and-retries, with backoff instead of upstream's
+fixed 1 s / 3 s):
 
 * success -> ``completed`` (soft-deleted);
 * :class:`SubcloudUnreachable` -> the pass stops; the request keeps its state and place, and
@@ -14,9 +15,10 @@ Per request (spec 5.2 step 4, with backoff instead of upstream's fixed 1 s / 3 s
 * :class:`PermanentSyncError` -> ``failed`` at once; :class:`SyncAborted` -> ``aborted``;
 * ``request_time_budget`` spent on one request's attempts -> ``timed-out``.
 
-A request that ends failed does not stop later ones (spec 5.2 allows it). ``try_count`` is
-written *before* each attempt, so a request that keeps crashing the actor (a driver bug) is
-marked failed once it has used its attempts, instead of restarting the actor forever.
+A request that ends failed does not stop later ones (upstream continues too;
+docs/behaviour.md#sync-pass). ``try_count`` is written *before* each attempt, so a request that
+keeps crashing the actor (a driver bug) is marked failed once it has used its attempts, instead of
+restarting the actor forever.
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ class PassResult:
 
     @property
     def alarmable(self) -> bool:
-        """Spec 5.2 step 5: a fernet-only backlog (no failures) does not raise 280.002."""
+        """A fernet-only backlog (no failures) does not raise 280.002.
+
+        Upstream 18f54a44; see docs/behaviour.md#sync-status-reporting.
+        """
         return any(
             r.state in FINAL_BAD_STATES or r.source_resource_id != FERNET_SOURCE_ID
             for r in self.remaining

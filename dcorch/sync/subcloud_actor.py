@@ -1,11 +1,11 @@
 """The sync actor of one managed subcloud: initial sync, audits and sync passes of its pairs.
 
 One actor per subcloud owns every pair of that subcloud, so two syncs (or audits) of one pair can
-never run at once (10.1 dd30c8c2) and nothing has to be locked in the database. The actor is
-driven by one message, :class:`Wake`; *what* to do lives in the :class:`SubcloudHandle` the
-manager shares with it (dirty pairs, due timers, the latest subcloud row). That makes wake-ups
-coalesce: a burst of a thousand commits for one subcloud is handled by one or two passes, and a
-full mailbox just means a wake is already pending.
+never run at once (upstream dd30c8c2, docs/behaviour.md#engine) and nothing has to be locked in the
+database. The actor is driven by one message, :class:`Wake`; *what* to do lives in the
+:class:`SubcloudHandle` the manager shares with it (dirty pairs, due timers, the latest subcloud
+row). That makes wake-ups coalesce: a burst of a thousand commits for one subcloud is handled by one
+or two passes, and a full mailbox just means a wake is already pending.
 
 State that must survive a crash of the actor (timers, dirty pairs) is in the handle, and the
 requests are in the database, so a restarted actor carries on where the crashed one stopped:
@@ -114,8 +114,9 @@ class SubcloudSyncActor(Actor[Wake, None]):
         except DatabaseError as exc:
             # The database is down or locked past the unit's own retries. Crashing would burn
             # the restart intensity that all sync actors share and could stop every subcloud's
-            # sync (10.2 #6 in spirit); instead keep everything dirty and come back later,
-            # backing off so a long outage costs a few calls per subcloud, not a spin.
+            # sync (see docs/behaviour.md#spinning-on-database-errors); instead keep everything
+            # dirty and come back later, backing off so a long outage costs a few calls per
+            # subcloud, not a spin.
             h.db_failures += 1
             delay = min(
                 self._env.settings.offline_retry_interval,
@@ -212,7 +213,7 @@ class SubcloudSyncActor(Actor[Wake, None]):
             now = trio.current_time()
             h.retry_at.clear()
             for ept in h.subcloud.endpoint_types:
-                h.audit_at[ept] = now  # the enable-time audit (spec 7 step 7)
+                h.audit_at[ept] = now  # the enable-time audit (docs/behaviour.md#initial-sync)
                 h.dirty.add(ept)
         elif outcome is InitialSyncOutcome.FAILED:
             h.initial_retry_at = trio.current_time() + env.settings.initial_sync_retry

@@ -1,4 +1,7 @@
-"""enqueue_work: eligibility, fan-out, batching, resource races and atomicity (spec 2.3, 3)."""
+"""enqueue_work: eligibility, fan-out, batching, resource races and atomicity.
+
+See docs/behaviour.md#recording-work and docs/behaviour.md#eligible-subclouds.
+"""
 
 from __future__ import annotations
 

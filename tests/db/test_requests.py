@@ -80,7 +80,8 @@ async def test_failed_request_cleanup_is_per_pair(db: Database) -> None:
     assert await db.soft_delete_failed_requests("a", "identity", utcnow() - timedelta(hours=1)) == 0
     assert await db.soft_delete_failed_requests("a", "identity", utcnow()) == 2
     assert await db.get_most_recent_failed_request("a", "identity") is None
-    # Other subclouds and other endpoint types keep their failed requests (spec 10.2 #4).
+    # Other subclouds and other endpoint types keep their failed requests
+    # (docs/behaviour.md#global-failed-request-cleanup).
     assert len(await db.pending_requests("b", "identity")) == 2
     assert len(await db.pending_requests("a", "platform")) == 1
     assert await db.count_requests_by_state() == {"failed": 4}

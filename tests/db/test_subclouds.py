@@ -1,4 +1,7 @@
-"""Subcloud and subcloud_sync units (spec sections 7 and 9)."""
+"""Subcloud and subcloud_sync units.
+
+See docs/behaviour.md#initial-sync and docs/behaviour.md#subcloud-lifecycle.
+"""
 
 from __future__ import annotations
 
@@ -116,7 +119,7 @@ async def test_delete_subcloud_removes_its_rows(db: Database) -> None:
     assert {s.subcloud_name for s in await db.list_subcloud_syncs()} == {"sc2"}
     assert await db.pending_requests("sc1", "identity") == []
     assert await db.count_requests_by_state() == {c.ORCH_REQUEST_QUEUED: 1}
-    # Re-adding the region starts clean (spec T11).
+    # Re-adding the region starts clean (docs/behaviour.md#subcloud-lifecycle).
     await db.add_subcloud("sc1")
     assert await db.get_subcloud_resource("sc1", "users", "u1") is None
     assert await db.pending_requests("sc1", "identity") == []

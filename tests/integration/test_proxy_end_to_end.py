@@ -153,7 +153,7 @@ async def test_each_identity_route_records_the_spec_mapping(recorder: Dcorch) ->
     assert group_job["resource_info"] == {"group": {"id": group_id}}
     assignment = f"{project_id}_{user_id}_{role_id}"
     [grant_job] = await dc.db.run(_work_for, assignment)
-    # spec 2.2: a grant (PUT) is stored as a post of the assignment
+    # A grant (PUT) is stored as a post of the assignment (docs/behaviour.md#intercepted-routes)
     assert (grant_job["resource_type"], grant_job["operation_type"]) == (
         "project_role_assignments",
         "post",

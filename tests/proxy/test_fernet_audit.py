@@ -1,4 +1,7 @@
-"""The audit id of a fernet token (spec 2.2, token revocation; spec 10.2 #10)."""
+"""The audit id of a fernet token.
+
+See docs/behaviour.md#token-revocation-audit-id and docs/behaviour.md#proxy-weak-spots.
+"""
 
 from __future__ import annotations
 

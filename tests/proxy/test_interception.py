@@ -1,4 +1,7 @@
-"""The route table and the mapping functions, without HTTP (spec section 2.2)."""
+"""The route table and the mapping functions, without HTTP.
+
+See docs/behaviour.md#intercepted-routes.
+"""
 
 from __future__ import annotations
 

@@ -118,8 +118,8 @@ async def test_faulty_subclouds_do_not_delay_healthy_ones_and_catch_up_in_order(
             burst_ops = [op.split("_", 1)[0] for op in _ops_of(dump, burst_id)]
             kept_ops = _ops_of(dump, kept_id)
             # A create applied after the master deleted the user has no master record to copy
-            # (spec 5.5), so a faulty subcloud may see only a prefix of the burst, never a
-            # repeat and never out of order; a healthy one sees all of it.
+            # (docs/behaviour.md#identity-driver), so a faulty subcloud may see only a prefix of the
+            # burst, never a repeat and never out of order; a healthy one sees all of it.
             expected = full[: len(burst_ops)] if region in faulty else full
             in_order = burst_ops == expected
             if not in_order or len(kept_ops) != 1:

@@ -1,4 +1,6 @@
-"""The identity driver against the simulated subcloud over HTTP, with SQLite (spec 5.5, 12 I1-I6).
+"""The identity driver against the simulated subcloud over HTTP, with SQLite.
+
+What the driver does: docs/behaviour.md#identity-driver.
 
 Every object is created on the master's keystone first (that is where the driver reads the
 record), then the request is queued through the real enqueue and applied with the real driver.

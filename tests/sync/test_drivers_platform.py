@@ -1,4 +1,6 @@
-"""The platform (sysinv) driver against the simulated subcloud over HTTP, with SQLite (spec 5.5).
+"""The platform (sysinv) driver against the simulated subcloud over HTTP, with SQLite.
+
+What the driver does: docs/behaviour.md#platform-driver.
 
 Each test queues one request through the real enqueue and applies it with the real driver, then
 looks at the subcloud's state, its applied-operations log and dcorch's mapping rows.

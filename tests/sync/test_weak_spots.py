@@ -1,8 +1,8 @@
-"""One test per weak spot of upstream HEAD (spec 10.2) that applies to this design, plus the 10.1
-fixes worth pinning.
+"""One test per weak spot of upstream HEAD that applies to this design, plus the upstream fixes
+worth pinning (docs/behaviour.md#open-upstream, docs/behaviour.md#fixed-upstream).
 
-#10 (the proxy answers 2xx only after the commit; a failing enqueue gives a 5xx, an overloaded one
-a 503 with Retry-After) is covered in ``tests/proxy/test_proxy_http.py``:
+The proxy weak spots (the proxy answers 2xx only after the commit; a failing enqueue gives a 5xx, an
+overloaded one a 503 with Retry-After) are covered in ``tests/proxy/test_proxy_http.py``:
 ``test_client_is_answered_only_after_submit_returns``,
 ``test_failing_sink_gives_500_without_details`` and
 ``test_overloaded_sink_gives_503_with_retry_after``.
@@ -56,7 +56,7 @@ async def no_pending(engine: Engine, region: str, ept: str = c.ENDPOINT_TYPE_IDE
     return not await engine.db.pending_requests(region, ept)
 
 
-# 10.2 #1 -----------------------------------------------------------------------------------------
+# docs/behaviour.md#lost-wake-up ------------------------------------------------------------------
 
 
 async def test_1_no_lost_wakeup_under_writes_during_long_syncs(start_engine) -> None:
@@ -87,7 +87,7 @@ async def test_1_no_lost_wakeup_under_writes_during_long_syncs(start_engine) -> 
     assert len(uids) == 24
 
 
-# 10.2 #2 -----------------------------------------------------------------------------------------
+# docs/behaviour.md#stuck-in-progress-state -------------------------------------------------------
 
 
 async def test_2_stuck_in_progress_work_is_recovered_by_a_manager_restart(
@@ -131,7 +131,7 @@ async def master_user(sim: Any, client: httpx.AsyncClient, name: str) -> str:
     return str(response.json()["user"]["id"])
 
 
-# 10.2 #3 -----------------------------------------------------------------------------------------
+# docs/behaviour.md#uncounted-discrepancy-repairs -------------------------------------------------
 
 
 async def audit(rig: DriverRig, ept: str = c.ENDPOINT_TYPE_IDENTITY) -> int:
@@ -180,7 +180,7 @@ async def test_3_discrepancy_found_by_the_engine_is_applied_without_another_audi
     assert engine.sim.latest_status(region, c.ENDPOINT_TYPE_IDENTITY) == "in-sync"
 
 
-# 10.2 #4 -----------------------------------------------------------------------------------------
+# docs/behaviour.md#global-failed-request-cleanup -------------------------------------------------
 
 
 async def test_4_failed_request_cleanup_is_per_subcloud(rig: DriverRig) -> None:
@@ -198,7 +198,7 @@ async def test_4_failed_request_cleanup_is_per_subcloud(rig: DriverRig) -> None:
     assert kept.source_resource_id == f"gone-{other}"
 
 
-# 10.2 #5 -----------------------------------------------------------------------------------------
+# docs/behaviour.md#retry-storm -------------------------------------------------------------------
 
 
 def injected_errors(engine: Engine, region: str) -> int:
@@ -252,7 +252,7 @@ async def test_5_unreachable_subcloud_is_retried_at_the_offline_interval(start_e
         await wait_until(lambda: uid in users_on(engine, down))
 
 
-# 10.2 #6 -----------------------------------------------------------------------------------------
+# docs/behaviour.md#spinning-on-database-errors ---------------------------------------------------
 
 
 class FlakyReads:
@@ -294,14 +294,15 @@ async def test_6_sync_loops_do_not_spin_on_database_errors(start_engine) -> None
     assert engine.manager_restarts() == 0
 
 
-# 10.2 #7 -----------------------------------------------------------------------------------------
+# docs/behaviour.md#no-job-coalescing -------------------------------------------------------------
 
 
 async def test_7_jobs_are_not_coalesced_but_replayed_in_order(start_engine) -> None:
     """Every change is its own job, applied in id order; the final state is the last change.
 
-    A create reads the master's record when it is applied (spec 5.5), so a burst that ends with
-    the object deleted on the master is replayed as patch/delete of what the subcloud has.
+    A create reads the master's record when it is applied (docs/behaviour.md#identity-driver), so a
+    burst that ends with the object deleted on the master is replayed as patch/delete of what the
+    subcloud has.
     """
     engine = await started(start_engine)
     uid = await create_master_user(engine, "bursty")
@@ -331,7 +332,7 @@ async def test_7_jobs_are_not_coalesced_but_replayed_in_order(start_engine) -> N
         assert uid not in users_on(engine, region)
 
 
-# 10.2 #8 and 10.1 bd2b5b78/3608a0d8 --------------------------------------------------------------
+# docs/behaviour.md#orphaned-requests-after-delete, upstream bd2b5b78/3608a0d8 --------------------
 
 
 async def test_8_deleting_a_subcloud_removes_its_requests_and_readding_uses_the_new_id(
@@ -351,7 +352,7 @@ async def test_8_deleting_a_subcloud_removes_its_requests_and_readding_uses_the_
     assert row.subcloud_id == new_id
 
 
-# 10.2 #9 -----------------------------------------------------------------------------------------
+# docs/behaviour.md#get-then-save-races -----------------------------------------------------------
 
 
 async def test_9_unmanage_during_initial_sync_leaves_subsequent_sync_false(rig: DriverRig) -> None:
@@ -380,7 +381,7 @@ async def test_9_unmanage_during_initial_sync_leaves_subsequent_sync_false(rig: 
     assert (row.initial_sync_state, row.subsequent_sync) == (c.INITIAL_SYNC_NONE, False)
 
 
-# 10.2 #11 ----------------------------------------------------------------------------------------
+# docs/behaviour.md#stop-check-ignores-management-state -------------------------------------------
 
 
 async def test_11_unmanage_stops_a_running_sync_promptly(start_engine) -> None:
@@ -405,7 +406,7 @@ async def test_11_unmanage_stops_a_running_sync_promptly(start_engine) -> None:
     assert engine.manager.handle(region) is None
 
 
-# 10.2 #12 ----------------------------------------------------------------------------------------
+# docs/behaviour.md#substring-match-of-disabled-audit-endpoints -----------------------------------
 
 
 @pytest.mark.parametrize(
@@ -437,7 +438,7 @@ async def test_12_disable_audit_endpoints_is_an_exact_list(
         assert uid not in users_on(engine, region)
 
 
-# 10.1 --------------------------------------------------------------------------------------------
+# docs/behaviour.md#fixed-upstream ----------------------------------------------------------------
 
 
 class Reports:

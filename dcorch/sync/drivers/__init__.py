@@ -1,4 +1,4 @@
-"""Sync drivers: apply ONE pending request to ONE subcloud (spec 5.5).
+"""Sync drivers: apply ONE pending request to ONE subcloud (docs/behaviour.md#sync-drivers).
 
 A driver is idempotent: applying a request twice leaves the subcloud as applying it once
 (creating an object that already exists with the same id replaces it; deleting a missing object

@@ -1,4 +1,6 @@
-"""Identity driver: replicate keystone objects with their master ids (spec 5.5).
+"""Identity driver: replicate keystone objects with their master ids.
+
+See docs/behaviour.md#identity-driver.
 
 Creates and full replacements go through the subcloud's dcdbsync as DB records, so ids and
 password hashes are the master's; partial updates and deletes go through the subcloud's keystone

@@ -1,4 +1,6 @@
-"""dcorch-trio extras: the indexes the hot per-subcloud queries need (spec 10.1 eacc4b8f).
+"""dcorch-trio extras: the indexes the hot per-subcloud queries need.
+
+Upstream eacc4b8f; see docs/behaviour.md#tables.
 
 Revision ID: 0002
 Revises: 0001
