@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
@@ -88,7 +87,7 @@ async def _answer(stream: trio.SSLStream[trio.SocketStream]) -> None:
 
 
 @pytest.fixture
-async def https_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[tuple[str, Path]]:
+async def https_server(tmp_path: Path, nursery: trio.Nursery) -> tuple[str, Path]:
     """An https server on 127.0.0.1 with a certificate of a private CA: (url, CA file)."""
     ca, cert, key = _write_ca_and_server(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -97,7 +96,7 @@ async def https_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[t
         partial(trio.serve_ssl_over_tcp, _answer, 0, context, host="127.0.0.1")
     )
     port = listeners[0].transport_listener.socket.getsockname()[1]
-    yield f"https://127.0.0.1:{port}", ca
+    return f"https://127.0.0.1:{port}", ca
 
 
 async def _get(tls: TlsSettings, url: str) -> int:
