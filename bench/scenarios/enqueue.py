@@ -5,7 +5,7 @@ Four paths write the same rows into the same seeded schema, interleaved within e
 
 * ``old``   the real system before base: ORM object + commit per subcloud (capped, extrapolated);
 * ``base``  the real system's base: sync ORM session, ``bulk_insert_mappings``, one transaction;
-* ``ours``  ``await db.enqueue_work([order])`` through the database actor, timed by the caller;
+* ``ours``  ``await db.enqueue_work([order])`` through the database, timed by the caller;
 * ``floor`` the raw driver writing only the orch_request rows (sqlite3 / asyncpg COPY).
 """
 

@@ -2,7 +2,7 @@
 
 Each measurement runs in a fresh child process (``python -m bench.scenarios.footprint``) so the
 RSS of one start-up cannot hide in the heap left by another. Per N two children start the system
-on the same kind of seeded database: one without the engine (simulator, DB actor, proxies, API)
+on the same kind of seeded database: one without the engine (simulator, database, proxies, API)
 and one with it; the RSS difference divided by N is the cost of one idle subcloud sync actor
 with its handle. Start-up is timed from ``open_dcorch`` until every sync actor is started, and
 separately until the simulator reports convergence.

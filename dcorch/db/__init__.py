@@ -1,4 +1,4 @@
-"""Persistence: the dcorch schema on SQLite and PostgreSQL, behind a database actor.
+"""Persistence: the dcorch schema on SQLite and PostgreSQL, behind one `Database` face.
 
 Open it with :func:`open_database`; migrate with :mod:`dcorch.db.migrate`. Everything a caller
 needs is re-exported here.

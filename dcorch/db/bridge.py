@@ -12,7 +12,7 @@ thread with its own loop, and a Trio task hands it coroutines:
 
 Cancellation: if the Trio caller is cancelled, the asyncio task is cancelled too, but the Trio
 caller still waits until that task has *finished* (``Abort.FAILED``) so nothing it started is
-left running unobserved. The database actor never relies on this: it shields every crossing.
+left running unobserved. The unit runner never relies on this: it shields every crossing.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Plain, frozen values returned by the database actor.
+"""Plain, frozen values returned by the database.
 
 Units never hand out ORM objects or SQLAlchemy rows: a row object would tie the caller to a
 connection owned by the asyncio thread. Every value here is immutable and safe to pass between

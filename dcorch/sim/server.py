@@ -10,8 +10,8 @@ Example::
         await sim.wait_converged(timeout=30)
 
 The server runs in a nursery owned by the context manager and is cancelled on exit, so a test
-never leaks it. ``hypercorn.trio.serve`` is started with ``nursery.start`` and only returns once
-the socket listens; the bound URL (``port=0`` picks a free port) comes back from it.
+never leaks it. The server (:func:`dcorch.asgi.serve_asgi`) is started with ``nursery.start``,
+which returns once the socket listens with the bound URL (``port=0`` picks a free port).
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
-from hypercorn.typing import ASGIFramework
 
+from dcorch.asgi import serve_asgi
 from dcorch.remote.http import Credentials
 from dcorch.settings import MasterSettings, SimSettings
 from dcorch.sim import control, dcmanager
@@ -222,14 +220,13 @@ async def open_sim_cloud(
     )
     state.default_latency_ms = sim_settings.latency_ms if latency_ms is None else latency_ms
     state.add_subclouds(sim_settings.subclouds if subclouds is None else subclouds)
-    config = Config()
-    config.bind = [f"{host or sim_settings.host}:{sim_settings.port if port is None else port}"]
-    config.accesslog = None
-    config.errorlog = None
-    config.keep_alive_timeout = 75.0
+    bind_host = host or sim_settings.host
+    bind_port = sim_settings.port if port is None else port
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
-            partial(serve, cast(ASGIFramework, SimApp(state)), config, mode="asgi")
+            partial(
+                serve_asgi, SimApp(state), bind_host, bind_port, quiet=True, guard_keepalive=False
+            )
         )
         try:
             yield SimCloud(state, binds[0])
