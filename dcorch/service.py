@@ -2,17 +2,10 @@
 
 ``open_service`` starts, in order, the database (with its dispatcher), the HTTP clients, and one
 supervised actor system holding the sync manager, the purge of old rows, one API proxy per
-endpoint type and the dcorch v1 API. It yields a :class:`Service` handle; leaving the block stops
-everything in reverse order. The data path it wires is drawn in ``docs/architecture.md``::
-
-    proxy --WorkOrder--> Database.enqueue_work --dispatcher--> orch_job/orch_request rows
-                                                   |
-                                       commit feed v
-    subcloud <--HTTP-- sync actor (one per subcloud) <--wake-- sync manager
-
-``dcorch serve`` runs it against the real System Controller; the embedded test harness
-(:mod:`dcorch.harness`) runs the same function with the simulated clouds as its peers, and the
-bench builds on the harness. Nothing here imports the simulator.
+endpoint type and the dcorch v1 API; leaving the block stops everything in reverse order. The
+data path it wires is drawn in ``docs/architecture.md``. ``dcorch serve`` runs it against the
+real System Controller; the test harness (:mod:`dcorch.harness`) and the bench run the same
+function with the simulated clouds as peers. Nothing here imports the simulator.
 """
 
 from __future__ import annotations
@@ -124,18 +117,13 @@ async def open_service(
         settings: the process settings.
         master: the System Controller's services (default: from ``settings.master``).
         subclouds: where each subcloud's services are (default: its management IP).
-        ephemeral_ports: bind every listener to port 0 (tests and bench) instead of the
-            configured ports; with no ``database.url`` the database is a private SQLite file
-            that disappears with the block.
-        upgrade_db: bring the schema to the code's head first (``dcorch db upgrade``);
-            without it a database that is behind stops start-up.
-        engine: run the sync engine; without it work is recorded but not applied (the write
-            path measured alone).
-        driver: applies one request in the sync actors (default the real drivers); fault
-            tests wrap :func:`dcorch.sync.drivers.apply_request`.
-        rng: jitter source of the engine (seed it for reproducible tests).
-        prepare: runs on the open database before any actor starts (registering subclouds in
-            bulk, so the sync manager finds them when it starts).
+        ephemeral_ports: listen on free ports (tests, bench), with a private SQLite file that
+            disappears with the block unless ``database.url`` is set.
+        upgrade_db: migrate the schema first; without it, a schema behind stops start-up.
+        engine: run the sync engine; without it work is recorded but not applied.
+        driver: applies one request (fault tests wrap :func:`~dcorch.sync.drivers.apply_request`).
+        rng: the engine's jitter source (seeded in tests).
+        prepare: runs on the open database before any actor starts (bulk registration).
         seams: database fault injection for tests.
     """
     master = master or MasterEndpoints.from_settings(settings.master)

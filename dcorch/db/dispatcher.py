@@ -43,7 +43,7 @@ import outcome
 import trio
 
 from dcorch.db import units_sync
-from dcorch.db.batching import take_queued
+from dcorch.db.batching import Bell, Lane, run_batches
 from dcorch.db.commits import CommitFeed, Committed
 from dcorch.db.errors import DatabaseUnavailable
 from dcorch.db.reply import Reply
@@ -117,11 +117,9 @@ class Dispatcher:
         self._writers = max(1, writers)
         self.feed = feed or CommitFeed()
         self._observe = observe_latency
-        self._orders_send, self._orders = trio.open_memory_channel[_Submission](
-            max(1, settings.mailbox_size)
-        )
-        self._units_send, self._units = trio.open_memory_channel[_Write](max(1, units_queue))
-        self._ready = trio.Event()
+        self._bell = Bell()
+        self._orders = Lane[_Submission](settings.mailbox_size, self._bell)
+        self._units = Lane[_Write](units_queue, self._bell)
         self.stats = DispatcherStatistics()
 
     def __repr__(self) -> str:
@@ -129,11 +127,11 @@ class Dispatcher:
 
     @property
     def orders_queued(self) -> int:
-        return self._orders_send.statistics().current_buffer_used
+        return self._orders.queued
 
     @property
     def units_queued(self) -> int:
-        return self._units_send.statistics().current_buffer_used
+        return self._units.queued
 
     # -- callers ---------------------------------------------------------------------------
 
@@ -153,81 +151,54 @@ class Dispatcher:
         submission = _Submission(keyed)
         try:
             with trio.fail_after(self._settings.enqueue_timeout):
-                await self._orders_send.send(submission)
+                await self._orders.put(submission)
         except trio.TooSlowError:
             raise Overloaded(self._settings.retry_after) from None
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise DatabaseUnavailable("the database is closed") from None
-        self._ready.set()
         return await submission.reply.wait()
 
     async def write(self, fn: Unit, args: tuple[Any, ...]) -> Any:
         """Run the write unit ``fn(conn, *args)``, committed together with other writes."""
         op = _Write(fn, args)
-        try:
-            await self._units_send.send(op)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise DatabaseUnavailable("the database is closed") from None
-        self._ready.set()
+        await self._units.put(op)
         return await op.reply.wait()
 
     def close(self) -> None:
         """Refuse new work (queued work is still committed while :meth:`run` runs)."""
-        self._orders_send.close()
-        self._units_send.close()
-        self._ready.set()
+        self._orders.close()
+        self._units.close()
 
     # -- the loop --------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Commit batches until cancelled, or until closed and drained (a supervised child).
+        """Commit batches until cancelled, or until closed and drained (a supervised child)."""
+        await run_batches(self._take, self._commit, self._writers, task_status)
 
-        A crash is raised as itself (not in an exception group), for the supervisor's log.
-        """
-        slots = trio.Semaphore(self._writers)
-        try:
-            async with trio.open_nursery() as nursery:
-                task_status.started()
-                while True:
-                    await slots.acquire()
-                    batch = await self._take()
-                    if batch is None:
-                        return
-                    nursery.start_soon(self._commit, batch, slots)
-        except BaseExceptionGroup as group:
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
-
-    async def _take(self) -> list[_Submission] | list[_Write] | None:
-        """The next batch: waiting orders first, else waiting units; None once closed."""
+    async def _take(self) -> list[_Submission] | list[_Write]:
+        """The next batch: waiting orders first, else waiting units; empty once closed."""
         while True:
-            orders, orders_open = take_queued(self._orders, self._settings.max_batch)
+            orders = self._orders.take(self._settings.max_batch)
             if orders:
                 return orders
-            units, units_open = take_queued(self._units, MAX_UNITS)
+            units = self._units.take(MAX_UNITS)
             if units:
                 return units
-            if not (orders_open or units_open):
-                return None
-            self._ready = trio.Event()
-            await self._ready.wait()
+            if not (self._orders.open or self._units.open):
+                return []
+            await self._bell.wait()
 
-    async def _commit(self, batch: list[_Submission] | list[_Write], slots: trio.Semaphore) -> None:
+    async def _commit(self, batch: list[_Submission] | list[_Write]) -> None:
         try:
             if isinstance(batch[0], _Submission):
                 await self._commit_orders(batch)  # type: ignore[arg-type]
             else:
                 await self._commit_units(batch)  # type: ignore[arg-type]
         except BaseException as exc:
-            # A bug, a crash or shutdown: answer everyone still waiting before unwinding. The
-            # slot is not given back, so nothing more is taken off the lanes by this run.
+            # A bug, a crash or shutdown: answer everyone still waiting before unwinding.
             stopped = exc if isinstance(exc, Exception) else None
             failure = outcome.Error(stopped or DatabaseUnavailable("the dispatcher stopped"))
             for op in batch:
                 op.reply.resolve(failure)
             raise
-        slots.release()
 
     # -- orders ----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import outcome
 import trio
 
 from dcorch.db import units_sync
-from dcorch.db.batching import take_queued
+from dcorch.db.batching import Bell, Lane, run_batches
 from dcorch.db.errors import DatabaseUnavailable
 from dcorch.db.reply import Reply
 from dcorch.db.rows import PendingRequest
@@ -46,8 +46,8 @@ class PendingReads:
     def __init__(self, execute: Execute, *, readers: int = 2, queue: int = 4096) -> None:
         self._execute = execute
         self._readers = max(1, readers)
-        self._send, self._receive = trio.open_memory_channel[_Read](max(1, queue))
-        self._ready = trio.Event()
+        self._bell = Bell()
+        self._lane = Lane[_Read](queue, self._bell)
         self.stats = ReadStatistics()
 
     async def pending(
@@ -55,35 +55,26 @@ class PendingReads:
     ) -> list[PendingRequest]:
         """Live requests of one pair in ``states``, oldest first."""
         op = _Read(region, endpoint_type, states)
-        try:
-            await self._send.send(op)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise DatabaseUnavailable("the database is closed") from None
-        self._ready.set()
+        await self._lane.put(op)
         return await op.reply.wait()
 
     def close(self) -> None:
-        self._send.close()
-        self._ready.set()
+        self._lane.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Answer batches until cancelled, or until closed and drained."""
-        slots = trio.Semaphore(self._readers)
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            while True:
-                await slots.acquire()
-                batch, still_open = take_queued(self._receive, MAX_PAIRS)
-                if batch:
-                    nursery.start_soon(self._answer, batch, slots)
-                    continue
-                slots.release()
-                if not still_open:
-                    return
-                self._ready = trio.Event()
-                await self._ready.wait()
+        await run_batches(self._take, self._answer, self._readers, task_status)
 
-    async def _answer(self, batch: list[_Read], slots: trio.Semaphore) -> None:
+    async def _take(self) -> list[_Read]:
+        while True:
+            batch = self._lane.take(MAX_PAIRS)
+            if batch:
+                return batch
+            if not self._lane.open:
+                return []
+            await self._bell.wait()
+
+    async def _answer(self, batch: list[_Read]) -> None:
         try:
             by_states: dict[tuple[str, ...], list[_Read]] = {}
             for op in batch:
@@ -107,5 +98,3 @@ class PendingReads:
             for op in batch:
                 op.reply.resolve(outcome.Error(failure))
             raise
-        finally:
-            slots.release()

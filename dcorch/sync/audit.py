@@ -29,10 +29,11 @@ from typing import Any
 from dcorch import constants as c
 from dcorch.db.database import Database
 from dcorch.db.rows import RequestUpdate
+from dcorch.db.schema import utcnow
 from dcorch.remote.clients import CachedMasterClient, CloudClient, Record, singular
 from dcorch.sync import audit_rules as rules
 from dcorch.sync.pair_sync import FINAL_BAD_STATES, WORK_STATES
-from dcorch.sync.status import WallClock, utc_now
+from dcorch.sync.status import WallClock
 from dcorch.work import WorkOrder, WorkSink
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class PairAudit:
         master: CachedMasterClient,
         sink: WorkSink,
         *,
-        wall_clock: WallClock = utc_now,
+        wall_clock: WallClock = utcnow,
         admin_password: str | None = None,
     ) -> None:
         """``admin_password``: the central admin password (the keyring's); None skips the PATCH."""

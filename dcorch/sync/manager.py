@@ -41,13 +41,14 @@ from dcorch.db.commits import Committed
 from dcorch.db.database import Database
 from dcorch.db.errors import SubcloudNotFound
 from dcorch.db.rows import SubcloudRow
+from dcorch.db.schema import utcnow
 from dcorch.remote.clients import CachedMasterClient, StatusReporter
 from dcorch.remote.endpoints import EndpointResolver, MasterEndpoints
 from dcorch.remote.http import HttpSession
 from dcorch.settings import ActorSettings, EngineSettings
 from dcorch.sync.drivers import apply_request
 from dcorch.sync.env import Driver, SyncEnv, Timers
-from dcorch.sync.status import Reporter, WallClock, utc_now
+from dcorch.sync.status import Reporter, WallClock
 from dcorch.sync.subcloud_actor import SubcloudHandle, SubcloudSyncActor, Wake
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class SyncManager:
         reporter: Reporter | None = None,
         driver: Driver = apply_request,
         rng: random.Random | None = None,
-        wall_clock: WallClock = utc_now,
+        wall_clock: WallClock = utcnow,
     ) -> None:
         self._db = db
         self._settings = settings

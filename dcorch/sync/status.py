@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from dcorch import constants as c
 from dcorch.db.database import Database
 from dcorch.db.rows import SubcloudSyncRow
+from dcorch.db.schema import utcnow
 from dcorch.remote.errors import SyncError
 
 logger = logging.getLogger(__name__)
 
 WallClock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    """Naive UTC, the representation the database stores."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Reporter(Protocol):
@@ -49,7 +45,7 @@ class StatusBook:
         region: str,
         *,
         dedup_seconds: float,
-        wall_clock: WallClock = utc_now,
+        wall_clock: WallClock = utcnow,
     ) -> None:
         self._db = db
         self._reporter = reporter

@@ -16,8 +16,7 @@ import pytest
 import trio
 
 from dcorch.api.app import create_api_app
-from dcorch.asgi import serve_asgi
-from dcorch.keepalive import Message, close_if_body_unread
+from dcorch.asgi import Message, close_if_body_unread, serve_asgi
 
 
 async def _any_token(token: str) -> bool:
