@@ -13,7 +13,9 @@ import pytest
 import trio
 from hypercorn.config import Config
 
-from dcorch.proxy import KeystoneTokenValidator, SysinvFernetKeys, create_proxy_app, serve_proxy
+from dcorch.proxy.app import create_proxy_app, serve_proxy
+from dcorch.proxy.auth import KeystoneTokenValidator
+from dcorch.proxy.fernet_audit import SysinvFernetKeys
 from dcorch.settings import ProxySettings
 from tests.proxy.fakes import FakeMaster, FakeSink
 

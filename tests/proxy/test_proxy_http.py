@@ -12,7 +12,8 @@ import pytest
 import trio
 from cryptography.fernet import Fernet
 
-from dcorch.proxy import TokenInfo, create_proxy_app, serve_proxy
+from dcorch.proxy.app import create_proxy_app, serve_proxy
+from dcorch.proxy.auth import TokenInfo
 from dcorch.proxy.redaction import RedactingFilter
 from dcorch.settings import ProxySettings
 from dcorch.work import WorkOrder
