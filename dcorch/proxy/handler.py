@@ -6,7 +6,8 @@ change anything); a request on an intercepted route is forwarded with its body b
 the master's status says the change happened its work orders are submitted *before* the client
 gets the master's answer; anything else is streamed through untouched.
 
-Only the method, the path, the status and a work order's type/operation/id are logged.
+Only the method, the path, the status and a work order's type/operation/id are logged, plus the
+traceback of an internal error, masked by :class:`~dcorch.proxy.redaction.RedactingFilter`.
 """
 
 from __future__ import annotations
@@ -136,9 +137,10 @@ class ProxyHandler:
         except httpx.HTTPError as exc:
             logger.warning("%s %s: master unreachable (%s)", method, path, type(exc).__name__)
             response = error_response(502, "the master service is unreachable")
-        except Exception as exc:
-            # Never let quart log the exception text: it may quote a body or a token.
-            logger.error("%s %s: internal error (%s)", method, path, type(exc).__name__)
+        except Exception:
+            # Logged here, through the module's redacting filter, rather than left to quart,
+            # which would print the exception text (it may quote a body or a token) unmasked.
+            logger.exception("%s %s: internal error", method, path)
             response = error_response(500, "internal error in the dcorch proxy")
         logger.info("%s %s -> %d", method, path, response.status_code)
         return response
@@ -271,8 +273,9 @@ class ProxyHandler:
                 return error_response(
                     503, OVERLOADED_MESSAGE, {"Retry-After": str(exc.retry_after)}
                 )
-            except Exception as exc:
-                logger.error("%s %s: submitting work failed (%s)", method, path, type(exc).__name__)
+            except Exception:
+                # The traceback goes through the redacting filter like every proxy log line.
+                logger.exception("%s %s: submitting work failed", method, path)
                 return error_response(500, SUBMIT_FAILED_MESSAGE)
             for order in orders:
                 logger.info(

@@ -574,6 +574,41 @@ async def test_failing_sink_gives_500_without_details(
     assert b"Secret-1" not in response.content
 
 
+@pytest.mark.parametrize("path", ["internal", "submit"])
+async def test_a_500_logs_the_traceback_with_its_secrets_masked(
+    start_proxy: StartProxy,
+    client: httpx.AsyncClient,
+    sink: FakeSink,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    # Messages as a database driver or a mapping bug would word them, quoting the body and the
+    # headers. Only the proxy logger's own filter stands between them and the log.
+    error = RuntimeError(
+        "INSERT failed password=Pa55-Secret; body {'password': 'Pa55-Secret'}; "
+        f"headers [(b'x-auth-token', b'{ADMIN_TOKEN}')]"
+    )
+    if path == "internal":
+
+        def broken_mapping(*args: object, **kwargs: object) -> list[WorkOrder]:
+            raise error
+
+        monkeypatch.setattr("dcorch.proxy.handler.build_work_orders", broken_mapping)
+    else:
+        sink.error = error
+    caplog.set_level(logging.ERROR, logger="dcorch.proxy.handler")
+    base = await start_proxy()
+    body = b'{"user": {"name": "u1", "password": "Pa55-Secret"}}'
+    response = await client.post(base + "/v3/users", content=body, headers=ADMIN)
+    assert response.status_code == 500
+    text = caplog.text
+    assert "Traceback (most recent call last)" in text
+    assert "RuntimeError: INSERT failed" in text
+    assert "Pa55-Secret" not in text
+    assert ADMIN_TOKEN not in text
+
+
 async def test_client_is_answered_only_after_submit_returns(
     start_proxy: StartProxy, client: httpx.AsyncClient, sink: FakeSink
 ) -> None:
