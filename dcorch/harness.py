@@ -333,7 +333,7 @@ async def open_dcorch(
                 endpoint_type,
                 upstream_url=upstream,
                 work_sink=dispatcher,
-                token_validator=validator,
+                token_cache=validator,
                 settings=settings.proxy,
                 http_client=proxy_client,
                 fernet_keys_source=fernet_keys,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dcorch.proxy.app import ProxyApp as ProxyApp
 from dcorch.proxy.app import create_proxy_app as create_proxy_app
 from dcorch.proxy.auth import KeystoneTokenValidator as KeystoneTokenValidator
+from dcorch.proxy.auth import TokenCache as TokenCache
 from dcorch.proxy.auth import TokenInfo as TokenInfo
 from dcorch.proxy.auth import TokenValidator as TokenValidator
 from dcorch.proxy.errors import Overloaded as Overloaded
@@ -23,6 +24,7 @@ __all__ = (
     "Overloaded",
     "ProxyApp",
     "SysinvFernetKeys",
+    "TokenCache",
     "TokenInfo",
     "TokenValidator",
     "WorkSink",

@@ -14,6 +14,7 @@ import trio
 from hypercorn.config import Config
 
 from dcorch.proxy import KeystoneTokenValidator, SysinvFernetKeys, create_proxy_app, serve_proxy
+from dcorch.proxy.auth import TokenCache
 from dcorch.settings import ProxySettings
 from tests.proxy.fakes import FakeMaster, FakeSink
 
@@ -66,12 +67,14 @@ def start_proxy(
     """``await start_proxy("identity", max_body_bytes=...)`` -> the proxy's base URL."""
 
     async def start(endpoint_type: str = "identity", **settings: Any) -> str:
+        proxy_settings = dataclasses.replace(ProxySettings(), **settings)
+        validator = KeystoneTokenValidator(master_url, side_client)
         app = create_proxy_app(
             endpoint_type,
             upstream_url=master_url,
             work_sink=sink,
-            token_validator=KeystoneTokenValidator(master_url, side_client),
-            settings=dataclasses.replace(ProxySettings(), **settings),
+            token_cache=TokenCache(validator, ttl=proxy_settings.token_cache_ttl),
+            settings=proxy_settings,
             fernet_keys_source=SysinvFernetKeys(master_url, side_client),
         )
         urls = await nursery.start(partial(serve_proxy, app, "127.0.0.1", 0))

@@ -13,6 +13,7 @@ import trio
 from cryptography.fernet import Fernet
 
 from dcorch.proxy import TokenInfo, create_proxy_app, serve_proxy
+from dcorch.proxy.auth import TokenCache
 from dcorch.proxy.redaction import RedactingFilter
 from dcorch.settings import ProxySettings
 from dcorch.work import WorkOrder
@@ -345,7 +346,7 @@ async def test_injected_client_is_used_and_left_open(
             "usm",
             upstream_url=master_url,
             work_sink=sink,
-            token_validator=AlwaysAdmin(),
+            token_cache=TokenCache(AlwaysAdmin(), ttl=30.0),
             settings=ProxySettings(),
             http_client=injected,
         )
@@ -708,7 +709,7 @@ async def test_master_unreachable_gives_502(
         "usm",
         upstream_url=f"http://127.0.0.1:{dead_port}",
         work_sink=sink,
-        token_validator=AlwaysAdmin(),
+        token_cache=TokenCache(AlwaysAdmin(), ttl=30.0),
         settings=dataclasses.replace(ProxySettings(), forward_timeout=5.0),
     )
     urls = await nursery.start(partial(serve_proxy, app, "127.0.0.1", 0))
