@@ -337,6 +337,7 @@ async def open_dcorch(
                 settings=settings.proxy,
                 http_client=proxy_client,
                 fernet_keys_source=fernet_keys,
+                metrics=metrics,
             )
             bind_port = 0 if ephemeral_ports else port
             children.append(

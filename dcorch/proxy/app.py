@@ -13,6 +13,7 @@ import httpx
 from quart_trio import QuartTrio
 
 from dcorch import constants as c
+from dcorch.metrics import Metrics
 from dcorch.proxy.auth import TokenCache
 from dcorch.proxy.fernet_audit import FernetKeySource
 from dcorch.proxy.handler import ProxyHandler
@@ -44,6 +45,7 @@ def create_proxy_app(
     settings: ProxySettings,
     http_client: httpx.AsyncClient | None = None,
     fernet_keys_source: FernetKeySource | None = None,
+    metrics: Metrics | None = None,
 ) -> ProxyApp:
     """A proxy for ``endpoint_type`` (``identity``, ``platform`` or ``usm``).
 
@@ -61,6 +63,8 @@ def create_proxy_app(
             serving and closes it when it stops.
         fernet_keys_source: the master's fernet keys, to find a revoked token's audit id;
             required for ``identity``.
+        metrics: the process's metric series, where the proxied commands are counted (the
+            v1 API's ``/metrics`` renders them); a private one if ``None``.
 
     Raises:
         ValueError: unknown endpoint type, or ``identity`` without a fernet key source.
@@ -75,6 +79,7 @@ def create_proxy_app(
         else endpoint_type
     )
     handler = ProxyHandler(
+        endpoint_type=endpoint_type,
         routes=ROUTES[endpoint_type],
         ok_statuses=OK_STATUSES[endpoint_type],
         stored_endpoint_type=stored,
@@ -84,6 +89,7 @@ def create_proxy_app(
         fernet_keys=fernet_keys_source,
         forward_timeout=settings.forward_timeout,
         max_body_bytes=settings.max_body_bytes,
+        metrics=metrics or Metrics(),
     )
     handler.client = http_client
     app = ProxyApp(f"dcorch.proxy.{endpoint_type}")

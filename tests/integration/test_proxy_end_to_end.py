@@ -328,3 +328,28 @@ async def test_token_revoked_through_the_identity_proxy_is_refused_at_once_every
     for route in ("GET keystone users", "GET sysinv iuser"):
         assert after.get(route) == served.get(route), route
     assert (await dc.client.get(users, headers=dc.auth)).status_code == 200
+
+
+async def test_proxied_commands_are_counted_by_endpoint_type_and_outcome(
+    recorder: Dcorch,
+) -> None:
+    dc = recorder
+    body = {"user": {"name": "metered", "password": "metered-pw-1", "domain_id": "default"}}
+    created = await dc.client.post(dc.identity_url + "/v3/users", json=body, headers=dc.auth)
+    assert created.status_code == 201
+    conflict = await dc.client.post(dc.identity_url + "/v3/users", json=body, headers=dc.auth)
+    assert conflict.status_code == 409
+    listed = await dc.client.get(dc.identity_url + "/v3/users", headers=dc.auth)
+    assert listed.status_code == 200  # passed through: not a command, not counted
+
+    scraped = await dc.client.get(dc.api_url + "/metrics")
+    assert scraped.status_code == 200
+    series = [
+        line
+        for line in scraped.text.splitlines()
+        if line.startswith("dcorch_proxied_commands_total{")
+    ]
+    assert series == [
+        'dcorch_proxied_commands_total{endpoint_type="identity",outcome="committed"} 1.0',
+        'dcorch_proxied_commands_total{endpoint_type="identity",outcome="rejected"} 1.0',
+    ]

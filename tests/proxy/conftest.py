@@ -13,6 +13,7 @@ import pytest
 import trio
 from hypercorn.config import Config
 
+from dcorch.metrics import Metrics
 from dcorch.proxy import KeystoneTokenValidator, SysinvFernetKeys, create_proxy_app, serve_proxy
 from dcorch.proxy.auth import TokenCache
 from dcorch.settings import ProxySettings
@@ -29,6 +30,12 @@ def master() -> FakeMaster:
 @pytest.fixture
 def sink() -> FakeSink:
     return FakeSink()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    """Where the proxies started by ``start_proxy`` count their commands."""
+    return Metrics()
 
 
 @pytest.fixture
@@ -63,6 +70,7 @@ def start_proxy(
     master_url: str,
     sink: FakeSink,
     side_client: httpx.AsyncClient,
+    metrics: Metrics,
 ) -> StartProxy:
     """``await start_proxy("identity", max_body_bytes=...)`` -> the proxy's base URL."""
 
@@ -76,6 +84,7 @@ def start_proxy(
             token_cache=TokenCache(validator, ttl=proxy_settings.token_cache_ttl),
             settings=proxy_settings,
             fernet_keys_source=SysinvFernetKeys(master_url, side_client),
+            metrics=metrics,
         )
         urls = await nursery.start(partial(serve_proxy, app, "127.0.0.1", 0))
         return str(urls[0])

@@ -12,6 +12,7 @@ import pytest
 import trio
 from cryptography.fernet import Fernet
 
+from dcorch.metrics import Metrics
 from dcorch.proxy import TokenInfo, create_proxy_app, serve_proxy
 from dcorch.proxy.auth import TokenCache
 from dcorch.proxy.redaction import RedactingFilter
@@ -608,6 +609,44 @@ async def test_a_500_logs_the_traceback_with_its_secrets_masked(
     assert "RuntimeError: INSERT failed" in text
     assert "Pa55-Secret" not in text
     assert ADMIN_TOKEN not in text
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "outcome"),
+    [
+        (None, 201, "committed"),
+        ("master refuses", 409, "rejected"),
+        ("no id in the answer", 201, "unrecorded"),
+        ("sink overloaded", 503, "overloaded"),
+        ("sink fails", 500, "failed"),
+    ],
+)
+async def test_each_forwarded_command_is_counted_with_its_outcome(
+    start_proxy: StartProxy,
+    client: httpx.AsyncClient,
+    master: FakeMaster,
+    sink: FakeSink,
+    metrics: Metrics,
+    fault: str | None,
+    status: int,
+    outcome: str,
+) -> None:
+    if fault == "master refuses":
+        master.responses[("POST", "/v3/users")] = Canned(409, b'{"error": {}}')
+    elif fault == "no id in the answer":
+        master.responses[("POST", "/v3/users")] = Canned(201, b'{"user": {"name": "x"}}')
+    elif fault == "sink overloaded":
+        sink.overloaded_retry_after = 1
+    elif fault == "sink fails":
+        sink.error = RuntimeError("database is locked")
+    base = await start_proxy()
+    assert (await client.get(base + "/v3/users", headers=ADMIN)).status_code == 200
+    body = b'{"user": {"name": "u1"}}'
+    response = await client.post(base + "/v3/users", content=body, headers=ADMIN)
+    assert response.status_code == status
+    assert metrics.proxied_commands.values == {
+        (("endpoint_type", "identity"), ("outcome", outcome)): 1.0
+    }
 
 
 async def test_client_is_answered_only_after_submit_returns(
