@@ -12,10 +12,17 @@ import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from dcorch.settings import Settings, SettingsError, load_settings, settings_as_dict
 
-_SECRET_WORDS = ("password", "secret", "token", "key")
+_SECRET_NAME_ENDINGS = ("password", "passwd", "secret", "token", "key")
+"""A setting whose name ends with one of these (``password``, ``api_key``) holds a secret value.
+
+Only the ending counts: ``keystone_url`` and ``token_cache_ttl`` merely mention a secret word and
+must stay readable, or ``dcorch config`` cannot show what the service will connect to.
+"""
+MASK = "******"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,16 +54,31 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _masked(data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: (
-            _masked(value)
-            if isinstance(value, dict)
-            else "******"
-            if value and any(word in key for word in _SECRET_WORDS)
-            else value
-        )
-        for key, value in data.items()
-    }
+    """The settings with secret values masked: named secrets and passwords inside URLs.
+
+    Numbers, booleans and lists (ports, durations, sizes) are never secrets, whatever their name.
+    """
+    return {key: _masked_value(key, value) for key, value in data.items()}
+
+
+def _masked_value(key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        return _masked(value)
+    if not isinstance(value, str) or not value:
+        return value
+    if key.lower().endswith(_SECRET_NAME_ENDINGS):
+        return MASK
+    return _masked_url_password(value)
+
+
+def _masked_url_password(value: str) -> str:
+    """``scheme://user:******@host/...`` for a URL that carries a password (a database URL)."""
+    parts = urlsplit(value)
+    if not parts.scheme or parts.password is None:
+        return value
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{hostinfo}"))
 
 
 def _configure_logging(settings: Settings) -> None:

@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "dcorch.work": BASE,
     "dcorch.asgi": BASE,
     "dcorch.metrics": BASE,
-    "dcorch.proxy": BASE | {"dcorch.proxy", "dcorch.work", "dcorch.asgi"},
+    "dcorch.proxy": BASE | {"dcorch.proxy", "dcorch.work", "dcorch.asgi", "dcorch.metrics"},
     "dcorch.api": BASE | {"dcorch.api", "dcorch.db", "dcorch.metrics"},
     "dcorch.db": BASE | {"dcorch.db", "dcorch.work", "actors"},
     "dcorch.remote": BASE | {"dcorch.remote", "dcorch.db.rows"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dcorch.cli import main
 from dcorch.settings import (
     DEFAULT_CONFIG_PATH,
     Settings,
@@ -122,3 +124,25 @@ def test_cli_reports_a_bad_config_and_exits_non_zero(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert f"{path}: unknown key proxy.identity_prot" in done.stderr
+
+
+def test_cli_config_masks_secret_values_but_not_urls_or_durations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dcorch.toml"
+    path.write_text(
+        "[database]\n"
+        'url = "postgresql+asyncpg://dcorch:db-Secret-1@db.example:5432/dcorch"\n'
+        "[master]\n"
+        'keystone_url = "http://controller:5000"\n'
+        'password = "master-Secret-2"\n'
+    )
+    assert main(["config", "--config", str(path)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["master"]["keystone_url"] == "http://controller:5000"
+    assert shown["proxy"]["token_cache_ttl"] == 30.0
+    assert shown["proxy"]["identity_port"] == 25000
+    assert shown["proxy"]["max_body_bytes"] == 64 * 1024 * 1024
+    assert shown["master"]["username"] == "admin"
+    assert shown["master"]["password"] == "******"
+    assert shown["database"]["url"] == "postgresql+asyncpg://dcorch:******@db.example:5432/dcorch"

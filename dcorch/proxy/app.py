@@ -14,7 +14,8 @@ from quart_trio import QuartTrio
 
 from dcorch import constants as c
 from dcorch.asgi import serve_asgi
-from dcorch.proxy.auth import TokenCache, TokenValidator
+from dcorch.metrics import Metrics
+from dcorch.proxy.auth import TokenCache
 from dcorch.proxy.fernet_audit import FernetKeySource
 from dcorch.proxy.handler import ProxyHandler
 from dcorch.proxy.routes import OK_STATUSES, ROUTES
@@ -41,10 +42,11 @@ def create_proxy_app(
     *,
     upstream_url: str,
     work_sink: WorkSink,
-    token_validator: TokenValidator,
+    token_cache: TokenCache,
     settings: ProxySettings,
     http_client: httpx.AsyncClient | None = None,
     fernet_keys_source: FernetKeySource | None = None,
+    metrics: Metrics | None = None,
 ) -> ProxyApp:
     """A proxy for ``endpoint_type`` (``identity``, ``platform`` or ``usm``).
 
@@ -53,13 +55,17 @@ def create_proxy_app(
         upstream_url: the master service (keystone, sysinv or usm), e.g. ``http://host:5000``;
             a path prefix is kept.
         work_sink: records the work orders; the client is answered only after it returns.
-        token_validator: validates client tokens (wrapped here in a :class:`TokenCache` with
-            ``settings.token_cache_ttl``).
+        token_cache: validates client tokens. Pass the process's one cache, the same the
+            other proxies and the v1 API use: a token revoked through the identity proxy is
+            forgotten in it, so it is refused at once everywhere. A second cache wrapped around
+            it would keep the token valid for its ttl.
         settings: the proxy section of the settings.
         http_client: the client for the master; if ``None`` the app opens one when it starts
             serving and closes it when it stops.
         fernet_keys_source: the master's fernet keys, to find a revoked token's audit id;
             required for ``identity``.
+        metrics: the process's metric series, where the proxied commands are counted (the
+            v1 API's ``/metrics`` renders them); a private one if ``None``.
 
     Raises:
         ValueError: unknown endpoint type, or ``identity`` without a fernet key source.
@@ -74,15 +80,17 @@ def create_proxy_app(
         else endpoint_type
     )
     handler = ProxyHandler(
+        endpoint_type=endpoint_type,
         routes=ROUTES[endpoint_type],
         ok_statuses=OK_STATUSES[endpoint_type],
         stored_endpoint_type=stored,
         upstream_url=upstream_url,
         work_sink=work_sink,
-        tokens=TokenCache(token_validator, ttl=settings.token_cache_ttl),
+        tokens=token_cache,
         fernet_keys=fernet_keys_source,
         forward_timeout=settings.forward_timeout,
         max_body_bytes=settings.max_body_bytes,
+        metrics=metrics or Metrics(),
     )
     handler.client = http_client
     app = ProxyApp(f"dcorch.proxy.{endpoint_type}")

@@ -6,7 +6,15 @@ change anything); a request on an intercepted route is forwarded with its body b
 the master's status says the change happened its work orders are submitted *before* the client
 gets the master's answer; anything else is streamed through untouched.
 
-Only the method, the path, the status and a work order's type/operation/id are logged.
+Only the method, the path, the status and a work order's type/operation/id are logged, plus the
+traceback of an internal error, masked by :class:`~dcorch.proxy.redaction.RedactingFilter`.
+
+Every intercepted command that is forwarded to the master counts once in
+``dcorch_proxied_commands_total``, labelled with the proxy's endpoint type and the outcome:
+``committed`` (its work is recorded), ``rejected`` (the master refused it: nothing to record),
+``unrecorded`` (the master applied it but no work order could be derived), ``overloaded`` (503,
+the work sink was full), ``timed_out`` (504, forwarding and recording overran their deadline)
+or ``failed`` (the master unreachable, recording the work failed or an internal error).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from quart_trio.wrappers import TrioResponse
 from werkzeug.datastructures import Headers
 
 from dcorch import constants as c
+from dcorch.metrics import Metrics
 from dcorch.proxy import forwarding as fw
 from dcorch.proxy.auth import TokenCache
 from dcorch.proxy.errors import BodyTooLarge, Overloaded, ValidationUnavailable, error_response
@@ -42,6 +51,13 @@ logger = logging.getLogger(__name__)
 logger.addFilter(RedactingFilter())
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+COMMITTED = "committed"
+REJECTED = "rejected"
+UNRECORDED = "unrecorded"
+OVERLOADED = "overloaded"
+TIMED_OUT = "timed_out"
+FAILED = "failed"
 CONNECTION_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 OVERLOADED_MESSAGE = (
@@ -78,6 +94,7 @@ class ProxyHandler:
     def __init__(
         self,
         *,
+        endpoint_type: str,
         routes: Sequence[RouteSpec],
         ok_statuses: frozenset[int],
         stored_endpoint_type: str,
@@ -87,7 +104,9 @@ class ProxyHandler:
         fernet_keys: FernetKeySource | None,
         forward_timeout: float,
         max_body_bytes: int,
+        metrics: Metrics,
     ) -> None:
+        self.endpoint_type = endpoint_type
         self.routes = routes
         self.ok_statuses = ok_statuses
         self.stored_endpoint_type = stored_endpoint_type
@@ -97,6 +116,7 @@ class ProxyHandler:
         self.fernet_keys = fernet_keys
         self.forward_timeout = forward_timeout
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
         self.client: httpx.AsyncClient | None = None
         """Injected, or opened when the app starts serving."""
         self._owns_client = False
@@ -135,9 +155,10 @@ class ProxyHandler:
         except httpx.HTTPError as exc:
             logger.warning("%s %s: master unreachable (%s)", method, path, type(exc).__name__)
             response = error_response(502, "the master service is unreachable")
-        except Exception as exc:
-            # Never let quart log the exception text: it may quote a body or a token.
-            logger.error("%s %s: internal error (%s)", method, path, type(exc).__name__)
+        except Exception:
+            # Logged here, through the module's redacting filter, rather than left to quart,
+            # which would print the exception text (it may quote a body or a token) unmasked.
+            logger.exception("%s %s: internal error", method, path)
             response = error_response(500, "internal error in the dcorch proxy")
         logger.info("%s %s -> %d", method, path, response.status_code)
         return response
@@ -225,11 +246,19 @@ class ProxyHandler:
             # Before forwarding: a client revoking its own token cannot fetch keys after.
             audit_id = await extract_audit_id(subject, self.fernet_keys, token)
         response: TrioResponse | None = None
-        # Once the request is on its way to the master, finish it and record the work even if
-        # the client goes away; the deadline bounds how long a shutdown can be held up.
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + 2 * self.forward_timeout
-            response = await self._forward_and_record(method, path, match, body, audit_id)
+        outcome = FAILED  # unless _forward_and_record returns: an exception is on its way up
+        try:
+            # Once the request is on its way to the master, finish it and record the work even
+            # if the client goes away; the deadline bounds how long a shutdown can be held up.
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + 2 * self.forward_timeout
+                response, outcome = await self._forward_and_record(
+                    method, path, match, body, audit_id
+                )
+            if response is None:
+                outcome = TIMED_OUT
+        finally:
+            self.metrics.proxied_commands.inc(endpoint_type=self.endpoint_type, outcome=outcome)
         if match.route.resource_type == c.RESOURCE_REVOKE_EVENTS and subject:
             self.tokens.forget(subject)
         if response is None:
@@ -239,12 +268,15 @@ class ProxyHandler:
 
     async def _forward_and_record(
         self, method: str, path: str, match: RouteMatch, body: bytes, audit_id: str | None
-    ) -> TrioResponse:
+    ) -> tuple[TrioResponse, str]:
+        """The master's answer (or the proxy's 5xx) and the command's outcome for the metric."""
         upstream = await self._client().send(self._build_request(method, body), stream=True)
         raw = await fw.read_raw(upstream)
         status = upstream.status_code
         orders: list[WorkOrder] = []
+        outcome = REJECTED
         if status in self.ok_statuses:
+            outcome = UNRECORDED
             content_type = fw.header(_headers(), b"content-type") or b""
             exchange = Exchange(
                 request_body=body,
@@ -269,10 +301,12 @@ class ProxyHandler:
                 logger.warning("%s %s: work sink overloaded, work not queued", method, path)
                 return error_response(
                     503, OVERLOADED_MESSAGE, {"Retry-After": str(exc.retry_after)}
-                )
-            except Exception as exc:
-                logger.error("%s %s: submitting work failed (%s)", method, path, type(exc).__name__)
-                return error_response(500, SUBMIT_FAILED_MESSAGE)
+                ), OVERLOADED
+            except Exception:
+                # The traceback goes through the redacting filter like every proxy log line.
+                logger.exception("%s %s: submitting work failed", method, path)
+                return error_response(500, SUBMIT_FAILED_MESSAGE), FAILED
+            outcome = COMMITTED
             for order in orders:
                 logger.info(
                     "work order %s %s %s",
@@ -280,4 +314,5 @@ class ProxyHandler:
                     order.operation_type,
                     order.source_resource_id,
                 )
-        return relay_response(raw, status, fw.client_headers(upstream.headers, streamed=False))
+        headers = fw.client_headers(upstream.headers, streamed=False)
+        return relay_response(raw, status, headers), outcome

@@ -31,11 +31,23 @@ _QUOTED_SECRET_PAIR = re.compile(
 ``(b'x-subject-token', b'...')`` as dict/header reprs appear in third-party debug traces."""
 
 
+_SECRET_ASSIGNMENT = re.compile(
+    r"""(?P<name>(?<![\w-])[\w-]*(?:password|passwd|key|token|secret))=[^\s&,;'")\]]+""",
+    re.IGNORECASE,
+)
+"""An unquoted ``name=value`` whose name *ends* with a secret word: ``?token=...`` in a URL or
+``password=...`` in an exception message. ``keystone_url=`` or ``token_cache_ttl=`` only mention
+one and are kept."""
+
+_FORMATTER = logging.Formatter()
+
+
 def redact_text(text: str) -> str:
-    """Mask the values of quoted secret-named pairs in already formatted text."""
-    return _QUOTED_SECRET_PAIR.sub(
+    """Mask the values of quoted secret-named pairs and ``secret=value`` in formatted text."""
+    text = _QUOTED_SECRET_PAIR.sub(
         lambda m: f"{m['q']}{m['name']}{m['q']}{m['sep']}{m['b']}{m['vq']}{MASK}{m['vq']}", text
     )
+    return _SECRET_ASSIGNMENT.sub(lambda m: f"{m['name']}={MASK}", text)
 
 
 def is_secret_key(key: object) -> bool:
@@ -64,7 +76,9 @@ class RedactingFilter(logging.Filter):
 
     Dicts passed as log arguments get their secret-keyed entries masked; then, if the formatted
     message still shows a quoted secret-named pair (httpcore's DEBUG trace prints raw headers,
-    ``X-Subject-Token`` included), the message is replaced by its masked text.
+    ``X-Subject-Token`` included), the message is replaced by its masked text. A traceback
+    (``logger.exception``) is formatted here and masked the same way, because an exception's
+    text often quotes the body or the headers it failed on.
 
     The proxy installs it on its own module loggers. A filter on a logger does not see records of
     other loggers, so the service should also add it to its log *handlers*, which covers
@@ -84,4 +98,18 @@ class RedactingFilter(logging.Filter):
         masked = redact_text(message)
         if masked != message:
             record.msg, record.args = masked, None
+        _redact_exception(record)
         return True
+
+
+def _redact_exception(record: logging.LogRecord) -> None:
+    """Replace the record's exception by its formatted, masked text.
+
+    Handlers' formatters print a ready ``exc_text`` as it is; ``exc_info`` is dropped so that no
+    formatter (a JSON one, say) can render the raw exception again, secrets included.
+    """
+    if record.exc_info and record.exc_info[0] is not None:
+        record.exc_text = _FORMATTER.formatException(record.exc_info)
+    record.exc_info = None
+    if record.exc_text:
+        record.exc_text = redact_text(record.exc_text)

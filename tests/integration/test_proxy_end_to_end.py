@@ -283,3 +283,78 @@ async def test_200_concurrent_commands_at_1000_subclouds_all_committed() -> None
         # Group commit: far fewer transactions than commands.
         assert dc.db.dispatcher.stats.order_batches < 200
         assert dc.db.dispatcher.stats.submissions == 200
+
+
+async def test_token_revoked_through_the_identity_proxy_is_refused_at_once_everywhere(
+    recorder: Dcorch,
+) -> None:
+    # The default cache ttl (30 s): a refusal now can only come from the revocation dropping
+    # the token from the one cache that the proxies and the v1 API share.
+    dc = recorder
+    assert dc.settings.proxy.token_cache_ttl == 30.0
+    master = dc.settings.master
+    login = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "name": master.username,
+                        "domain": {"id": "default"},
+                        "password": master.password,
+                    }
+                },
+            },
+            "scope": {"project": {"name": master.project_name, "domain": {"id": "default"}}},
+        }
+    }
+    issued = await dc.client.post(dc.master.keystone + "/auth/tokens", json=login)
+    assert issued.status_code == 201, issued.text
+    second = {"X-Auth-Token": issued.headers["X-Subject-Token"]}
+    users = dc.identity_url + "/v3/users"
+    iusers = dc.platform_url + "/v1/iuser"
+    subclouds = dc.api_url + "/v1.0/admin/subclouds"
+    for url in (users, iusers, subclouds):
+        assert (await dc.client.get(url, headers=second)).status_code == 200, url
+
+    revoked = await dc.client.delete(
+        dc.identity_url + "/v3/auth/tokens",
+        headers={**dc.auth, "X-Subject-Token": second["X-Auth-Token"]},
+    )
+    assert revoked.status_code == 204, revoked.text
+
+    assert dc.sim is not None
+    served = dict(dc.sim.master.counters or {})
+    for url in (users, iusers, subclouds):
+        assert (await dc.client.get(url, headers=second)).status_code == 401, url
+    # The proxies refused the token themselves: the master (which would also say 401) never
+    # saw the requests.
+    after = dc.sim.master.counters or {}
+    for route in ("GET keystone users", "GET sysinv iuser"):
+        assert after.get(route) == served.get(route), route
+    assert (await dc.client.get(users, headers=dc.auth)).status_code == 200
+
+
+async def test_proxied_commands_are_counted_by_endpoint_type_and_outcome(
+    recorder: Dcorch,
+) -> None:
+    dc = recorder
+    body = {"user": {"name": "metered", "password": "metered-pw-1", "domain_id": "default"}}
+    created = await dc.client.post(dc.identity_url + "/v3/users", json=body, headers=dc.auth)
+    assert created.status_code == 201
+    conflict = await dc.client.post(dc.identity_url + "/v3/users", json=body, headers=dc.auth)
+    assert conflict.status_code == 409
+    listed = await dc.client.get(dc.identity_url + "/v3/users", headers=dc.auth)
+    assert listed.status_code == 200  # passed through: not a command, not counted
+
+    scraped = await dc.client.get(dc.api_url + "/metrics")
+    assert scraped.status_code == 200
+    series = [
+        line
+        for line in scraped.text.splitlines()
+        if line.startswith("dcorch_proxied_commands_total{")
+    ]
+    assert series == [
+        'dcorch_proxied_commands_total{endpoint_type="identity",outcome="committed"} 1.0',
+        'dcorch_proxied_commands_total{endpoint_type="identity",outcome="rejected"} 1.0',
+    ]

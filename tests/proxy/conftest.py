@@ -13,8 +13,9 @@ import pytest
 import trio
 from hypercorn.config import Config
 
+from dcorch.metrics import Metrics
 from dcorch.proxy.app import create_proxy_app, serve_proxy
-from dcorch.proxy.auth import KeystoneTokenValidator
+from dcorch.proxy.auth import KeystoneTokenValidator, TokenCache
 from dcorch.proxy.fernet_audit import SysinvFernetKeys
 from dcorch.settings import ProxySettings
 from tests.proxy.fakes import FakeMaster, FakeSink
@@ -30,6 +31,12 @@ def master() -> FakeMaster:
 @pytest.fixture
 def sink() -> FakeSink:
     return FakeSink()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    """Where the proxies started by ``start_proxy`` count their commands."""
+    return Metrics()
 
 
 @pytest.fixture
@@ -64,17 +71,21 @@ def start_proxy(
     master_url: str,
     sink: FakeSink,
     side_client: httpx.AsyncClient,
+    metrics: Metrics,
 ) -> StartProxy:
     """``await start_proxy("identity", max_body_bytes=...)`` -> the proxy's base URL."""
 
     async def start(endpoint_type: str = "identity", **settings: Any) -> str:
+        proxy_settings = dataclasses.replace(ProxySettings(), **settings)
+        validator = KeystoneTokenValidator(master_url, side_client)
         app = create_proxy_app(
             endpoint_type,
             upstream_url=master_url,
             work_sink=sink,
-            token_validator=KeystoneTokenValidator(master_url, side_client),
-            settings=dataclasses.replace(ProxySettings(), **settings),
+            token_cache=TokenCache(validator, ttl=proxy_settings.token_cache_ttl),
+            settings=proxy_settings,
             fernet_keys_source=SysinvFernetKeys(master_url, side_client),
+            metrics=metrics,
         )
         urls = await nursery.start(partial(serve_proxy, app, "127.0.0.1", 0))
         return str(urls[0])

@@ -12,8 +12,9 @@ import pytest
 import trio
 from cryptography.fernet import Fernet
 
+from dcorch.metrics import Metrics
 from dcorch.proxy.app import create_proxy_app, serve_proxy
-from dcorch.proxy.auth import TokenInfo
+from dcorch.proxy.auth import TokenCache, TokenInfo
 from dcorch.proxy.redaction import RedactingFilter
 from dcorch.settings import ProxySettings
 from dcorch.work import WorkOrder
@@ -346,7 +347,7 @@ async def test_injected_client_is_used_and_left_open(
             "usm",
             upstream_url=master_url,
             work_sink=sink,
-            token_validator=AlwaysAdmin(),
+            token_cache=TokenCache(AlwaysAdmin(), ttl=30.0),
             settings=ProxySettings(),
             http_client=injected,
         )
@@ -575,6 +576,79 @@ async def test_failing_sink_gives_500_without_details(
     assert b"Secret-1" not in response.content
 
 
+@pytest.mark.parametrize("path", ["internal", "submit"])
+async def test_a_500_logs_the_traceback_with_its_secrets_masked(
+    start_proxy: StartProxy,
+    client: httpx.AsyncClient,
+    sink: FakeSink,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    # Messages as a database driver or a mapping bug would word them, quoting the body and the
+    # headers. Only the proxy logger's own filter stands between them and the log.
+    error = RuntimeError(
+        "INSERT failed password=Pa55-Secret; body {'password': 'Pa55-Secret'}; "
+        f"headers [(b'x-auth-token', b'{ADMIN_TOKEN}')]"
+    )
+    if path == "internal":
+
+        def broken_mapping(*args: object, **kwargs: object) -> list[WorkOrder]:
+            raise error
+
+        monkeypatch.setattr("dcorch.proxy.handler.build_work_orders", broken_mapping)
+    else:
+        sink.error = error
+    caplog.set_level(logging.ERROR, logger="dcorch.proxy.handler")
+    base = await start_proxy()
+    body = b'{"user": {"name": "u1", "password": "Pa55-Secret"}}'
+    response = await client.post(base + "/v3/users", content=body, headers=ADMIN)
+    assert response.status_code == 500
+    text = caplog.text
+    assert "Traceback (most recent call last)" in text
+    assert "RuntimeError: INSERT failed" in text
+    assert "Pa55-Secret" not in text
+    assert ADMIN_TOKEN not in text
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "outcome"),
+    [
+        (None, 201, "committed"),
+        ("master refuses", 409, "rejected"),
+        ("no id in the answer", 201, "unrecorded"),
+        ("sink overloaded", 503, "overloaded"),
+        ("sink fails", 500, "failed"),
+    ],
+)
+async def test_each_forwarded_command_is_counted_with_its_outcome(
+    start_proxy: StartProxy,
+    client: httpx.AsyncClient,
+    master: FakeMaster,
+    sink: FakeSink,
+    metrics: Metrics,
+    fault: str | None,
+    status: int,
+    outcome: str,
+) -> None:
+    if fault == "master refuses":
+        master.responses[("POST", "/v3/users")] = Canned(409, b'{"error": {}}')
+    elif fault == "no id in the answer":
+        master.responses[("POST", "/v3/users")] = Canned(201, b'{"user": {"name": "x"}}')
+    elif fault == "sink overloaded":
+        sink.overloaded_retry_after = 1
+    elif fault == "sink fails":
+        sink.error = RuntimeError("database is locked")
+    base = await start_proxy()
+    assert (await client.get(base + "/v3/users", headers=ADMIN)).status_code == 200
+    body = b'{"user": {"name": "u1"}}'
+    response = await client.post(base + "/v3/users", content=body, headers=ADMIN)
+    assert response.status_code == status
+    assert metrics.proxied_commands.values == {
+        (("endpoint_type", "identity"), ("outcome", outcome)): 1.0
+    }
+
+
 async def test_client_is_answered_only_after_submit_returns(
     start_proxy: StartProxy, client: httpx.AsyncClient, sink: FakeSink
 ) -> None:
@@ -674,7 +748,7 @@ async def test_master_unreachable_gives_502(
         "usm",
         upstream_url=f"http://127.0.0.1:{dead_port}",
         work_sink=sink,
-        token_validator=AlwaysAdmin(),
+        token_cache=TokenCache(AlwaysAdmin(), ttl=30.0),
         settings=dataclasses.replace(ProxySettings(), forward_timeout=5.0),
     )
     urls = await nursery.start(partial(serve_proxy, app, "127.0.0.1", 0))

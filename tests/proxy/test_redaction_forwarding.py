@@ -55,6 +55,30 @@ def test_redacting_filter(caplog: pytest.LogCaptureFixture) -> None:
     assert "n" in caplog.text
 
 
+def test_redacting_filter_masks_the_exception_text(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("tests.proxy.redaction.exc")
+    logger.addFilter(RedactingFilter())
+    caplog.set_level(logging.ERROR, logger=logger.name)
+    try:
+        raise ValueError("bad {'X-Auth-Token': 'hunter5'} and password=hunter6&next=1")
+    except ValueError:
+        logger.exception("request failed")
+    [record] = caplog.records
+    assert record.exc_info is None  # no later formatter can render the raw exception again
+    assert "Traceback (most recent call last)" in caplog.text
+    assert f"ValueError: bad {{'X-Auth-Token': '{MASK}'}} and password={MASK}&next=1" in caplog.text
+    assert "hunter" not in caplog.text
+
+
+def test_redact_text_masks_unquoted_assignments() -> None:
+    assert redact_text("GET /x?token=abc&id=1 password=p4ss, key=k") == (
+        f"GET /x?token={MASK}&id=1 password={MASK}, key={MASK}"
+    )
+    assert redact_text("keystone_url=http://h:5000 token_cache_ttl=30") == (
+        "keystone_url=http://h:5000 token_cache_ttl=30"
+    )
+
+
 def test_fault_body_shape() -> None:
     outer = json.loads(fault_body(401, "Missing authentication token"))
     assert json.loads(outer["error_message"]) == {
