@@ -18,14 +18,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, registry
 
 from dcorch import constants as c
-from dcorch.db.schema import (
-    ORCH_REQUEST_COPY_COLUMNS,
-    new_uuid,
-    orch_job,
-    orch_request,
-    resource,
-    subcloud,
-)
+from dcorch.db import schema
 from dcorch.work import WorkOrder
 
 
@@ -52,10 +45,10 @@ class OrmSubcloud:
 
 
 _registry = registry()
-_registry.map_imperatively(OrmResource, resource)
-_registry.map_imperatively(OrmOrchJob, orch_job)
-_registry.map_imperatively(OrmOrchRequest, orch_request)
-_registry.map_imperatively(OrmSubcloud, subcloud)
+_registry.map_imperatively(OrmResource, schema.resource)
+_registry.map_imperatively(OrmOrchJob, schema.orch_job)
+_registry.map_imperatively(OrmOrchRequest, schema.orch_request)
+_registry.map_imperatively(OrmSubcloud, schema.subcloud)
 
 
 def _now() -> datetime:
@@ -90,7 +83,7 @@ def _resource_and_job(session: Session, order: WorkOrder, now: datetime) -> int:
     if res is None:
         res = OrmResource()
         for key, value in {
-            "uuid": new_uuid(),
+            "uuid": schema.new_uuid(),
             "resource_type": order.resource_type,
             "master_id": order.source_resource_id,
             "created_at": now,
@@ -101,7 +94,7 @@ def _resource_and_job(session: Session, order: WorkOrder, now: datetime) -> int:
         session.flush()
     job = OrmOrchJob()
     for key, value in {
-        "uuid": new_uuid(),
+        "uuid": schema.new_uuid(),
         "user_id": "",
         "project_id": "",
         "endpoint_type": order.endpoint_type,
@@ -140,7 +133,7 @@ def base_enqueue(engine: Engine, order: WorkOrder) -> tuple[float, int]:
 def _request_row(region: str, job_id: int, now: Any) -> dict[str, Any]:
     """One queued ``orch_request`` as the ORM baselines write it."""
     return {
-        "uuid": new_uuid(),
+        "uuid": schema.new_uuid(),
         "state": c.ORCH_REQUEST_QUEUED,
         "try_count": 0,
         "target_region_name": region,
@@ -185,7 +178,7 @@ def old_enqueue(
 def floor_records(regions: list[str], job_id: int) -> list[tuple[Any, ...]]:
     """The orch_request rows of one fan-out, built before the floor's clock starts."""
     now = _now()
-    return [(new_uuid(), c.ORCH_REQUEST_QUEUED, 0, r, job_id, now, 0) for r in regions]
+    return [(schema.new_uuid(), c.ORCH_REQUEST_QUEUED, 0, r, job_id, now, 0) for r in regions]
 
 
 def floor_sqlite(path: str, records: list[tuple[Any, ...]]) -> float:
@@ -194,7 +187,7 @@ def floor_sqlite(path: str, records: list[tuple[Any, ...]]) -> float:
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        cols = ", ".join(ORCH_REQUEST_COPY_COLUMNS)
+        cols = ", ".join(schema.ORCH_REQUEST_COPY_COLUMNS)
         sql = f"INSERT INTO orch_request ({cols}) VALUES ({', '.join('?' * len(records[0]))})"
         t0 = time.perf_counter()
         conn.execute("BEGIN")
@@ -214,7 +207,7 @@ def floor_postgres(dsn: str, records: list[tuple[Any, ...]]) -> float:
             t0 = time.perf_counter()
             async with conn.transaction():
                 await conn.copy_records_to_table(
-                    "orch_request", records=records, columns=ORCH_REQUEST_COPY_COLUMNS
+                    "orch_request", records=records, columns=schema.ORCH_REQUEST_COPY_COLUMNS
                 )
             return time.perf_counter() - t0
         finally:
@@ -228,9 +221,9 @@ def floor_job(engine: Engine) -> int:
     with engine.begin() as conn:
         return int(
             conn.execute(
-                orch_job.insert()
-                .values(uuid=new_uuid(), endpoint_type="identity", deleted=0)
-                .returning(orch_job.c.id)
+                schema.orch_job.insert()
+                .values(uuid=schema.new_uuid(), endpoint_type="identity", deleted=0)
+                .returning(schema.orch_job.c.id)
             ).scalar_one()
         )
 

@@ -66,9 +66,7 @@ class SimApp:
             if cloud is None:
                 await _send(send, HttpError(404, f"unknown subcloud {region}").response(), scope)
                 return
-            await self._serve_subcloud(
-                cloud, f"/{SUBCLOUD_PREFIX}/{region}", rest, scope, receive, send
-            )
+            await self._serve(cloud, f"/{SUBCLOUD_PREFIX}/{region}", rest, scope, receive, send)
         elif head == MASTER_PREFIX:
             await self._serve(self.sim.master, f"/{MASTER_PREFIX}", rest, scope, receive, send)
         elif head == CONTROL_PREFIX:
@@ -77,39 +75,6 @@ class SimApp:
             )
         else:
             await _send(send, HttpError(404, f"no simulated cloud at {path}").response(), scope)
-
-    async def _serve_subcloud(
-        self,
-        cloud: CloudState,
-        prefix: str,
-        rest: str,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        state = cloud.faults
-        latency = self.sim.default_latency_ms
-        action = FaultAction.PASS
-        if state is not None:
-            action = state.decide(trio.current_time())
-            latency = state.faults.latency_ms or latency
-        if action is FaultAction.OFFLINE:
-            await _drop_connection(send)
-            return
-        if latency:
-            await trio.sleep(latency / 1000)
-        if action is FaultAction.TIMEOUT:
-            await _hang(receive)
-            return
-        if action is FaultAction.ERROR and state is not None:
-            service = rest.partition("/")[0]
-            table = SERVICES.get(service, control.ROUTES)
-            cloud.count(f"{scope['method']} {service} <injected error>")
-            await _read_body(receive)
-            error = table.error(state.faults.error_status, "simulated failure")
-            await _send(send, error.response(), scope)
-            return
-        await self._serve(cloud, prefix, rest, scope, receive, send)
 
     async def _serve(
         self,
@@ -120,6 +85,9 @@ class SimApp:
         receive: Receive,
         send: Send,
     ) -> None:
+        """Serve one request of ``cloud``; a subcloud's injected faults apply first."""
+        if await self._faulted(cloud, rest, scope, receive, send):
+            return
         service, _, tail = rest.partition("/")
         table = SERVICES.get(service)
         if table is None or (not cloud.is_master and service not in SUBCLOUD_SERVICES):
@@ -134,6 +102,36 @@ class SimApp:
         await self._dispatch(
             table, cloud, f"{prefix}/{service}/{version}", inner, scope, receive, send
         )
+
+    async def _faulted(
+        self, cloud: CloudState, rest: str, scope: Scope, receive: Receive, send: Send
+    ) -> bool:
+        """Act out the subcloud's injected fault, if any; True when that answered the request."""
+        if cloud.is_master:
+            return False
+        state = cloud.faults
+        latency = self.sim.default_latency_ms
+        action = FaultAction.PASS
+        if state is not None:
+            action = state.decide(trio.current_time())
+            latency = state.faults.latency_ms or latency
+        if action is FaultAction.OFFLINE:
+            await _drop_connection(send)
+            return True
+        if latency:
+            await trio.sleep(latency / 1000)
+        if action is FaultAction.TIMEOUT:
+            await _hang(receive)
+            return True
+        if action is FaultAction.ERROR and state is not None:
+            service = rest.partition("/")[0]
+            table = SERVICES.get(service, control.ROUTES)
+            cloud.count(f"{scope['method']} {service} <injected error>")
+            await _read_body(receive)
+            error = table.error(state.faults.error_status, "simulated failure")
+            await _send(send, error.response(), scope)
+            return True
+        return False
 
     async def _dispatch(
         self,
