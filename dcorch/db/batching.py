@@ -1,9 +1,12 @@
-"""Queues that batch loops drain, and the loop itself: the heart of every group commit.
+"""Requests, replies and the loop that batches them: the heart of every group commit.
 
-A caller :meth:`Lane.put` s its request and waits for its :class:`~dcorch.db.reply.Reply`; a
-loop (:func:`run_batches`) waits once for *something* to arrive, then takes whatever is queued
-(:meth:`Lane.take`, never waiting), so a lone request's latency stays one hop while everything
-that queued up during the previous transaction rides along in the next one.
+A caller :meth:`Lane.put` s its request and waits on the request's :class:`Reply`, the one
+request/reply idiom of the database; a loop (:func:`run_batches`) waits once for *something* to
+arrive, then takes whatever is queued (:meth:`Lane.take`, never waiting), so a lone request's
+latency stays one hop while everything that queued up during the previous transaction rides
+along in the next one. A loop resolves each reply once with an :class:`outcome.Outcome`; a
+caller that was cancelled simply stops waiting, and resolving a reply nobody waits on is
+harmless, so a loop never has to care who is still listening.
 """
 
 from __future__ import annotations
@@ -11,12 +14,35 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sized
 from typing import Generic, TypeVar
 
+import outcome
 import trio
 
 from dcorch.db.errors import DatabaseUnavailable
 
 T = TypeVar("T")
 B = TypeVar("B", bound=Sized)
+
+
+class Reply(Generic[T]):
+    """Set once with the outcome of one request; later outcomes are ignored."""
+
+    __slots__ = ("_done", "_result")
+
+    def __init__(self) -> None:
+        self._done = trio.Event()
+        self._result: outcome.Outcome[T] | None = None
+
+    def resolve(self, result: outcome.Outcome[T]) -> None:
+        """Deliver ``result`` unless an outcome was already delivered."""
+        if self._result is None:
+            self._result = result
+            self._done.set()
+
+    async def wait(self) -> T:
+        """The value, or the error raised, of the request."""
+        await self._done.wait()
+        assert self._result is not None
+        return self._result.unwrap()
 
 
 class Bell:

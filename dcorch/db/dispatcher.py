@@ -43,10 +43,9 @@ import outcome
 import trio
 
 from dcorch.db import units_sync
-from dcorch.db.batching import Bell, Lane, run_batches
+from dcorch.db.batching import Bell, Lane, Reply, run_batches
 from dcorch.db.commits import CommitFeed, Committed
 from dcorch.db.errors import DatabaseUnavailable
-from dcorch.db.reply import Reply
 from dcorch.db.runner import Execute, Unit
 from dcorch.db.schema import new_uuid
 from dcorch.db.units_work import enqueue_work

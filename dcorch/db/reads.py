@@ -16,9 +16,8 @@ import outcome
 import trio
 
 from dcorch.db import units_sync
-from dcorch.db.batching import Bell, Lane, run_batches
+from dcorch.db.batching import Bell, Lane, Reply, run_batches
 from dcorch.db.errors import DatabaseUnavailable
-from dcorch.db.reply import Reply
 from dcorch.db.rows import PendingRequest
 from dcorch.db.runner import Execute
 
