@@ -348,7 +348,9 @@ class Supervisor:
             if sibling.held or sibling.stopping:
                 continue
             sibling.held = True
-            sibling.settled = trio.Event()
+            if sibling.settled.is_set():
+                # else it is still starting and _start waits on this very event: keep it
+                sibling.settled = trio.Event()
             self._interrupt(sibling, final=False)
             with trio.move_on_after(timeout_or_inf(sibling.spec.shutdown_timeout)):
                 await sibling.settled.wait()

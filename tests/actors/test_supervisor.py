@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from actors import (
+    ActorError,
     ActorSpec,
     ActorStopped,
     Backoff,
@@ -353,3 +354,81 @@ async def test_a_failing_on_stop_after_a_crash_does_not_hide_the_crash(
         assert ref.restarts == 1
         assert ref.statistics().last_error == "RuntimeError('a crashed')"
     assert "actor.on_stop_failed actor=a" in caplog.text
+
+
+@pytest.mark.parametrize("strategy", [Strategy.ONE_FOR_ALL, Strategy.REST_FOR_ONE])
+async def test_start_child_returns_for_an_actor_a_group_restart_caught_starting(
+    autojump_clock: trio.testing.MockClock, log: Log, strategy: Strategy
+) -> None:
+    class SlowStart(Probe):
+        async def on_start(self) -> None:
+            await super().on_start()
+            await trio.sleep(2)
+
+    async with open_actor_system(
+        SupervisorSpec(
+            name="g",
+            strategy=strategy,
+            backoff=NO_DELAY,
+            children=(ActorSpec(name="a", factory=probe("a", log)),),
+        )
+    ) as system:
+        group = system.lookup_supervisor("g")
+        t0 = trio.current_time()
+
+        async def crash_a_meanwhile() -> None:
+            await trio.sleep(1)
+            await system.lookup("g/a").tell("crash")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(crash_a_meanwhile)
+            with trio.fail_after(10):
+                slow = await group.start_child(
+                    ActorSpec(name="s", factory=lambda: SlowStart("s", log))
+                )
+            # the group restart let its on_start finish, stopped it and parked it
+            assert trio.current_time() - t0 == 2.0
+            assert slow.state is State.RESTARTING
+        # then started it again, after a; its second on_start takes 2 s too
+        assert await slow.ask("x") == ("s", "x")
+        assert trio.current_time() - t0 == 4.0
+        assert slow.state is State.RUNNING
+        assert (slow.restarts, system.lookup("g/a").restarts) == (1, 1)
+    assert log[:6] == [
+        *[("start", "a"), ("start", "s"), ("stop", "a"), ("stop", "s")],
+        *[("start", "a"), ("start", "s")],
+    ]
+
+
+async def test_start_child_fails_for_a_task_a_group_restart_cancelled_while_starting(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async def never_ready(*, task_status: trio.TaskStatus[None]) -> None:
+        await trio.sleep_forever()
+
+    async with open_actor_system(
+        SupervisorSpec(
+            name="g",
+            strategy=Strategy.ONE_FOR_ALL,
+            backoff=NO_DELAY,
+            children=(ActorSpec(name="a", factory=probe("a", log)),),
+        )
+    ) as system:
+        t0 = trio.current_time()
+
+        async def crash_a_meanwhile() -> None:
+            await trio.sleep(1)
+            await system.lookup("g/a").tell("crash")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(crash_a_meanwhile)
+            with (
+                trio.fail_after(10),
+                pytest.raises(ActorError, match=r"^task g/t ended before it was started$"),
+            ):
+                await system.lookup_supervisor("g").start_child(TaskSpec(name="t", fn=never_ready))
+            assert trio.current_time() - t0 == 1.0
+        await trio.testing.wait_all_tasks_blocked()
+        assert system.lookup_supervisor("g").children() == ["a"]
+        assert system.lookup("g/a").state is State.RUNNING
+    assert log[:3] == [("start", "a"), ("stop", "a"), ("start", "a")]
