@@ -362,8 +362,10 @@ class Supervisor:
         for sibling in group:
             if sibling.exited.is_set() or sibling.stopping:
                 continue
+            # a sibling that crashed too has its own request queued: its restart is counted
+            counted = sibling.pending
             sibling.pending = sibling.held = False
-            if sibling is not failed:
+            if sibling is not failed and not counted:
                 if sibling.spec.restart is Restart.TEMPORARY:
                     sibling.stopping = True
                     sibling.wake.set()

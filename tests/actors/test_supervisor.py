@@ -432,3 +432,23 @@ async def test_start_child_fails_for_a_task_a_group_restart_cancelled_while_star
         assert system.lookup_supervisor("g").children() == ["a"]
         assert system.lookup("g/a").state is State.RUNNING
     assert log[:3] == [("start", "a"), ("stop", "a"), ("start", "a")]
+
+
+async def test_siblings_that_crash_together_share_one_group_restart(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    specs = tuple(ActorSpec(name=n, factory=probe(n, log)) for n in "abc")
+    async with open_actor_system(
+        SupervisorSpec(name="g", children=specs, strategy=Strategy.ONE_FOR_ALL, backoff=NO_DELAY)
+    ) as system:
+        log.clear()
+        system.lookup("g/a").tell_nowait("crash")
+        system.lookup("g/b").tell_nowait("crash")
+        await trio.testing.wait_all_tasks_blocked()
+        # a and b stop as they crash (in either order), then c; all start once, in order
+        assert sorted(log[:2]) == [("stop", "a"), ("stop", "b")]
+        assert log[2:] == [("stop", "c"), ("start", "a"), ("start", "b"), ("start", "c")]
+        for name in "abc":
+            ref = system.lookup(f"g/{name}")
+            assert ref.state is State.RUNNING
+            assert ref.restarts == 1
