@@ -141,8 +141,7 @@ class Supervisor:
             await node.exited.wait()
         if not node.exited.is_set():
             logger.warning("child.stop_timeout child=%s", node.path)
-            if node.keeper_scope is not None:
-                node.keeper_scope.cancel()
+            node.keeper_scope.cancel()
             await node.exited.wait()
 
     # -- starting and keeping one child ---------------------------------------------------
@@ -163,8 +162,7 @@ class Supervisor:
         except BaseException:
             # cancelled while the child starts: like nursery.start, take the child down too
             node.stopping = True
-            if node.keeper_scope is not None:
-                node.keeper_scope.cancel()
+            node.keeper_scope.cancel()
             raise
         if node.start_error is not None:
             error, node.start_error = node.start_error, None
@@ -176,7 +174,7 @@ class Supervisor:
     async def _keep(self, node: Node) -> None:
         """The keeper task of `node`: runs it from its first start to its final stop."""
         try:
-            with trio.CancelScope() as node.keeper_scope:
+            with node.keeper_scope:
                 if not node.stopping:
                     await self._keep_loop(node)
         except Exception as exc:
