@@ -314,6 +314,24 @@ async def test_a_start_child_cancelled_while_starting_takes_the_child_down(
         assert system.names() == [""]
 
 
+async def test_a_start_child_cancelled_at_once_leaves_no_trace_in_either_task_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The caller and the new child's keeper task become runnable together, and trio picks
+    # their order at random: the child either never starts, or starts and is cancelled
+    # (so no on_stop). Several rounds run both orders with near certainty.
+    async with open_actor_system() as system:
+        for round_ in range(20):
+            log: Log = []
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await system.root.start_child(ActorSpec(name="a", factory=probe("a", log)))
+            assert scope.cancelled_caught, round_
+            await trio.testing.wait_all_tasks_blocked()
+            assert system.names() == [""], round_
+            assert log in ([], [("start", "a")]), round_
+
+
 async def test_a_task_that_returns_before_it_is_started_is_an_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
