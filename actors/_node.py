@@ -76,8 +76,9 @@ class Node:
         """The running supervisor incarnation."""
         self.scope: trio.CancelScope | None = None
         """Cancels the running incarnation only."""
-        self.keeper_scope: trio.CancelScope | None = None
-        """Cancels the whole child, restarts included."""
+        self.keeper_scope = trio.CancelScope()
+        """Cancels the whole child, restarts included; its keeper enters it. Made here, not
+        by the keeper, so that it can be cancelled before the keeper task first runs."""
         self.stopping = False
         self.held = False
         """Stopped by a sibling's group restart and waiting for its turn to start again."""

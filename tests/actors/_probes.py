@@ -44,3 +44,12 @@ class Probe(Actor[Any, Any]):
 def probe(name: str, log: Log, **kwargs: Any) -> Any:
     """A factory for ActorSpec(factory=...)."""
     return lambda: Probe(name, log, **kwargs)
+
+
+class SlowStop(Probe):
+    """A probe whose on_stop takes one second; it records ("stopped", name) when done."""
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await trio.sleep(1)
+        self.log.append(("stopped", self.name))

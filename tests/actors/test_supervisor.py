@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from actors import (
+    ActorError,
     ActorSpec,
     ActorStopped,
     Backoff,
@@ -23,7 +24,7 @@ from actors import (
     open_actor_system,
 )
 
-from ._probes import Log, Probe, probe
+from ._probes import Log, Probe, SlowStop, probe
 
 NO_DELAY = Backoff(base=0, jitter=0)
 
@@ -353,3 +354,193 @@ async def test_a_failing_on_stop_after_a_crash_does_not_hide_the_crash(
         assert ref.restarts == 1
         assert ref.statistics().last_error == "RuntimeError('a crashed')"
     assert "actor.on_stop_failed actor=a" in caplog.text
+
+
+@pytest.mark.parametrize("strategy", [Strategy.ONE_FOR_ALL, Strategy.REST_FOR_ONE])
+async def test_start_child_returns_for_an_actor_a_group_restart_caught_starting(
+    autojump_clock: trio.testing.MockClock, log: Log, strategy: Strategy
+) -> None:
+    class SlowStart(Probe):
+        async def on_start(self) -> None:
+            await super().on_start()
+            await trio.sleep(2)
+
+    async with open_actor_system(
+        SupervisorSpec(
+            name="g",
+            strategy=strategy,
+            backoff=NO_DELAY,
+            children=(ActorSpec(name="a", factory=probe("a", log)),),
+        )
+    ) as system:
+        group = system.lookup_supervisor("g")
+        t0 = trio.current_time()
+
+        async def crash_a_meanwhile() -> None:
+            await trio.sleep(1)
+            await system.lookup("g/a").tell("crash")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(crash_a_meanwhile)
+            with trio.fail_after(10):
+                slow = await group.start_child(
+                    ActorSpec(name="s", factory=lambda: SlowStart("s", log))
+                )
+            # the group restart let its on_start finish, stopped it and parked it
+            assert trio.current_time() - t0 == 2.0
+            assert slow.state is State.RESTARTING
+        # then started it again, after a; its second on_start takes 2 s too
+        assert await slow.ask("x") == ("s", "x")
+        assert trio.current_time() - t0 == 4.0
+        assert slow.state is State.RUNNING
+        assert (slow.restarts, system.lookup("g/a").restarts) == (1, 1)
+    assert log[:6] == [
+        *[("start", "a"), ("start", "s"), ("stop", "a"), ("stop", "s")],
+        *[("start", "a"), ("start", "s")],
+    ]
+
+
+async def test_start_child_fails_for_a_task_a_group_restart_cancelled_while_starting(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async def never_ready(*, task_status: trio.TaskStatus[None]) -> None:
+        await trio.sleep_forever()
+
+    async with open_actor_system(
+        SupervisorSpec(
+            name="g",
+            strategy=Strategy.ONE_FOR_ALL,
+            backoff=NO_DELAY,
+            children=(ActorSpec(name="a", factory=probe("a", log)),),
+        )
+    ) as system:
+        t0 = trio.current_time()
+
+        async def crash_a_meanwhile() -> None:
+            await trio.sleep(1)
+            await system.lookup("g/a").tell("crash")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(crash_a_meanwhile)
+            with (
+                trio.fail_after(10),
+                pytest.raises(ActorError, match=r"^task g/t ended before it was started$"),
+            ):
+                await system.lookup_supervisor("g").start_child(TaskSpec(name="t", fn=never_ready))
+            assert trio.current_time() - t0 == 1.0
+        await trio.testing.wait_all_tasks_blocked()
+        assert system.lookup_supervisor("g").children() == ["a"]
+        assert system.lookup("g/a").state is State.RUNNING
+    assert log[:3] == [("start", "a"), ("stop", "a"), ("start", "a")]
+
+
+async def test_siblings_that_crash_together_share_one_group_restart(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    specs = tuple(ActorSpec(name=n, factory=probe(n, log)) for n in "abc")
+    async with open_actor_system(
+        SupervisorSpec(name="g", children=specs, strategy=Strategy.ONE_FOR_ALL, backoff=NO_DELAY)
+    ) as system:
+        log.clear()
+        system.lookup("g/a").tell_nowait("crash")
+        system.lookup("g/b").tell_nowait("crash")
+        await trio.testing.wait_all_tasks_blocked()
+        # a and b stop as they crash (in either order), then c; all start once, in order
+        assert sorted(log[:2]) == [("stop", "a"), ("stop", "b")]
+        assert log[2:] == [("stop", "c"), ("start", "a"), ("start", "b"), ("start", "c")]
+        for name in "abc":
+            ref = system.lookup(f"g/{name}")
+            assert ref.state is State.RUNNING
+            assert ref.restarts == 1
+
+
+async def test_an_escalation_during_a_group_restart_backoff_is_immediate(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    inner = SupervisorSpec(
+        name="g",
+        strategy=Strategy.REST_FOR_ONE,
+        intensity=RestartIntensity(max_restarts=1, period=60.0),
+        backoff=Backoff(base=10.0, jitter=0),
+        children=tuple(ActorSpec(name=n, factory=probe(n, log)) for n in "ab"),
+    )
+    async with open_actor_system(inner, backoff=NO_DELAY) as system:
+        t0 = trio.current_time()
+        await system.lookup("g/b").tell("crash")
+        await trio.sleep(1)
+        assert system.lookup("g/b").state is State.RESTARTING  # 9 s of backoff left
+        await system.lookup("g/a").tell("crash")  # the second restart within 60 s
+        await trio.testing.wait_all_tasks_blocked()
+        # g gave up at once, without waiting for b's backoff, and the root restarted it
+        assert trio.current_time() - t0 == 1.0
+        group = system.lookup_supervisor("g")
+        assert group.restarts == 1
+        assert group.state is State.RUNNING
+        assert group.snapshot().last_error == (
+            "RestartIntensityExceeded('supervisor g exceeded 1 restarts in 60.0s, "
+            "last crash in g/a')"
+        )
+        assert [system.lookup(f"g/{n}").state for n in "ab"] == [State.RUNNING] * 2
+    assert log[:6] == [
+        *[("start", "a"), ("start", "b"), ("stop", "b"), ("stop", "a")],
+        *[("start", "a"), ("start", "b")],
+    ]
+
+
+async def test_a_supervisor_stopped_during_a_group_restart_lets_the_sibling_finish_stopping(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async with open_actor_system(
+        SupervisorSpec(
+            name="g",
+            strategy=Strategy.REST_FOR_ONE,
+            backoff=NO_DELAY,
+            children=(
+                ActorSpec(name="a", factory=probe("a", log)),
+                ActorSpec(name="b", factory=lambda: SlowStop("b", log)),
+            ),
+        )
+    ) as system:
+        a, b = system.lookup("g/a"), system.lookup("g/b")
+        t0 = trio.current_time()
+        await a.tell("crash")  # the group restart stops b, whose on_stop takes 1 s
+        await trio.sleep(0.5)
+        await system.lookup_supervisor("g").stop()
+        # the restart is abandoned; b's on_stop is not cut short and nothing starts again
+        assert trio.current_time() - t0 == 1.0
+        assert (a.state, b.state) == (State.FAILED, State.STOPPED)
+        assert system.names() == [""]
+    assert log == [
+        *[("start", "a"), ("start", "b"), ("stop", "a")],
+        *[("stop", "b"), ("stopped", "b")],
+    ]
+
+
+async def test_a_child_stopped_during_a_group_restart_backoff_is_not_restarted(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async with open_actor_system(
+        SupervisorSpec(
+            name="g",
+            strategy=Strategy.REST_FOR_ONE,
+            backoff=Backoff(base=10.0, jitter=0),
+            children=tuple(ActorSpec(name=n, factory=probe(n, log)) for n in "ab"),
+        )
+    ) as system:
+        group = system.lookup_supervisor("g")
+        a, b = system.lookup("g/a"), system.lookup("g/b")
+        t0 = trio.current_time()
+        await a.tell("crash")
+        await trio.sleep(1)
+        assert (a.state, b.state) == (State.RESTARTING, State.RESTARTING)
+        await group.stop_child("b")
+        assert trio.current_time() - t0 == 1.0
+        assert b.state is State.STOPPED
+        assert await a.ask("x") == ("a", "x")  # a alone starts again after its backoff
+        assert trio.current_time() - t0 == 10.0
+        assert group.children() == ["a"]
+        assert (a.restarts, b.restarts) == (1, 0)
+    assert log == [
+        *[("start", "a"), ("start", "b"), ("stop", "a"), ("stop", "b")],
+        *[("start", "a"), ("handled", "a:x"), ("stop", "a")],
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import trio
@@ -16,13 +17,15 @@ from actors import (
     Backoff,
     DuplicateActorName,
     Restart,
+    RestartIntensity,
+    RestartIntensityExceeded,
     State,
     SupervisorSpec,
     TaskSpec,
     open_actor_system,
 )
 
-from ._probes import Log, Probe, probe
+from ._probes import Log, Probe, SlowStop, probe
 
 NO_DELAY = Backoff(base=0, jitter=0)
 
@@ -311,6 +314,24 @@ async def test_a_start_child_cancelled_while_starting_takes_the_child_down(
         assert system.names() == [""]
 
 
+async def test_a_start_child_cancelled_at_once_leaves_no_trace_in_either_task_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The caller and the new child's keeper task become runnable together, and trio picks
+    # their order at random: the child either never starts, or starts and is cancelled
+    # (so no on_stop). Several rounds run both orders with near certainty.
+    async with open_actor_system() as system:
+        for round_ in range(20):
+            log: Log = []
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await system.root.start_child(ActorSpec(name="a", factory=probe("a", log)))
+            assert scope.cancelled_caught, round_
+            await trio.testing.wait_all_tasks_blocked()
+            assert system.names() == [""], round_
+            assert log in ([], [("start", "a")]), round_
+
+
 async def test_a_task_that_returns_before_it_is_started_is_an_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -362,3 +383,177 @@ async def test_an_asker_waiting_for_mailbox_room_gets_actor_stopped_when_it_stop
             await trio.testing.wait_all_tasks_blocked()
             gate.set()
         assert ref.state is State.STOPPED
+
+
+async def test_refs_name_and_path_and_lookups_check_the_kind(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async def serve(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+    async with open_actor_system(
+        ActorSpec(name="a", factory=probe("a", log)),
+        SupervisorSpec(name="s", children=(ActorSpec(name="b", factory=probe("b", log)),)),
+        TaskSpec(name="t", fn=serve),
+        name="dcorch",
+    ) as system:
+        b = system.lookup("s/b")
+        assert (b.name, b.path) == ("b", "s/b")
+        assert (system.root.name, system.root.path) == ("dcorch", "")
+        assert (system.lookup_task("t").name, system.lookup_task("t").path) == ("t", "t")
+        with pytest.raises(ActorNotFound, match=r"^no supervisor named a$"):
+            system.lookup_supervisor("a")
+        with pytest.raises(ActorNotFound, match=r"^no task named s$"):
+            system.lookup_task("s")
+        with pytest.raises(ActorNotFound, match=r"^no actor named s/c$"):
+            system.lookup_task("s/c")
+        assert system.lookup_supervisor("") is system.root
+
+
+async def test_a_stopped_supervisor_ref_has_no_children(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async with open_actor_system(
+        SupervisorSpec(name="s", children=(ActorSpec(name="b", factory=probe("b", log)),))
+    ) as system:
+        sub = system.lookup_supervisor("s")
+        assert sub.children() == ["b"]
+        await sub.stop()
+        assert sub.children() == []
+        assert repr(sub) == "<SupervisorRef s stopped children 0 restarts 0>"
+        with pytest.raises(ActorStopped, match=r"^supervisor s is not running$"):
+            await sub.start_child(ActorSpec(name="c", factory=probe("c", log)))
+    assert log == [("start", "b"), ("stop", "b")]
+
+
+@pytest.mark.parametrize("value", [-1.0, math.nan])
+async def test_open_actor_system_rejects_a_bad_shutdown_timeout(value: float) -> None:
+    with pytest.raises(ValueError, match=rf"^shutdown_timeout must be >= 0, got {value}$"):
+        async with open_actor_system(shutdown_timeout=value):
+            pytest.fail("the body must not run")  # pragma: no cover
+
+
+async def test_concurrent_stops_of_one_child_both_wait_until_it_is_gone(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async with open_actor_system(ActorSpec(name="a", factory=lambda: SlowStop("a", log))) as system:
+        ref = system.lookup("a")
+        t0 = trio.current_time()
+        done: list[float] = []
+
+        async def stop() -> None:
+            await ref.stop()
+            done.append(trio.current_time() - t0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop)
+            nursery.start_soon(stop)
+        assert done == [1.0, 1.0]
+        assert ref.state is State.STOPPED
+    assert log == [("start", "a"), ("stop", "a"), ("stopped", "a")]
+
+
+async def test_a_child_stopped_while_it_starts_finishes_starting_and_then_stops(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    class SlowStartAndStop(SlowStop):
+        async def on_start(self) -> None:
+            await super().on_start()
+            await trio.sleep(2)
+
+    async with open_actor_system() as system:
+        t0 = trio.current_time()
+        stopped: list[float] = []
+
+        async def stop_it_meanwhile() -> None:
+            await trio.sleep(1)
+            ref = system.lookup("slow")
+            assert ref.state is State.STARTING
+            await ref.stop()
+            stopped.append(trio.current_time() - t0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_it_meanwhile)
+            ref = await system.root.start_child(
+                ActorSpec(name="slow", factory=lambda: SlowStartAndStop("slow", log))
+            )
+            # on_start ran to its end, but the child stays stopping: it never runs
+            assert trio.current_time() - t0 == 2.0
+            assert ref.state is State.STOPPING
+        assert stopped == [3.0]
+        assert ref.state is State.STOPPED
+    assert log == [("start", "slow"), ("stop", "slow"), ("stopped", "slow")]
+
+
+async def test_a_task_that_reports_started_twice_gets_a_runtime_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    errors: list[str] = []
+
+    async def twice(*, task_status: trio.TaskStatus[int]) -> None:
+        task_status.started(1)
+        try:
+            task_status.started(2)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        await trio.sleep_forever()
+
+    async with open_actor_system(TaskSpec(name="t", fn=twice)) as system:
+        task = system.lookup_task("t")
+        assert task.value == 1
+        assert task.state is State.RUNNING
+    assert errors == ["started() called twice on the same task status"]
+
+
+async def test_a_body_error_and_a_system_failure_are_raised_together(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    async def run() -> None:
+        async with open_actor_system(
+            ActorSpec(name="a", factory=probe("a", log), shutdown_timeout=1.0),
+            ActorSpec(name="b", factory=probe("b", log)),
+            intensity=RestartIntensity(max_restarts=0, period=5.0),
+        ) as system:
+            a = system.lookup("a")
+            a.tell_nowait(trio.Event())  # never set: a is busy until it is cancelled
+            system.lookup("b").tell_nowait("crash")  # the root gives up and stops a
+            await a.ask("queued")  # fails when a is cancelled at its shutdown_timeout
+
+    t0 = trio.current_time()
+    with pytest.raises(ExceptionGroup) as info:
+        await run()
+    assert trio.current_time() - t0 == 1.0
+    group = info.value
+    assert group.message == "actor system failed"
+    assert [type(error) for error in group.exceptions] == [ActorStopped, RestartIntensityExceeded]
+    assert str(group.exceptions[0]) == "actor a stopped before handling the message"
+    assert log == [("start", "a"), ("start", "b"), ("stop", "b")]
+
+
+async def test_a_cancel_from_outside_ends_the_system_at_once(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    t0 = trio.current_time()
+    with trio.move_on_after(1) as scope:
+        async with open_actor_system(ActorSpec(name="a", factory=probe("a", log))) as system:
+            ref = system.lookup("a")
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+    assert trio.current_time() - t0 == 1.0
+    # cancelled rather than stopped gracefully: a's on_stop does not run
+    assert log == [("start", "a")]
+    assert ref.state is State.STOPPED
+    assert system.snapshot().state == "stopped"
+
+
+async def test_the_internal_node_repr_shows_kind_path_and_state(
+    autojump_clock: trio.testing.MockClock, log: Log
+) -> None:
+    # Node is private, but its repr is what tracebacks with locals (pytest -l) and
+    # debuggers show for the tree
+    async with open_actor_system(
+        SupervisorSpec(name="s", children=(ActorSpec(name="b", factory=probe("b", log)),))
+    ) as system:
+        assert repr(system.lookup("s/b")._node) == "<Node actor s/b running>"
+        assert repr(system.root._node) == "<Node supervisor / running>"
