@@ -1,6 +1,8 @@
 # dcorch-trio developer commands. Use ./just <recipe> on a fresh machine: it sets up .venv first.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
+# Recipe arguments reach the commands as "$@", so quoting survives: ./just test -m "not slow"
+set positional-arguments
 
 # list the recipes
 default:
@@ -8,17 +10,18 @@ default:
 
 # run the service with its embedded defaults (SQLite, simulated clouds); Ctrl-C stops it
 run *ARGS:
-    dcorch serve --upgrade-db {{ARGS}}
+    dcorch serve --upgrade-db "$@"
 
 # run the whole test suite (SQLite always; PostgreSQL when it is installed)
 test *ARGS:
     scripts/ensure-postgres || true
-    python -m pytest {{ARGS}}
+    python -m pytest "$@"
 
-# run the test suite with branch coverage of actors and dcorch; fails below 100 % for actors/
+# branch coverage of actors and dcorch (the reliability suite's wall-clock budgets do not hold
+# under tracing, so it is left out); fails below 100 % for actors/
 cov *ARGS:
     scripts/ensure-postgres || true
-    python -m pytest --cov=actors --cov=dcorch --cov-branch --cov-report=term-missing:skip-covered {{ARGS}}
+    python -m pytest -m "not reliability" --cov=actors --cov=dcorch --cov-branch --cov-report=term-missing:skip-covered "$@"
     coverage report --include='actors/*' --show-missing --fail-under=100
 
 # lint, async lint and type check
@@ -38,12 +41,12 @@ lint:
 # full bench run: writes JSON, markdown and PNG plots under bench/results/
 bench *ARGS:
     scripts/ensure-postgres || true
-    dcorch bench {{ARGS}}
+    dcorch bench "$@"
 
 # cut-down bench run (under 60 s): prints the ratio table
 bench-quick *ARGS:
     scripts/ensure-postgres || true
-    dcorch bench --quick {{ARGS}}
+    dcorch bench --quick "$@"
 
 # create or upgrade the database schema
 db-upgrade:
