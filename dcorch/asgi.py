@@ -107,34 +107,24 @@ async def serve_asgi(
     guard_keepalive: bool = True,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
-    on_stop: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` (0 picks a free port) until ``shutdown_trigger`` returns.
 
-    ``guard_keepalive`` wraps the app in :func:`dcorch.keepalive.close_if_body_unread` (every
+    ``guard_keepalive`` wraps the app in :func:`close_if_body_unread` (every
     app that may answer before reading a request body; the simulator always reads first).
-
-    ``on_stop`` runs (shielded) however the server ends. Hypercorn skips the ASGI lifespan
-    shutdown when it is cancelled rather than shut down, so what an app must release (the
-    proxy's client of the master) is released here.
     """
     config = server_config(host, port, relay=relay, graceful_timeout=graceful_timeout, quiet=quiet)
     served = close_if_body_unread(app) if guard_keepalive else app
-    try:
-        async with trio.open_nursery() as nursery:
-            urls: list[str] = await nursery.start(
-                partial(
-                    hypercorn.trio.serve,
-                    # keepalive's ASGI types are the plain spec's; hypercorn's are narrower.
-                    cast(ASGIFramework, served),
-                    config,
-                    shutdown_trigger=shutdown_trigger or trio.sleep_forever,
-                    mode="asgi",
-                )
+    async with trio.open_nursery() as nursery:
+        urls: list[str] = await nursery.start(
+            partial(
+                hypercorn.trio.serve,
+                # The guard's ASGI types are the plain spec's; hypercorn's are narrower.
+                cast(ASGIFramework, served),
+                config,
+                shutdown_trigger=shutdown_trigger or trio.sleep_forever,
+                mode="asgi",
             )
-            task_status.started(urls)
-    finally:
-        if on_stop is not None:
-            with trio.CancelScope(shield=True):
-                await on_stop()
+        )
+        task_status.started(urls)

@@ -44,7 +44,7 @@ def create_proxy_app(
     work_sink: WorkSink,
     token_cache: TokenCache,
     settings: ProxySettings,
-    http_client: httpx.AsyncClient | None = None,
+    http_client: httpx.AsyncClient,
     fernet_keys_source: FernetKeySource | None = None,
     metrics: Metrics | None = None,
 ) -> ProxyApp:
@@ -60,8 +60,8 @@ def create_proxy_app(
             forgotten in it, so it is refused at once everywhere. A second cache wrapped around
             it would keep the token valid for its ttl.
         settings: the proxy section of the settings.
-        http_client: the client for the master; if ``None`` the app opens one when it starts
-            serving and closes it when it stops.
+        http_client: the client for the master (no redirects followed, no proxy variables
+            read: :func:`dcorch.remote.http.open_http_client`); the caller closes it.
         fernet_keys_source: the master's fernet keys, to find a revoked token's audit id;
             required for ``identity``.
         metrics: the process's metric series, where the proxied commands are counted (the
@@ -91,8 +91,8 @@ def create_proxy_app(
         forward_timeout=settings.forward_timeout,
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics or Metrics(),
+        client=http_client,
     )
-    handler.client = http_client
     app = ProxyApp(f"dcorch.proxy.{endpoint_type}")
     app.handler = handler
     # Bodies are streamed (pass-through) or capped by the handler (intercepted routes), and a
@@ -101,21 +101,10 @@ def create_proxy_app(
     app.config["BODY_TIMEOUT"] = None
     app.config["RESPONSE_TIMEOUT"] = None
 
-    @app.before_serving
-    def _open_client() -> None:
-        handler.open_client()
-
-    @app.after_serving
-    async def _close_client() -> None:
-        await handler.aclose()
-
     return app
 
 
 async def serve_proxy(app: ProxyApp, host: str, port: int, **options: Any) -> None:
-    """Serve a proxy app: :func:`dcorch.asgi.serve_asgi` as a relay of the master's answers.
-
-    The app's client of the master is closed however the server ends. ``options`` are
-    ``serve_asgi``'s (``shutdown_trigger``, ``graceful_timeout``, ``task_status``).
-    """
-    await serve_asgi(app, host, port, relay=True, on_stop=app.handler.aclose, **options)
+    """Serve a proxy app: :func:`dcorch.asgi.serve_asgi` as a relay of the master's answers
+    (``options``: ``shutdown_trigger``, ``graceful_timeout``, ``task_status``)."""
+    await serve_asgi(app, host, port, relay=True, **options)

@@ -58,7 +58,6 @@ UNRECORDED = "unrecorded"
 OVERLOADED = "overloaded"
 TIMED_OUT = "timed_out"
 FAILED = "failed"
-CONNECTION_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 OVERLOADED_MESSAGE = (
     "dcorch is overloaded: the change was applied at the System Controller but could not be "
@@ -105,6 +104,7 @@ class ProxyHandler:
         forward_timeout: float,
         max_body_bytes: int,
         metrics: Metrics,
+        client: httpx.AsyncClient,
     ) -> None:
         self.endpoint_type = endpoint_type
         self.routes = routes
@@ -117,30 +117,8 @@ class ProxyHandler:
         self.forward_timeout = forward_timeout
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
-        self.client: httpx.AsyncClient | None = None
-        """Injected, or opened when the app starts serving."""
-        self._owns_client = False
-
-    def open_client(self) -> None:
-        """Open the shared client for the master (pooled, no redirects, no proxy variables).
-
-        Does nothing when a client was injected or is already open.
-        """
-        if self.client is None:
-            self.client = httpx.AsyncClient(
-                timeout=self.forward_timeout,
-                limits=CONNECTION_LIMITS,
-                follow_redirects=False,
-                trust_env=False,
-            )
-            self._owns_client = True
-
-    async def aclose(self) -> None:
-        """Close the client if this handler opened it (idempotent; injected ones are left)."""
-        client, owned = self.client, self._owns_client
-        if owned and client is not None:
-            self.client, self._owns_client = None, False
-            await client.aclose()
+        self.client = client
+        """The client for the master (owned by the caller, who closes it)."""
 
     async def handle(self) -> TrioResponse:
         """Handle the current request (the quart request context is active)."""
@@ -205,11 +183,6 @@ class ProxyHandler:
             extensions={"timeout": httpx.Timeout(self.forward_timeout).as_dict()},
         )
 
-    def _client(self) -> httpx.AsyncClient:
-        if self.client is None:
-            raise RuntimeError("the proxy app is not serving (no http client)")
-        return self.client
-
     async def _pass_through(self, method: str) -> TrioResponse:
         """Stream the request to the master and its answer back, touching nothing."""
         headers = _headers()
@@ -217,7 +190,7 @@ class ProxyHandler:
             headers, b"content-length"
         ) not in (None, b"0")
         content = fw.non_empty(request.body) if has_body else b""
-        upstream = await self._client().send(self._build_request(method, content), stream=True)
+        upstream = await self.client.send(self._build_request(method, content), stream=True)
         return relay_response(
             fw.UpstreamBody(upstream),
             upstream.status_code,
@@ -270,7 +243,7 @@ class ProxyHandler:
         self, method: str, path: str, match: RouteMatch, body: bytes, audit_id: str | None
     ) -> tuple[TrioResponse, str]:
         """The master's answer (or the proxy's 5xx) and the command's outcome for the metric."""
-        upstream = await self._client().send(self._build_request(method, body), stream=True)
+        upstream = await self.client.send(self._build_request(method, body), stream=True)
         raw = await fw.read_raw(upstream)
         status = upstream.status_code
         orders: list[WorkOrder] = []

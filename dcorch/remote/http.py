@@ -78,7 +78,8 @@ def open_http_client(
     max_keepalive: int | None = None,
     timeout: float | None = None,
 ) -> httpx.AsyncClient:
-    """A bounded client that verifies https peers as ``tls`` says.
+    """A bounded client that verifies https peers as ``tls`` says, follows no redirect and reads
+    no proxy variables from the environment (dcorch talks to its peers directly).
 
     Every outbound client of the process is made here: the proxies' (to the master), the
     engine's (to the master and the subclouds) and the harness's (to the proxies).
@@ -89,7 +90,7 @@ def open_http_client(
     verify: bool | ssl.SSLContext = tls.verify
     if tls.verify and tls.ca_file:
         verify = ssl.create_default_context(cafile=tls.ca_file)
-    return httpx.AsyncClient(limits=limits, timeout=timeout, verify=verify)
+    return httpx.AsyncClient(limits=limits, timeout=timeout, verify=verify, trust_env=False)
 
 
 class HttpSession:

@@ -17,7 +17,8 @@ from dcorch.metrics import Metrics
 from dcorch.proxy.app import create_proxy_app, serve_proxy
 from dcorch.proxy.auth import KeystoneTokenValidator, TokenCache
 from dcorch.proxy.fernet_audit import SysinvFernetKeys
-from dcorch.settings import ProxySettings
+from dcorch.remote.http import open_http_client
+from dcorch.settings import ProxySettings, TlsSettings
 from tests.proxy.fakes import FakeMaster, FakeSink
 
 StartProxy = Callable[..., Awaitable[str]]
@@ -66,11 +67,19 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def master_client() -> AsyncIterator[httpx.AsyncClient]:
+    """The proxies' client of the master, as the service makes it."""
+    async with open_http_client(TlsSettings(), max_connections=100) as http:
+        yield http
+
+
+@pytest.fixture
 def start_proxy(
     nursery: trio.Nursery,
     master_url: str,
     sink: FakeSink,
     side_client: httpx.AsyncClient,
+    master_client: httpx.AsyncClient,
     metrics: Metrics,
 ) -> StartProxy:
     """``await start_proxy("identity", max_body_bytes=...)`` -> the proxy's base URL."""
@@ -84,6 +93,7 @@ def start_proxy(
             work_sink=sink,
             token_cache=TokenCache(validator, ttl=proxy_settings.token_cache_ttl),
             settings=proxy_settings,
+            http_client=master_client,
             fernet_keys_source=SysinvFernetKeys(master_url, side_client),
             metrics=metrics,
         )

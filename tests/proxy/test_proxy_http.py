@@ -739,7 +739,10 @@ async def test_undecryptable_revoked_token_submits_nothing(
 
 
 async def test_master_unreachable_gives_502(
-    nursery: trio.Nursery, client: httpx.AsyncClient, sink: FakeSink
+    nursery: trio.Nursery,
+    client: httpx.AsyncClient,
+    sink: FakeSink,
+    master_client: httpx.AsyncClient,
 ) -> None:
     with trio.socket.socket() as sock:
         await sock.bind(("127.0.0.1", 0))
@@ -750,6 +753,7 @@ async def test_master_unreachable_gives_502(
         work_sink=sink,
         token_cache=TokenCache(AlwaysAdmin(), ttl=30.0),
         settings=dataclasses.replace(ProxySettings(), forward_timeout=5.0),
+        http_client=master_client,
     )
     urls = await nursery.start(partial(serve_proxy, app, "127.0.0.1", 0))
     response = await client.get(urls[0] + "/v1/release", headers=ADMIN)
