@@ -10,6 +10,7 @@ from functools import partial
 import httpx
 import pytest
 import trio
+import trio.testing
 from cryptography.fernet import Fernet
 
 from dcorch.proxy import TokenInfo, create_proxy_app, serve_proxy
@@ -587,7 +588,9 @@ async def test_client_is_answered_only_after_submit_returns(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(call)
         await sink.entered.wait()
-        await trio.sleep(0.2)
+        # Everything in this process (proxy, fake master, client) has run until it waits: an
+        # answer sent before submit returned would have reached the client by now.
+        await trio.testing.wait_all_tasks_blocked(cushion=0.01)
         assert answered == []
         assert not sink.committed.is_set()
         sink.gate.set()
