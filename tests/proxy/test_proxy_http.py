@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import AsyncIterator
 from functools import partial
 
 import httpx
@@ -426,7 +427,7 @@ async def test_large_upload_is_streamed_unchanged(
 ) -> None:
     base = await start_proxy("usm", max_body_bytes=1024)  # the cap is for intercepted routes
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for start in range(0, len(BIG_BODY), 100_000):
             yield BIG_BODY[start : start + 100_000]
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
 from dcorch import constants as c
-from dcorch.db.rows import RequestUpdate
+from dcorch.db.rows import PendingRequest, RequestUpdate
 from dcorch.sync import audit_rules as rules
 from dcorch.sync.audit import AuditResult, PairAudit
 from dcorch.sync.drivers import apply_request
@@ -55,7 +56,7 @@ async def converge(engine: Engine, seconds: float = 20) -> None:
         await engine.sim.wait_converged(engine.sim.regions, timeout=seconds)
 
 
-async def started(start_engine, **settings: object) -> Engine:
+async def started(start_engine, **settings: Any) -> Engine:
     engine: Engine = await start_engine(settings=dataclasses.replace(ENGINE, **settings))
     await engine.manage(*engine.sim.regions)
     with trio.fail_after(20):
@@ -127,7 +128,7 @@ async def test_injected_500s_are_retried_then_marked_failed(start_engine) -> Non
     assert engine.sim.status_reports(bad, c.ENDPOINT_TYPE_IDENTITY)[-1]["alarmable"] is True
 
 
-async def failed_requests(engine: Engine, region: str) -> list:
+async def failed_requests(engine: Engine, region: str) -> list[PendingRequest]:
     return await engine.db.pending_requests(
         region, c.ENDPOINT_TYPE_IDENTITY, states=(c.ORCH_REQUEST_FAILED,)
     )

@@ -17,6 +17,7 @@ on a loaded machine too.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 from datetime import datetime, timedelta
@@ -174,12 +175,14 @@ async def test_3_discrepancy_found_by_the_engine_is_applied_without_another_audi
     admin = identity.find_name("user", "default", "admin")
     assert admin is not None
     identity.put("user", {**admin, "user": {**admin["user"], "extra": '{"d": 1}'}})
-    audits = engine.manager.handle(region).audits  # type: ignore[union-attr]
+    handle = engine.manager.handle(region)
+    assert handle is not None
+    audits = handle.audits
     trigger_audit(engine, region)
     with trio.fail_after(10):
         await wait_until(lambda: not engine.sim.differences([region]))
         await wait_until(lambda: no_pending(engine, region))
-    assert engine.manager.handle(region).audits == audits + 1  # type: ignore[union-attr]
+    assert handle.audits == audits + 1
     assert engine.sim.latest_status(region, c.ENDPOINT_TYPE_IDENTITY) == "in-sync"
 
 
@@ -587,9 +590,13 @@ async def test_remanaged_subcloud_is_reported_again(start_engine) -> None:
     await engine.manager.subcloud_changed(region)
     await engine.db.update_subcloud_states(region, management_state=c.MANAGEMENT_MANAGED)
     await engine.manager.subcloud_changed(region)
+
+    def reported_twice(ept: str) -> bool:
+        return len(engine.sim.status_reports(region, ept)) == 2
+
     with trio.fail_after(20):
         for ept in c.SYNC_ENDPOINT_TYPES:
-            await wait_until(lambda ept=ept: len(engine.sim.status_reports(region, ept)) == 2)
+            await wait_until(functools.partial(reported_twice, ept))
     for ept in c.SYNC_ENDPOINT_TYPES:
         assert engine.sim.status_reports(region, ept)[-1]["sync_status"] == "in-sync"
 
