@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
 
 from actors import (
     ActorNotFound,
+    ActorRef,
     ActorSpec,
     ActorStopped,
     AskTimeout,
@@ -175,9 +178,9 @@ async def test_a_graceful_stop_fails_queued_asks_unless_draining(
     ) as system:
         a, d = system.lookup("a"), system.lookup("d")
 
-        async def ask(ref: object, message: object) -> None:
+        async def ask(ref: ActorRef[Any, Any], message: object) -> None:
             try:
-                replies.append(await ref.ask(message))  # type: ignore[attr-defined]
+                replies.append(await ref.ask(message))
             except ActorStopped as exc:
                 errors.append(str(exc))
 

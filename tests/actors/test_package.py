@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import math
 import pathlib
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -121,9 +122,11 @@ def test_error_hierarchy() -> None:
         (lambda: Backoff(jitter=2), ValueError, "jitter must be between 0 and 1, got 2"),
     ],
 )
-def test_specs_reject_bad_values(build: object, error: type[Exception], message: str) -> None:
+def test_specs_reject_bad_values(
+    build: Callable[[], object], error: type[Exception], message: str
+) -> None:
     with pytest.raises(error, match=f"^{__import__('re').escape(message)}$"):
-        build()  # type: ignore[operator]
+        build()
 
 
 def test_backoff_without_jitter_is_exactly_base_times_two_to_the_n_capped() -> None:

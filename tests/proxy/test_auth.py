@@ -8,7 +8,13 @@ import httpx
 import pytest
 import trio
 
-from dcorch.proxy.auth import KeystoneTokenValidator, TokenCache, TokenInfo, parse_token_body
+from dcorch.proxy.auth import (
+    DEFAULT_MAX_ENTRIES,
+    KeystoneTokenValidator,
+    TokenCache,
+    TokenInfo,
+    parse_token_body,
+)
 from dcorch.proxy.errors import ValidationUnavailable
 from tests.proxy.fakes import ADMIN_TOKEN, MEMBER_TOKEN, Canned, FakeMaster, token_body
 
@@ -30,8 +36,10 @@ def admin(expires_in: float | None = 3600) -> TokenInfo:
     return TokenInfo(roles=frozenset({"admin"}), expires_at=expires)
 
 
-def cache(inner: CountingValidator, ttl: float = 30.0, **kwargs: int) -> TokenCache:
-    return TokenCache(inner, ttl=ttl, wall_clock=lambda: NOW, **kwargs)
+def cache(
+    inner: CountingValidator, ttl: float = 30.0, max_entries: int = DEFAULT_MAX_ENTRIES
+) -> TokenCache:
+    return TokenCache(inner, ttl=ttl, max_entries=max_entries, wall_clock=lambda: NOW)
 
 
 async def test_cache_hit_within_ttl_and_refetch_after(autojump_clock: trio.abc.Clock) -> None:

@@ -83,6 +83,7 @@ def test_undecryptable_tokens(token: str, keys: list[str]) -> None:
 def test_parse_fernet_repo() -> None:
     assert parse_fernet_repo([{"id": 0, "key": "k0"}, {"id": 1, "key": "k1"}]) == ["k0", "k1"]
     assert parse_fernet_repo({"keys": [{"id": 0, "key": "k0"}]}) == ["k0"]
+    bad: object
     for bad in ([], {}, "x", [{"id": 0}]):
         with pytest.raises(AuditIdError):
             parse_fernet_repo(bad)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import AsyncIterator
 from functools import partial
 
 import httpx
 import pytest
 import trio
+import trio.testing
 from cryptography.fernet import Fernet
 
 from dcorch.metrics import Metrics
@@ -427,7 +429,7 @@ async def test_large_upload_is_streamed_unchanged(
 ) -> None:
     base = await start_proxy("usm", max_body_bytes=1024)  # the cap is for intercepted routes
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for start in range(0, len(BIG_BODY), 100_000):
             yield BIG_BODY[start : start + 100_000]
 
@@ -662,7 +664,9 @@ async def test_client_is_answered_only_after_submit_returns(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(call)
         await sink.entered.wait()
-        await trio.sleep(0.2)
+        # Everything in this process (proxy, fake master, client) has run until it waits: an
+        # answer sent before submit returned would have reached the client by now.
+        await trio.testing.wait_all_tasks_blocked(cushion=0.01)
         assert answered == []
         assert not sink.committed.is_set()
         sink.gate.set()

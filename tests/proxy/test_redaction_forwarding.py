@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import zlib
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +23,7 @@ from dcorch.proxy.redaction import MASK, RedactingFilter, redact, redact_text
 
 
 def test_redact_masks_secret_keys_at_any_depth_without_touching_the_input() -> None:
-    body = {
+    body: dict[str, Any] = {
         "user": {"name": "u", "password": "p", "original_password": "o"},
         "items": [{"private_key": "k", "X-Auth-Token": "t"}, ("passwd", {"Secret": 1})],
         "keystone": {"url": "kept"},
@@ -157,12 +158,12 @@ def test_upstream_headers_keep_content_length_and_default_port() -> None:
 def test_client_headers() -> None:
     upstream = httpx.Headers(
         [
-            ("Content-Type", "application/json"),
-            ("Content-Length", "12"),
-            ("Set-Cookie", "a=1"),
-            ("Set-Cookie", "b=2"),
-            ("Connection", "close"),
-            ("Transfer-Encoding", "chunked"),
+            (b"Content-Type", b"application/json"),
+            (b"Content-Length", b"12"),
+            (b"Set-Cookie", b"a=1"),
+            (b"Set-Cookie", b"b=2"),
+            (b"Connection", b"close"),
+            (b"Transfer-Encoding", b"chunked"),
             (b"X-Weird", b"caf\xe9"),
         ]
     )

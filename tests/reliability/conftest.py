@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_PROJECT = "admin"
 REGIONS_3 = ("subcloud1", "subcloud2", "subcloud3")
+T = TypeVar("T")
 
 
 def fast_settings(subclouds: int = 3, **sections: dict[str, Any]) -> Settings:
@@ -257,7 +258,7 @@ class ThreadedDcorch:
     dc: Dcorch
     token: trio.lowlevel.TrioToken
 
-    def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return trio.from_thread.run(fn, *args, trio_token=self.token)
 
 

@@ -157,6 +157,7 @@ async def test_crashing_sync_actor_is_restarted_and_loses_nothing() -> None:
             assert uid is not None
             acknowledged.append(uid)
         live = await _assert_durable_and_applied(dc, acknowledged)
+        assert dc.sync_manager is not None
         tree = dc.sync_manager.snapshot()
         restarts = {region: _node(tree, region).restarts for region in REGIONS_3}
         last_error = _node(tree, victim).last_error or ""

@@ -19,6 +19,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.core.result import Ok
 
 from .conftest import ThreadedDcorch
 
@@ -191,7 +192,10 @@ def test_openapi_fuzz_has_no_server_errors(threaded_dcorch: ThreadedDcorch) -> N
     """
     t = threaded_dcorch
     schema = schemathesis.openapi.from_url(t.dc.api_url + "/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result.err()
+        operations.append(result.ok())
     assert operations
     cases = st.one_of(
         [

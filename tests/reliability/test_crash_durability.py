@@ -149,8 +149,7 @@ async def _run(url: str, tmp_path: Path, kills: int, seed: int) -> Ledger:
                     nursery.start_soon(_clients, service, ledger, f"k{cycle}", None, stop)
                     await trio.sleep(rng.uniform(0.2, 1.5))
                     await service.kill()  # while the clients have requests in flight
-                    await trio.sleep(0.3)  # let them see their connections fail
-                    stop.set()
+                    stop.set()  # each finishes (fails) the request in hand, then stops
         finally:
             if service.process.returncode is None:
                 await service.kill()

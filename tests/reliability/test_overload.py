@@ -19,7 +19,7 @@ import psutil
 import pytest
 import trio
 
-from dcorch.harness import open_dcorch
+from dcorch.harness import Dcorch, open_dcorch
 
 from .conftest import fast_settings
 
@@ -30,12 +30,12 @@ PER_CLIENT = 5
 MAILBOX = 4
 
 
-async def _jobs_for(dc, master_ids: list[str]) -> set[str]:
-    from sqlalchemy import select
+async def _jobs_for(dc: Dcorch, master_ids: list[str]) -> set[str]:
+    from sqlalchemy import Connection, select
 
     from dcorch.db.schema import orch_job
 
-    def read(conn) -> set[str]:
+    def read(conn: Connection) -> set[str]:
         rows = conn.execute(select(orch_job.c.source_resource_id))
         return {r[0] for r in rows} & set(master_ids)
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from dcorch.harness import open_dcorch
+from dcorch.harness import Dcorch, open_dcorch
 
 from .conftest import fast_settings
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 
-async def _jobs(dc) -> int:
+async def _jobs(dc: Dcorch) -> int:
     from sqlalchemy import func, select
 
     from dcorch.db.schema import orch_job
@@ -22,7 +24,7 @@ async def _jobs(dc) -> int:
     return await dc.db.run_readonly(count)
 
 
-async def _login(dc, name: str, password: str, project: str = "admin") -> str:
+async def _login(dc: Dcorch, name: str, password: str, project: str = "admin") -> str:
     body = {
         "auth": {
             "identity": {
@@ -46,7 +48,7 @@ async def test_bad_tokens_are_refused_and_enqueue_nothing() -> None:
         users = dc.identity_url + "/v3/users"
         api = dc.api_url + "/v1.0/admin/subclouds"
 
-        def body(name: str) -> dict:
+        def body(name: str) -> dict[str, Any]:
             return {"user": {"name": name, "password": "pw-" + name, "domain_id": "default"}}
 
         # A non-admin user with a member role on the admin project, created via the proxy.
@@ -85,6 +87,8 @@ async def test_bad_tokens_are_refused_and_enqueue_nothing() -> None:
         now = dc.sim.state.wall_clock()
         admin = dc.sim.master.identity.find_name("user", "default", "admin")
         project = dc.sim.master.identity.find_name("project", "default", "admin")
+        assert admin is not None
+        assert project is not None
         expired, _ = dc.sim.master.platform.codec.issue(
             admin["user"]["id"], ["password"], project["project"]["id"], now - 60, now - 3660
         )

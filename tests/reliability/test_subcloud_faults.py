@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import pytest
 import trio
@@ -32,7 +33,7 @@ SUBCLOUDS = int(os.environ.get("REL_SUBCLOUDS", "1000"))
 PER_FAULT = max(1, SUBCLOUDS // 50)
 HEALTHY_BOUND = 60.0
 RECOVERY_BOUND = 60.0
-FAULTS = {
+FAULTS: dict[str, dict[str, Any]] = {
     "offline": {"offline": True},
     "slow": {"latency_ms": 300.0},
     "errors": {"error_rate": 0.5, "error_status": 500, "seed": 8},
@@ -41,7 +42,7 @@ FAULTS = {
 }
 
 
-def _ops_of(dump: dict, uid: str) -> list[str]:
+def _ops_of(dump: dict[str, Any], uid: str) -> list[str]:
     return [op["op"] for op in dump["operations"] if uid in (op.get("id"), op.get("new_id"))]
 
 

@@ -42,7 +42,9 @@ async def test_error_rate_is_seeded(sim: SimCloud, client: httpx.AsyncClient) ->
     r = await _get_users(sim, client, "subcloud1")
     assert r.status_code == 503
     assert r.json()["error"]["code"] == 503
-    assert sim.subcloud("subcloud1").counters["GET keystone <injected error>"] >= 1
+    counters = sim.subcloud("subcloud1").counters
+    assert counters is not None
+    assert counters["GET keystone <injected error>"] >= 1
 
 
 async def test_offline_is_a_transport_error(sim: SimCloud, client: httpx.AsyncClient) -> None:

@@ -143,7 +143,9 @@ async def test_user_crud_and_password_change(sim: SimCloud, client: httpx.AsyncC
     assert r.json()["error"]["message"] == f"Could not find user: {uid}."
     ops = [o["op"] for o in sim.subcloud("subcloud2").operations]
     assert ops == ["create_user", "update_user", "change_password", "delete_user"]
-    assert sim.subcloud("subcloud2").counters["POST keystone users"] == 3
+    counters = sim.subcloud("subcloud2").counters
+    assert counters is not None
+    assert counters["POST keystone users"] == 3
 
 
 async def test_groups_projects_roles_and_assignments(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import httpx
 
 from dcorch.sim import SimCloud, make_test_pem
@@ -9,7 +11,12 @@ from dcorch.sim.tokens import new_fernet_key
 from tests.sim.conftest import auth
 
 
-def _multipart(pem: str, mode: str) -> dict[str, object]:
+class _Multipart(TypedDict):
+    files: dict[str, tuple[str, bytes, str]]
+    data: dict[str, str]
+
+
+def _multipart(pem: str, mode: str) -> _Multipart:
     return {
         "files": {"file": ("ca.pem", pem.encode(), "application/x-pem-file")},
         "data": {"mode": mode, "passphrase": ""},
@@ -22,7 +29,7 @@ async def test_certificate_install_list_delete(sim: SimCloud, client: httpx.Asyn
     one = make_test_pem("root-a")
     r = await client.post(
         f"{si}/certificate/certificate_install", headers=h, **_multipart(one, "ssl_ca")
-    )  # type: ignore[arg-type]
+    )
     assert r.status_code == 200
     signature = r.json()["certificates"]["signature"]
     assert isinstance(signature, str)
@@ -33,7 +40,7 @@ async def test_certificate_install_list_delete(sim: SimCloud, client: httpx.Asyn
     )
     r = await client.post(
         f"{si}/certificate/certificate_install", headers=h, **_multipart(bundle, "ssl_ca")
-    )  # type: ignore[arg-type]
+    )
     signatures = r.json()["certificates"]["signature"]
     assert isinstance(signatures, list)
     assert len(signatures) == 2
@@ -42,7 +49,7 @@ async def test_certificate_install_list_delete(sim: SimCloud, client: httpx.Asyn
         f"{sim.endpoints.subcloud_sysinv('subcloud1')}/certificate/certificate_install",
         headers=auth(sim, "subcloud1"),
         **_multipart(one, "ssl_ca"),
-    )  # type: ignore[arg-type]
+    )
     assert r.json()["certificates"]["signature"] == signature
 
     certs = (await client.get(f"{si}/certificate", headers=h)).json()["certificates"]
@@ -61,11 +68,11 @@ async def test_certificate_install_list_delete(sim: SimCloud, client: httpx.Asyn
 
     r = await client.post(
         f"{si}/certificate/certificate_install", headers=h, **_multipart(one, "bogus")
-    )  # type: ignore[arg-type]
+    )
     assert r.status_code == 400
     r = await client.post(
         f"{si}/certificate/certificate_install", headers=h, **_multipart("no pem here", "ssl_ca")
-    )  # type: ignore[arg-type]
+    )
     assert r.status_code == 400
     r = await client.post(f"{si}/certificate/certificate_install", headers=h, json={})
     assert r.status_code == 400

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
 from dcorch import constants as c
-from dcorch.db.rows import RequestUpdate
+from dcorch.db.rows import PendingRequest, RequestUpdate
 from dcorch.sync import audit_rules as rules
 from dcorch.sync.audit import AuditResult, PairAudit
 from dcorch.sync.drivers import apply_request
@@ -55,7 +56,7 @@ async def converge(engine: Engine, seconds: float = 20) -> None:
         await engine.sim.wait_converged(engine.sim.regions, timeout=seconds)
 
 
-async def started(start_engine, **settings: object) -> Engine:
+async def started(start_engine, **settings: Any) -> Engine:
     engine: Engine = await start_engine(settings=dataclasses.replace(ENGINE, **settings))
     await engine.manage(*engine.sim.regions)
     with trio.fail_after(20):
@@ -127,24 +128,44 @@ async def test_injected_500s_are_retried_then_marked_failed(start_engine) -> Non
     assert engine.sim.status_reports(bad, c.ENDPOINT_TYPE_IDENTITY)[-1]["alarmable"] is True
 
 
-async def failed_requests(engine: Engine, region: str) -> list:
+async def failed_requests(engine: Engine, region: str) -> list[PendingRequest]:
     return await engine.db.pending_requests(
         region, c.ENDPOINT_TYPE_IDENTITY, states=(c.ORCH_REQUEST_FAILED,)
     )
 
 
-async def test_timeouts_keep_the_request_pending_until_the_subcloud_answers(start_engine) -> None:
-    engine = await started(start_engine, offline_retry_interval=0.2)
-    slow = engine.sim.regions[0]
+async def test_timeouts_keep_the_request_pending_until_the_subcloud_answers(
+    start_engine, sim
+) -> None:
+    """A timeout is not the request's fault: it is tried again, past ``request_max_attempts``."""
+    slow = sim.regions[0]
+    tries: list[str] = []
+
+    async def counting(ctx, request) -> None:
+        if ctx.region == slow and request.resource_type == c.RESOURCE_USERS:
+            tries.append(request.source_resource_id)
+        await apply_request(ctx, request)
+
+    settings = dataclasses.replace(ENGINE, offline_retry_interval=0.2, request_max_attempts=1)
+    engine: Engine = await start_engine(settings=settings, driver=counting)
+    await engine.manage(*sim.regions)
+    with trio.fail_after(20):
+        await engine.wait_enabled(*sim.regions)
     uid = await create_master_user(engine, "dave")
     engine.sim.set_faults(slow, timeout=True)
     engine.http._timeout = httpx.Timeout(0.2)
     await engine.db.enqueue_work([user_order(uid)])
+
+    async def tried_twice_or_failed() -> bool:
+        return tries.count(uid) >= 2 or bool(await failed_requests(engine, slow))
+
     with trio.fail_after(20):
         await engine.sim.wait_converged(engine.sim.regions[1:], timeout=20)
-    await trio.sleep(0.5)
+        # one attempt allowed: a timeout that counted as one would fail the request instead
+        await wait_until(tried_twice_or_failed)
     [pending] = await engine.db.pending_requests(slow, c.ENDPOINT_TYPE_IDENTITY)
     assert pending.state != c.ORCH_REQUEST_FAILED
+    assert tries.count(uid) >= 2
     engine.sim.clear_faults(slow)
     await converge(engine)
 
@@ -225,7 +246,11 @@ async def test_status_reported_once_per_change(start_engine) -> None:
     with trio.fail_after(10):
         while len(engine.sim.status_reports(region, c.ENDPOINT_TYPE_IDENTITY)) < 2:  # noqa: ASYNC110
             await trio.sleep(0.05)
-    await trio.sleep(0.5)
+        # two more passes that see the failed requests, each over with its status update
+        for _ in range(2):
+            engine.manager.wake(region, c.ENDPOINT_TYPE_IDENTITY)
+            await engine.settle(region)
+    assert len(await failed_requests(engine, region)) == 2
     reports = engine.sim.status_reports(region, c.ENDPOINT_TYPE_IDENTITY)
     assert [r["sync_status"] for r in reports] == ["in-sync", "out-of-sync"]
 

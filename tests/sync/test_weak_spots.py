@@ -9,12 +9,16 @@ overloaded one a 503 with Retry-After) are covered in ``tests/proxy/test_proxy_h
 
 Tests that talk to the simulator over HTTP use real time but never sleep-and-hope: they wait for a
 condition under an overall ``fail_after``. Windows that must stay quiet ("no more retries") are
-measured, with the bound stated next to them.
+closed by an event that proves they passed (``Engine.settle``, a count of passes or of tries),
+and intervals are checked from below only: trio timers never fire early, so a lower bound holds
+on a loaded machine too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -171,12 +175,14 @@ async def test_3_discrepancy_found_by_the_engine_is_applied_without_another_audi
     admin = identity.find_name("user", "default", "admin")
     assert admin is not None
     identity.put("user", {**admin, "user": {**admin["user"], "extra": '{"d": 1}'}})
-    audits = engine.manager.handle(region).audits  # type: ignore[union-attr]
+    handle = engine.manager.handle(region)
+    assert handle is not None
+    audits = handle.audits
     trigger_audit(engine, region)
     with trio.fail_after(10):
         await wait_until(lambda: not engine.sim.differences([region]))
         await wait_until(lambda: no_pending(engine, region))
-    assert engine.manager.handle(region).audits == audits + 1  # type: ignore[union-attr]
+    assert handle.audits == audits + 1
     assert engine.sim.latest_status(region, c.ENDPOINT_TYPE_IDENTITY) == "in-sync"
 
 
@@ -206,8 +212,25 @@ def injected_errors(engine: Engine, region: str) -> int:
     return sum(n for route, n in counters.items() if "<injected error>" in route)
 
 
+SWEEP_TICKS = 10
+
+
 async def test_5_failing_subcloud_is_not_retried_in_a_storm(start_engine) -> None:
-    engine = await started(start_engine, request_retry_backoff=0.05, request_retry_backoff_max=0.1)
+    """A failed request stays failed however often its pair is looked at (upstream retried
+    failed pairs on every 5 s tick).
+
+    The safety sweep ticks every 0.1 s here and each tick runs a pass of both pairs, so the
+    window is counted in passes that saw the failed request: a pass that retried it, or any
+    timer that re-queued it at one of the engine's intervals (all 0.2 s or less here), shows
+    up as a new injected error.
+    """
+    engine = await started(
+        start_engine,
+        request_retry_backoff=0.05,
+        request_retry_backoff_max=0.1,
+        offline_retry_interval=0.2,
+        safety_sweep_interval=0.1,
+    )
     bad = engine.sim.regions[0]
     engine.sim.set_faults(bad, error_rate=1.0, error_status=500)
     uid = await create_master_user(engine, "stormy")
@@ -219,35 +242,62 @@ async def test_5_failing_subcloud_is_not_retried_in_a_storm(start_engine) -> Non
 
     with trio.fail_after(10):
         await wait_until(is_failed)
+    await engine.settle(bad)  # the pass that failed it is over
     attempts = injected_errors(engine, bad)
     assert 1 <= attempts <= ENGINE.request_max_attempts
-    await trio.sleep(2.0)  # a 5 s-tick retry loop would have tried again; we must stay quiet
+    handle = engine.manager.handle(bad)
+    assert handle is not None
+    assert c.ENDPOINT_TYPE_IDENTITY in handle.subcloud.endpoint_types
+    passes = handle.passes
+    pairs = len(handle.subcloud.endpoint_types)
+    with trio.fail_after(10):  # SWEEP_TICKS sweeps, each a pass of every pair
+        await wait_until(lambda: handle.passes >= passes + SWEEP_TICKS * pairs)
+    await engine.settle(bad)
     assert injected_errors(engine, bad) == attempts
+    assert await engine.db.pending_requests(bad, c.ENDPOINT_TYPE_IDENTITY, states=failed)
 
 
-async def test_5_unreachable_subcloud_is_retried_at_the_offline_interval(start_engine) -> None:
-    calls: dict[str, int] = {}
+OFFLINE_RETRY = 0.2
+OFFLINE_TRIES = 5
 
-    async def counting(ctx: Any, request: Any) -> None:
-        calls[ctx.region] = calls.get(ctx.region, 0) + 1
+
+async def test_5_unreachable_subcloud_is_retried_at_the_offline_interval(start_engine, sim) -> None:
+    """One try per ``offline_retry_interval``, not a burst per request or a spin.
+
+    The request back-off is made tiny, so a burst of per-request retries would show up as gaps
+    far below the interval; trio timers never fire early, so every gap of the real behaviour
+    is at least the interval.
+    """
+    down = sim.regions[0]
+    tried: list[float] = []
+    watched: list[str] = []
+
+    async def timing(ctx: Any, request: Any) -> None:
+        if ctx.region == down and request.source_resource_id in watched:
+            tried.append(trio.current_time())
         await apply_request(ctx, request)
 
-    engine: Engine = await start_engine(
-        settings=dataclasses.replace(ENGINE, offline_retry_interval=0.5), driver=counting
+    settings = dataclasses.replace(
+        ENGINE,
+        offline_retry_interval=OFFLINE_RETRY,
+        request_retry_backoff=0.01,
+        request_retry_backoff_max=0.02,
     )
-    await engine.manage(*engine.sim.regions)
+    engine: Engine = await start_engine(settings=settings, driver=timing)
+    await engine.manage(*sim.regions)
     with trio.fail_after(20):
-        await engine.wait_enabled(*engine.sim.regions)
-    down = engine.sim.regions[0]
-    engine.sim.set_faults(down, offline=True)
+        await engine.wait_enabled(*sim.regions)
+    sim.set_faults(down, offline=True)
     uid = await create_master_user(engine, "far")
+    watched.append(uid)
     await engine.db.enqueue_work([user_order(uid)])
-    before = calls.get(down, 0)
-    await trio.sleep(2.0)
-    tries = calls.get(down, 0) - before
-    # one attempt per pass, one pass per 0.5 s: about 4 in 2 s (a storm would be hundreds)
-    assert 1 <= tries <= 6
-    engine.sim.clear_faults(down)
+    with trio.fail_after(10):  # a retry at the default 30 s (or none) never gets there
+        await wait_until(lambda: len(tried) >= OFFLINE_TRIES)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tried)]
+    assert min(gaps) >= OFFLINE_RETRY - 1e-6, gaps
+    [request] = await engine.db.pending_requests(down, c.ENDPOINT_TYPE_IDENTITY)
+    assert request.state != c.ORCH_REQUEST_FAILED  # each try was given back
+    sim.clear_faults(down)
     with trio.fail_after(10):
         await wait_until(lambda: uid in users_on(engine, down))
 
@@ -256,26 +306,47 @@ async def test_5_unreachable_subcloud_is_retried_at_the_offline_interval(start_e
 
 
 class FlakyReads:
-    """Pending-request reads fail while ``broken`` (counting them): a store fault seam."""
+    """Pending-request reads fail while ``broken``: a store fault seam that notes, per region,
+    when each failed read was made."""
 
     def __init__(self) -> None:
         self.broken = False
-        self.calls = 0
+        self.failed: dict[str, list[float]] = {}
 
     def wrap(self, execute: Execute) -> Execute:
         async def flaky(fn: Unit, args: tuple[Any, ...], write: bool) -> Any:
-            if fn is units_sync.pending_requests_many or fn is ur.pending_requests:
-                self.calls += 1
-                if self.broken:
-                    raise DatabaseUnavailable("database is locked")
-            return await execute(fn, args, write)
+            if self.broken and fn is units_sync.pending_requests_many:
+                self._note({region for region, _ in args[0]})
+            elif self.broken and fn is ur.pending_requests:
+                self._note({args[0]})
+            else:
+                return await execute(fn, args, write)
+            raise DatabaseUnavailable("database is locked")
 
         return flaky
 
+    def _note(self, regions: set[str]) -> None:
+        for region in regions:
+            self.failed.setdefault(region, []).append(trio.current_time())
+
+
+DB_BACKOFF = 0.05
+DB_BACKOFF_CAP = 0.4
+DB_FAILURES = 5
+
 
 async def test_6_sync_loops_do_not_spin_on_database_errors(start_engine) -> None:
+    """Each failed pass of an actor waits ``min(cap, backoff * 2**(n-1))`` before the next one.
+
+    Counted in failed reads per region: trio timers never fire early, so the gaps are lower
+    bounds; a spin, a fixed delay or a crash-and-restart loop breaks them (or the restart
+    counts).
+    """
     flaky = FlakyReads()
     engine: Engine = await start_engine(
+        settings=dataclasses.replace(
+            ENGINE, request_retry_backoff=DB_BACKOFF, offline_retry_interval=DB_BACKOFF_CAP
+        ),
         seams=DatabaseSeams(wrap_execute=flaky.wrap),
         actor_settings=dataclasses.replace(ACTORS, restart_max=5),
     )
@@ -285,13 +356,20 @@ async def test_6_sync_loops_do_not_spin_on_database_errors(start_engine) -> None
     flaky.broken = True
     uid = await create_master_user(engine, "dberr")
     await engine.db.enqueue_work([user_order(uid)])
-    start = flaky.calls
-    await trio.sleep(2.0)
-    assert flaky.calls - start <= 30  # backing off, not spinning
+    with trio.fail_after(10):
+        await wait_until(
+            lambda: all(len(flaky.failed.get(r, ())) >= DB_FAILURES for r in engine.sim.regions)
+        )
+    expected = [min(DB_BACKOFF_CAP, DB_BACKOFF * 2 ** (n - 1)) for n in range(1, DB_FAILURES)]
+    for region in engine.sim.regions:
+        times = flaky.failed[region][:DB_FAILURES]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert all(g >= e - 1e-6 for g, e in zip(gaps, expected, strict=True)), (region, gaps)
     flaky.broken = False
     with trio.fail_after(10):
         await wait_until(lambda: all(uid in users_on(engine, r) for r in engine.sim.regions))
     assert engine.manager_restarts() == 0
+    assert sum(child.restarts for child in engine.manager.snapshot().children) == 0
 
 
 # docs/behaviour.md#no-job-coalescing -------------------------------------------------------------
@@ -384,26 +462,50 @@ async def test_9_unmanage_during_initial_sync_leaves_subsequent_sync_false(rig: 
 # docs/behaviour.md#stop-check-ignores-management-state -------------------------------------------
 
 
-async def test_11_unmanage_stops_a_running_sync_promptly(start_engine) -> None:
-    engine = await started(start_engine)
-    region = engine.sim.regions[0]
-    engine.sim.set_faults(region, latency_ms=100)  # each request is a few round trips
+async def test_11_unmanage_stops_a_running_sync_promptly(start_engine, sim) -> None:
+    """An unmanage stops the pass in hand instead of waiting for it to end.
+
+    The subcloud's second request hangs on the wire for good, so a stop that awaited the pass
+    would never return: the request must be cancelled, and nothing after it applied.
+    """
+    region = sim.regions[0]
+    ours: set[str] = set()
+    landed: list[str] = []
+    hung = trio.Event()
+    cancelled: list[str] = []
+
+    async def hangs_on_the_second(ctx: Any, request: Any) -> None:
+        mine = ctx.region == region and request.source_resource_id in ours
+        if mine and landed:
+            hung.set()
+            try:
+                await trio.sleep_forever()
+            finally:
+                cancelled.append(request.source_resource_id)
+        await apply_request(ctx, request)
+        if mine:
+            landed.append(request.source_resource_id)
+
+    engine: Engine = await start_engine(driver=hangs_on_the_second)
+    await engine.manage(*sim.regions)
+    with trio.fail_after(20):
+        await engine.wait_enabled(*sim.regions)
     uids = [await create_master_user(engine, f"slow{i}") for i in range(20)]
+    ours.update(uids)
     await engine.db.enqueue_work([user_order(uid) for uid in uids])
     with trio.fail_after(10):
-        await wait_until(lambda: any(u in users_on(engine, region) for u in uids))
-    t0 = trio.current_time()
+        await hung.wait()
     await engine.db.update_subcloud_states(region, management_state=c.MANAGEMENT_UNMANAGED)
-    await engine.manager.subcloud_changed(region)
-    assert trio.current_time() - t0 < 1.5  # the running pass was stopped, not awaited
-    applied = sum(u in users_on(engine, region) for u in uids)
-    await trio.sleep(0.5)
-    # at most the one request already on the wire when the pass was cancelled still lands
-    settled = sum(u in users_on(engine, region) for u in uids)
-    assert applied <= settled <= applied + 1
-    await trio.sleep(1.0)
-    assert sum(u in users_on(engine, region) for u in uids) == settled < len(uids)
+    # The actor's shutdown_timeout is 1 s; a stop that waited for the pass would hang here.
+    with trio.fail_after(5):
+        await engine.manager.subcloud_changed(region)
+    assert cancelled == [uids[1]]  # the request in hand was cancelled, not awaited
     assert engine.manager.handle(region) is None
+    assert region not in engine.manager.regions()
+    assert landed == uids[:1]
+    assert [u for u in uids if u in users_on(engine, region)] == landed
+    with trio.fail_after(10):  # the other subclouds are not held up
+        await engine.sim.wait_converged(sim.regions[1:], timeout=10)
 
 
 # docs/behaviour.md#substring-match-of-disabled-audit-endpoints -----------------------------------
@@ -423,18 +525,22 @@ async def test_12_disable_audit_endpoints_is_an_exact_list(
     with trio.fail_after(20):
         await engine.sim.wait_converged(engine.sim.regions, timeout=15)
     engine.sim.subcloud(region).identity.remove("user", uid)
+    handle = engine.manager.handle(region)
+    assert handle is not None
+    audits = handle.audits
+    due = trio.current_time()
     trigger_audit(engine, region)
     if audited:
         with trio.fail_after(10):
             await wait_until(lambda: uid in users_on(engine, region))
     else:
-        handle = engine.manager.handle(region)
-        assert handle is not None
+        # An audit that ran would queue the repair and the same wake-up's pass would apply it.
         with trio.fail_after(10):
-            await wait_until(
-                lambda: handle.audit_at[c.ENDPOINT_TYPE_IDENTITY] > trio.current_time()
-            )
-        await trio.sleep(0.5)
+            await engine.settle(region)
+        # it came due and was put off by a full interval, without running
+        assert handle.audit_at[c.ENDPOINT_TYPE_IDENTITY] >= due + ENGINE.audit_interval
+        assert handle.audits == audits
+        assert await no_pending(engine, region)
         assert uid not in users_on(engine, region)
 
 
@@ -485,9 +591,13 @@ async def test_remanaged_subcloud_is_reported_again(start_engine) -> None:
     await engine.manager.subcloud_changed(region)
     await engine.db.update_subcloud_states(region, management_state=c.MANAGEMENT_MANAGED)
     await engine.manager.subcloud_changed(region)
+
+    def reported_twice(ept: str) -> bool:
+        return len(engine.sim.status_reports(region, ept)) == 2
+
     with trio.fail_after(20):
         for ept in c.SYNC_ENDPOINT_TYPES:
-            await wait_until(lambda ept=ept: len(engine.sim.status_reports(region, ept)) == 2)
+            await wait_until(functools.partial(reported_twice, ept))
     for ept in c.SYNC_ENDPOINT_TYPES:
         assert engine.sim.status_reports(region, ept)[-1]["sync_status"] == "in-sync"
 
