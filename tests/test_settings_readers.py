@@ -70,12 +70,10 @@ def module_reads(
     for _ in range(3):  # aliases of aliases (self._s = s; a = self._s)
         for node in ast.walk(tree):
             if isinstance(node, ast.arg) and node.annotation is not None:
-                for name in ast.walk(node.annotation):
-                    if (
-                        isinstance(name, ast.Name | ast.Attribute)
-                        and _tail(name) in SECTION_CLASSES
-                    ):
-                        aliases[node.arg].add(SECTION_CLASSES[str(_tail(name))])
+                for ann in ast.walk(node.annotation):
+                    tail = _tail(ann) if isinstance(ann, ast.Name | ast.Attribute) else None
+                    if tail in SECTION_CLASSES:
+                        aliases[node.arg].add(SECTION_CLASSES[str(tail)])
             elif isinstance(node, ast.Assign | ast.AnnAssign):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 if node.value is None:
@@ -84,10 +82,10 @@ def module_reads(
                 for target in targets:
                     if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
                         for t, v in zip(target.elts, node.value.elts, strict=False):
-                            if (name := _tail(t)) is not None:
-                                aliases[name] |= _section_of(v, aliases)
-                    elif (name := _tail(target)) is not None:
-                        aliases[name] |= found
+                            if (alias := _tail(t)) is not None:
+                                aliases[alias] |= _section_of(v, aliases)
+                    elif (alias := _tail(target)) is not None:
+                        aliases[alias] |= found
     fields = {
         section: {f.name for f in dataclasses.fields(getattr(Settings(), section))}
         for section in SECTION_CLASSES.values()

@@ -111,26 +111,32 @@ async def run_batches(
 ) -> None:
     """Handle batches, ``concurrency`` at a time, until ``next_batch`` returns an empty one.
 
-    ``handle`` answers its batch's callers whatever happens. When it raises (a bug), its slot
-    is not given back, so nothing more is taken, and the error ends the loop as itself (not in
-    an exception group) for the supervisor that restarts it.
+    ``handle`` answers its batch's callers whatever happens. When it raises (a bug), nothing
+    more is taken, the batches in flight are cancelled (their callers answered), and the error
+    ends the loop as itself, traceback included, for the supervisor that restarts it.
     """
     slots = trio.Semaphore(max(1, concurrency))
+    crashed: list[Exception] = []
 
-    async def one(batch: B) -> None:
-        await handle(batch)
-        slots.release()
+    async def one(batch: B, nursery: trio.Nursery) -> None:
+        try:
+            await handle(batch)
+        except Exception as exc:
+            crashed.append(exc)
+            nursery.cancel_scope.cancel()
+        else:
+            slots.release()
 
-    try:
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            while True:
-                await slots.acquire()
-                batch = await next_batch()
-                if not batch:
-                    return
-                nursery.start_soon(one, batch)
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+    async def take_all(nursery: trio.Nursery) -> None:
+        while True:
+            await slots.acquire()
+            batch = await next_batch()
+            if not batch:
+                return
+            nursery.start_soon(one, batch, nursery)
+
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        await take_all(nursery)
+    if crashed:
+        raise crashed[0]

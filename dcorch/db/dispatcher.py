@@ -168,7 +168,9 @@ class Dispatcher:
 
     # -- the loop --------------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(  # noqa: ASYNC128 - run_batches calls started()
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Commit batches until cancelled, or until closed and drained (a supervised child)."""
         await run_batches(self._take, self._commit, self._writers, task_status)
 

@@ -60,7 +60,9 @@ class PendingReads:
     def close(self) -> None:
         self._lane.close()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(  # noqa: ASYNC128 - run_batches calls started()
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Answer batches until cancelled, or until closed and drained."""
         await run_batches(self._take, self._answer, self._readers, task_status)
 

@@ -24,7 +24,7 @@ from actors import (
     open_actor_system,
 )
 
-from ._probes import Log, Probe, SlowStop, probe
+from ._probes import Log, Probe, SlowStop, probe, state_of
 
 NO_DELAY = Backoff(base=0, jitter=0)
 
@@ -392,7 +392,7 @@ async def test_start_child_returns_for_an_actor_a_group_restart_caught_starting(
         # then started it again, after a; its second on_start takes 2 s too
         assert await slow.ask("x") == ("s", "x")
         assert trio.current_time() - t0 == 4.0
-        assert slow.state is State.RUNNING
+        assert state_of(slow) is State.RUNNING
         assert (slow.restarts, system.lookup("g/a").restarts) == (1, 1)
     assert log[:6] == [
         *[("start", "a"), ("start", "s"), ("stop", "a"), ("stop", "s")],

@@ -25,7 +25,7 @@ from actors import (
     open_actor_system,
 )
 
-from ._probes import Log, Probe, SlowStop, probe
+from ._probes import Log, Probe, SlowStop, probe, state_of
 
 NO_DELAY = Backoff(base=0, jitter=0)
 
@@ -482,7 +482,7 @@ async def test_a_child_stopped_while_it_starts_finishes_starting_and_then_stops(
             assert trio.current_time() - t0 == 2.0
             assert ref.state is State.STOPPING
         assert stopped == [3.0]
-        assert ref.state is State.STOPPED
+        assert state_of(ref) is State.STOPPED
     assert log == [("start", "slow"), ("stop", "slow"), ("stopped", "slow")]
 
 
