@@ -252,7 +252,9 @@ class SyncManager:
         self._refs[region] = await self._system.root.start_child(spec)
 
     async def _stop(self, region: str) -> None:
-        self._handles.pop(region, None)
+        handle = self._handles.pop(region, None)
+        if handle is not None:
+            handle.stopped = True  # the pass in hand ends at its next request
         self._timers.cancel(region)
         ref = self._refs.pop(region, None)
         if ref is not None:

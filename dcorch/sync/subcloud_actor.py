@@ -58,6 +58,9 @@ class SubcloudHandle:
     db_failures: int = 0
     """Consecutive passes that failed on the database (drives the back-off)."""
     db_retry_at: float | None = None
+    stopped: bool = False
+    """The manager is stopping this actor (unmanaged, deleted): a pass stops at its next
+    request instead of running to its end."""
     passes: int = 0
     audits: int = 0
 
@@ -70,7 +73,8 @@ class SubcloudHandle:
         """Managed, online and initial sync completed: requests may be applied."""
         s = self.subcloud
         return (
-            s.management_state == c.MANAGEMENT_MANAGED
+            not self.stopped
+            and s.management_state == c.MANAGEMENT_MANAGED
             and s.availability_status == c.AVAILABILITY_ONLINE
             and s.initial_sync_state == c.INITIAL_SYNC_COMPLETED
         )

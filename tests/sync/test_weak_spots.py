@@ -508,6 +508,38 @@ async def test_11_unmanage_stops_a_running_sync_promptly(start_engine, sim) -> N
         await engine.sim.wait_converged(sim.regions[1:], timeout=10)
 
 
+async def test_11_unmanage_ends_the_pass_at_its_next_request(start_engine, sim) -> None:
+    """The request in hand finishes; none after it starts (the actor is not left to run its
+    queue until the shutdown deadline)."""
+    region = sim.regions[0]
+    ours: set[str] = set()
+    started_here: list[str] = []
+    slow = trio.Event()
+
+    async def slow_second(ctx: Any, request: Any) -> None:
+        if ctx.region == region and request.source_resource_id in ours:
+            started_here.append(request.source_resource_id)
+            if len(started_here) == 2:
+                slow.set()
+                await trio.sleep(0.3)
+        await apply_request(ctx, request)
+
+    engine: Engine = await start_engine(driver=slow_second)
+    await engine.manage(*sim.regions)
+    with trio.fail_after(20):
+        await engine.wait_enabled(*sim.regions)
+    uids = [await create_master_user(engine, f"next{i}") for i in range(20)]
+    ours.update(uids)
+    await engine.db.enqueue_work([user_order(uid) for uid in uids])
+    with trio.fail_after(10):
+        await slow.wait()
+    await engine.db.update_subcloud_states(region, management_state=c.MANAGEMENT_UNMANAGED)
+    with trio.fail_after(5):
+        await engine.manager.subcloud_changed(region)
+    assert started_here == uids[:2]
+    assert [u for u in uids if u in users_on(engine, region)] == uids[:2]
+
+
 # docs/behaviour.md#substring-match-of-disabled-audit-endpoints -----------------------------------
 
 
