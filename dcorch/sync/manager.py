@@ -208,6 +208,18 @@ class SyncManager:
         async with self._lifecycle:
             await self._stop(region)
 
+    async def sync_now(self, region: str) -> None:
+        """Wake a subcloud's actor and return once the pass it runs has ended.
+
+        The request queues behind any wake-up already pending, so everything the actor was
+        woken for before this call (passes, audits, status reports) is done when it returns.
+        Raises :class:`ActorStopped` when the subcloud has no actor.
+        """
+        ref = self._refs.get(region)
+        if ref is None:
+            raise ActorStopped(f"no sync actor for {region}")
+        await ref.ask(Wake())
+
     def wake(self, region: str, endpoint_type: str) -> None:
         """Note new work for a pair and wake its actor; never blocks.
 

@@ -34,7 +34,6 @@ from dcorch.sim.endpoints import SimResolver
 from dcorch.sync.drivers import DriverContext, apply_request
 from dcorch.sync.env import Driver
 from dcorch.sync.manager import SyncManager
-from dcorch.sync.subcloud_actor import Wake
 from dcorch.work import WorkOrder
 
 FAST_DB = DatabaseSettings(retry_backoff=0.01, retry_backoff_max=0.2, sqlite_busy_timeout_ms=2000)
@@ -142,7 +141,7 @@ class Engine:
         so every pass, audit and status report triggered earlier has finished. This is how a
         test proves a window passed without sleeping through it.
         """
-        await self.manager._refs[region].ask(Wake())
+        await self.manager.sync_now(region)
 
     async def wait_idle(self) -> None:
         """No live orch_request left (the database lags the subclouds by one write)."""
