@@ -56,7 +56,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 POSTGRESQL_WRITERS = 4
-"""Write transactions in flight at once on PostgreSQL (SQLite has a single writer)."""
+"""Bookkeeping transactions in flight at once on PostgreSQL (SQLite has a single writer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +128,7 @@ async def open_database(
                 dps,
                 units_queue=dbs.mailbox_size,
                 writers=1 if sqlite else POSTGRESQL_WRITERS,
+                exclusive=sqlite,
                 feed=seams.feed,
                 observe_latency=observe_latency,
             )

@@ -12,10 +12,12 @@ Every write goes through it, in one of two lanes:
   them in one transaction (:func:`dcorch.db.units_sync.run_batch`); at a thousand subclouds
   this is what keeps one work order from queueing thousands of tiny transactions.
 
-The orders lane always goes first: when a writer slot frees up, waiting orders are taken
-before any bookkeeping, so an operator's command waits at most for the one bookkeeping
-transaction already running, never behind the work it set off. ``writers`` transactions run
-at once (one on SQLite, which has a single writer anyway; a few on PostgreSQL).
+The orders lane always goes first: when a transaction can start, waiting orders are taken
+before any bookkeeping, so an operator's command waits at most for the bookkeeping transaction
+already running, never behind the work it set off. One orders transaction runs at a time (each
+updates the ``subcloud_sync`` rows of every target: concurrent ones would only queue on those
+row locks and make smaller batches); bookkeeping runs ``writers`` transactions at once. On
+SQLite, which has a single writer, ``exclusive`` makes it one transaction at a time in all.
 
 Failures: a batch whose transaction fails is re-run one submission (or unit) at a time, so
 one caller's bad order or vanished subcloud fails only that caller (for bookkeeping,
@@ -96,7 +98,8 @@ class Dispatcher:
         execute: runs one unit in one transaction (:meth:`UnitRunner.execute`, or a wrapper).
         settings: the ``[dispatcher]`` section (orders lane).
         units_queue: bound of the units lane (``database.mailbox_size``).
-        writers: transactions in flight at once.
+        writers: bookkeeping transactions in flight at once.
+        exclusive: one transaction at a time across both lanes (SQLite).
         feed: where committed pairs are published.
         observe_latency: called with each submission's queue-to-commit seconds.
     """
@@ -108,12 +111,16 @@ class Dispatcher:
         *,
         units_queue: int = 256,
         writers: int = 1,
+        exclusive: bool = True,
         feed: CommitFeed | None = None,
         observe_latency: Callable[[float], None] | None = None,
     ) -> None:
         self._execute = execute
         self._settings = settings
         self._writers = max(1, writers)
+        self._exclusive = exclusive
+        self._orders_busy = False
+        self._units_busy = 0
         self.feed = feed or CommitFeed()
         self._observe = observe_latency
         self._bell = Bell()
@@ -172,27 +179,38 @@ class Dispatcher:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Commit batches until cancelled, or until closed and drained (a supervised child)."""
-        await run_batches(self._take, self._commit, self._writers, task_status)
+        await run_batches(self._take, self._commit, self._writers + 1, task_status)
 
     async def _take(self) -> list[_Submission] | list[_Write]:
-        """The next batch: waiting orders first, else waiting units; empty once closed."""
+        """The next batch that may start: orders first; empty once closed and drained."""
         while True:
-            orders = self._orders.take(self._settings.max_batch)
-            if orders:
-                return orders
-            units = self._units.take(MAX_UNITS)
-            if units:
-                return units
+            idle = not self._orders_busy and self._units_busy == 0
+            if not self._orders_busy and (idle or not self._exclusive):
+                orders = self._orders.take(self._settings.max_batch)
+                if orders:
+                    self._orders_busy = True
+                    return orders
+            if self._units_busy < self._writers and (idle or not self._exclusive):
+                units = self._units.take(MAX_UNITS)
+                if units:
+                    self._units_busy += 1
+                    return units
             if not (self._orders.open or self._units.open):
                 return []
-            await self._bell.wait()
+            await self._bell.wait()  # rung by a put, and by every batch that ends
 
     async def _commit(self, batch: list[_Submission] | list[_Write]) -> None:
         try:
             if isinstance(batch[0], _Submission):
-                await self._commit_orders(batch)  # type: ignore[arg-type]
+                try:
+                    await self._commit_orders(batch)  # type: ignore[arg-type]
+                finally:
+                    self._orders_busy = False
             else:
-                await self._commit_units(batch)  # type: ignore[arg-type]
+                try:
+                    await self._commit_units(batch)  # type: ignore[arg-type]
+                finally:
+                    self._units_busy -= 1
         except BaseException as exc:
             # A bug, a crash or shutdown: answer everyone still waiting before unwinding.
             stopped = exc if isinstance(exc, Exception) else None
@@ -200,6 +218,7 @@ class Dispatcher:
             for op in batch:
                 op.reply.resolve(failure)
             raise
+        self._bell.ring()
 
     # -- orders ----------------------------------------------------------------------------
 

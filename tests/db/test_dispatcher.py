@@ -317,3 +317,36 @@ async def test_a_crash_ends_run_and_a_restart_commits_what_was_queued(
         nursery.cancel_scope.cancel()
     assert sorted(done) == ["a", "b", "c"]
     assert feed.published == 3
+
+
+async def test_postgresql_mode_runs_bookkeeping_beside_one_orders_transaction(
+    autojump_clock: object,
+) -> None:
+    """Not exclusive: bookkeeping runs ``writers`` at a time beside the orders, whose batches
+    stay one at a time (each locks every target's subcloud_sync row)."""
+    db = RecordingStore()
+    running: dict[str, int] = {"orders": 0, "units": 0}
+    peak: dict[str, int] = {"orders": 0, "units": 0, "both": 0}
+
+    async def execute(fn: Any, args: tuple[Any, ...], write: bool) -> Any:
+        lane = "orders" if fn is enqueue_work else "units"
+        running[lane] += 1
+        peak[lane] = max(peak[lane], running[lane])
+        peak["both"] = max(peak["both"], running["orders"] + running["units"])
+        try:
+            return await db.execute(fn, args, write)
+        finally:
+            running[lane] -= 1
+
+    settings = DispatcherSettings(max_batch=1)
+    dispatcher = Dispatcher(execute, settings, writers=2, exclusive=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(dispatcher.run)
+        for i in range(4):
+            nursery.start_soon(dispatcher.submit, [_order(f"o{i}")])
+            nursery.start_soon(dispatcher.write, _echo, (f"w{i}",))
+            await trio.sleep(0.004)  # arrivals while earlier commits (0.01 s) are in flight
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert peak == {"orders": 1, "units": 2, "both": 3}
+    assert sum(n for kind, n in db.log if kind == "orders") == 4
