@@ -1,36 +1,25 @@
 """The dispatcher: the one group-commit writer of the database.
 
-Every write goes through it, in one of two lanes:
+Every write goes through one of its two lanes:
 
 * **orders** (:meth:`Dispatcher.submit`): the work orders of proxied commands and audit
-  repairs. A batch takes the first waiting submission and whatever else is queued (up to
-  ``max_batch``) and writes all of their orders in **one** transaction
-  (:func:`dcorch.db.units_work.enqueue_work`). Each caller is answered only after that commit,
-  so a 2xx from the proxy means the work is durable.
-* **units** (:meth:`Dispatcher.write`): every other write unit, mostly the sync actors'
-  bookkeeping (request states, mappings, pair status). A batch runs up to ``max_units`` of
-  them in one transaction (:func:`dcorch.db.units_sync.run_batch`); at a thousand subclouds
-  this is what keeps one work order from queueing thousands of tiny transactions.
+  repairs; a batch (up to ``max_batch`` submissions) is **one** transaction of
+  :func:`~dcorch.db.units_work.enqueue_work`, and each caller is answered only after its
+  commit, so a 2xx from the proxy means the work is durable;
+* **units** (:meth:`Dispatcher.write`): every other write, mostly the sync actors' bookkeeping,
+  up to :data:`MAX_UNITS` per transaction (:func:`~dcorch.db.units_sync.run_batch`).
 
-The orders lane always goes first: when a transaction can start, waiting orders are taken
-before any bookkeeping, so an operator's command waits at most for the bookkeeping transaction
+Orders always go first, so an operator's command waits at most for the bookkeeping transaction
 already running, never behind the work it set off. One orders transaction runs at a time (each
-updates the ``subcloud_sync`` rows of every target: concurrent ones would only queue on those
-row locks and make smaller batches); bookkeeping runs ``writers`` transactions at once. On
-SQLite, which has a single writer, ``exclusive`` makes it one transaction at a time in all.
+locks every target's ``subcloud_sync`` row); bookkeeping runs ``writers`` at once beside it on
+PostgreSQL, and SQLite (``exclusive``) runs one transaction in all.
 
-Failures: a batch whose transaction fails is re-run one submission (or unit) at a time, so
-one caller's bad order or vanished subcloud fails only that caller (for bookkeeping,
-``DatabaseUnavailable`` fails the whole batch at once: its callers retry on their own). A
-failure of the dispatcher itself (a bug outside the units) answers the batch's callers with it
-and crashes :meth:`run`, which its supervisor restarts. The lanes belong to the ``Dispatcher``
-object, not to the task running :meth:`run`, so a restart loses nothing queued.
-
-Overload: when the orders lane stays full for ``enqueue_timeout`` the caller gets
-:class:`~dcorch.work.Overloaded` (the proxy answers 503 with Retry-After).
-
-After each committed batch of orders, the dispatcher publishes the pairs that got work on its
-:class:`~dcorch.db.commits.CommitFeed`.
+A failed batch is re-run one submission (or unit) at a time, so a bad order fails only its
+caller; an order's ``job_uuid`` makes re-recording after an ambiguous commit a no-op. A bug of
+the dispatcher itself answers the batch's callers and crashes :meth:`run` for its supervisor to
+restart; the lanes belong to the object, so nothing queued is lost. A full orders lane gives
+:class:`~dcorch.work.Overloaded` after ``enqueue_timeout`` (the proxy answers 503). Each
+committed orders batch is published on the :class:`~dcorch.db.commits.CommitFeed`.
 """
 
 from __future__ import annotations
@@ -39,7 +28,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import outcome
 import trio
@@ -55,8 +44,6 @@ from dcorch.settings import DispatcherSettings
 from dcorch.work import EnqueueResult, Overloaded, WorkOrder
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 MAX_UNITS: Final = 500
 """Write units per bookkeeping transaction."""

@@ -8,8 +8,8 @@ and hands ``env.py`` an open connection through ``config.attributes``. Alembic i
   the asyncpg ``AsyncEngine`` with ``connection.run_sync`` inside a private ``asyncio.run``.
 
 The plain functions (:func:`upgrade`, :func:`current_revision`, :func:`ensure_current`) are for
-the CLI and scripts and must not be called on a running event loop; the ``*_async`` variants run
-them in a worker thread for Trio code.
+the CLI and scripts and must not be called on a running event loop; :func:`upgrade_async` runs
+the upgrade in a worker thread for Trio code.
 """
 
 from __future__ import annotations
@@ -111,13 +111,3 @@ def ensure_current(url: str) -> None:
 async def upgrade_async(url: str, revision: str = "head") -> None:
     """:func:`upgrade` for Trio code (runs in a worker thread)."""
     await trio.to_thread.run_sync(upgrade, url, revision)
-
-
-async def current_revision_async(url: str) -> str | None:
-    """:func:`current_revision` for Trio code."""
-    return await trio.to_thread.run_sync(current_revision, url)
-
-
-async def ensure_current_async(url: str) -> None:
-    """:func:`ensure_current` for Trio code."""
-    await trio.to_thread.run_sync(ensure_current, url)

@@ -29,7 +29,6 @@ T = TypeVar("T")
 
 DBSYNC_KINDS: Final = {"users", "groups", "projects", "roles"}
 """dcdbsync collections holding identity DB records (keyed by the keystone id)."""
-KEYSTONE_KINDS: Final = {"users", "groups", "projects", "roles"}
 _SINGULAR: Final = {"users": "user", "groups": "group", "projects": "project", "roles": "role"}
 
 

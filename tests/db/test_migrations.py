@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import trio
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
@@ -22,28 +23,32 @@ def _indexes(conn: Connection, table: str) -> set[str]:
 
 
 async def test_upgrade_empty_database_to_head(empty_url: str) -> None:
-    assert await migrate.current_revision_async(empty_url) is None
+    assert await trio.to_thread.run_sync(migrate.current_revision, empty_url) is None
     await migrate.upgrade_async(empty_url)
-    assert await migrate.current_revision_async(empty_url) == migrate.head_revision() == "0002"
+    assert (
+        await trio.to_thread.run_sync(migrate.current_revision, empty_url)
+        == migrate.head_revision()
+        == "0002"
+    )
     # The migrated schema is exactly what the code's metadata describes.
     assert migrate._with_connection(empty_url, _diff) == []
 
 
 async def test_upgrade_from_previous_revision(empty_url: str) -> None:
     await migrate.upgrade_async(empty_url, "0001")
-    assert await migrate.current_revision_async(empty_url) == "0001"
+    assert await trio.to_thread.run_sync(migrate.current_revision, empty_url) == "0001"
     before = migrate._with_connection(empty_url, lambda c: _indexes(c, "orch_request"))
     assert "orch_request_pending_idx" not in before
     await migrate.upgrade_async(empty_url)
     after = migrate._with_connection(empty_url, lambda c: _indexes(c, "orch_request"))
     assert "orch_request_pending_idx" in after
     assert migrate._with_connection(empty_url, _diff) == []
-    await migrate.ensure_current_async(empty_url)
+    await trio.to_thread.run_sync(migrate.ensure_current, empty_url)
 
 
 async def test_ensure_current_refuses_empty_database(empty_url: str) -> None:
     with pytest.raises(SchemaOutOfDate) as info:
-        await migrate.ensure_current_async(empty_url)
+        await trio.to_thread.run_sync(migrate.ensure_current, empty_url)
     assert str(info.value) == (
         "database at revision none (empty database), code needs 0002: run `dcorch db upgrade`"
     )
