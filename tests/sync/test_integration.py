@@ -6,7 +6,6 @@ import dataclasses
 import json
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
@@ -146,14 +145,15 @@ async def test_timeouts_keep_the_request_pending_until_the_subcloud_answers(
             tries.append(request.source_resource_id)
         await apply_request(ctx, request)
 
-    settings = dataclasses.replace(ENGINE, offline_retry_interval=0.2, request_max_attempts=1)
+    settings = dataclasses.replace(
+        ENGINE, offline_retry_interval=0.2, request_max_attempts=1, subcloud_http_timeout=1.0
+    )
     engine: Engine = await start_engine(settings=settings, driver=counting)
     await engine.manage(*sim.regions)
     with trio.fail_after(20):
         await engine.wait_enabled(*sim.regions)
     uid = await create_master_user(engine, "dave")
     engine.sim.set_faults(slow, timeout=True)
-    engine.http._timeout = httpx.Timeout(0.2)
     await engine.db.enqueue_work([user_order(uid)])
 
     async def tried_twice_or_failed() -> bool:
