@@ -52,6 +52,18 @@ class RecordingStore:
         return results
 
 
+async def _queue_three(nursery: trio.Nursery, dispatcher: Dispatcher, done: list[str]) -> None:
+    """Submissions a, b and c queued (``done`` gets each id once it is answered)."""
+
+    async def submit(rid: str) -> None:
+        await dispatcher.submit([_order(rid)])
+        done.append(rid)
+
+    for rid in ("a", "b", "c"):
+        nursery.start_soon(submit, rid)
+    await trio.testing.wait_all_tasks_blocked()
+
+
 def _echo(conn: object, value: str) -> str:
     """A write unit: returns its argument (the recording store passes no connection)."""
     return value
@@ -178,14 +190,8 @@ async def test_restarted_run_loses_no_queued_submission(autojump_clock: object) 
     dispatcher = Dispatcher(db.execute, DispatcherSettings())
     done: list[str] = []
 
-    async def submit(rid: str) -> None:
-        await dispatcher.submit([_order(rid)])
-        done.append(rid)
-
     async with trio.open_nursery() as nursery:
-        for rid in ("a", "b", "c"):
-            nursery.start_soon(submit, rid)
-        await trio.testing.wait_all_tasks_blocked()
+        await _queue_three(nursery, dispatcher, done)
         # A run that dies before taking anything, then a fresh one (what a supervisor does).
         with trio.CancelScope() as scope:
             scope.cancel()
@@ -301,14 +307,8 @@ async def test_a_crash_ends_run_and_a_restart_commits_what_was_queued(
     dispatcher = Dispatcher(db.execute, DispatcherSettings(max_batch=1), feed=feed)
     done: list[str] = []
 
-    async def submit(rid: str) -> None:
-        await dispatcher.submit([_order(rid)])
-        done.append(rid)
-
     async with trio.open_nursery() as nursery:
-        for rid in ("a", "b", "c"):
-            nursery.start_soon(submit, rid)
-        await trio.testing.wait_all_tasks_blocked()
+        await _queue_three(nursery, dispatcher, done)
         with pytest.raises(RuntimeError, match="injected dispatcher crash"):
             await dispatcher.run()
         assert len(done) == 1  # answered before the crash: it was committed
