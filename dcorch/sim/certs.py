@@ -1,10 +1,9 @@
 """PEM handling for the simulated sysinv: textual parsing, stable signatures, test certificates.
 
-No real X.509 parsing: sysinv's signature is ``<mode>_<serial>``, and all dcorch needs is that
-the same PEM always yields the same signature on the master and on a subcloud. So the
-"serial" is derived from a hash of the block's base64 text. Validity dates come from the block
-itself when it was made by :func:`make_test_pem` (its body is base64 JSON carrying the dates),
-which lets tests install expired CA certificates; any other block gets fixed dates.
+No real X.509 parsing: sysinv's signature is ``<mode>_<serial>``, and dcorch only needs the same
+PEM to yield the same signature on master and subcloud, so the "serial" is a hash of the block's
+base64 text. A :func:`make_test_pem` block (base64 JSON) carries its own validity dates, so tests
+can install expired CA certificates; any other block gets fixed dates.
 """
 
 from __future__ import annotations

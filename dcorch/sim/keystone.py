@@ -2,9 +2,8 @@
 
 Requests and answers have the real service's shapes and status codes (201 on create, 204 on
 delete and grant, 404 ``Could not find user: <id>.``, 409 on a duplicate name in a domain, 400
-on a malformed body, 401 without a valid token, 405 on a wrong method), so both the dcorch proxy
-(which forwards master calls and inspects the answers) and the engine (which writes to
-subclouds) are exercised as in production.
+on a malformed body, 401 without a valid token, 405 on a wrong method), so the proxy (which
+inspects master answers) and the engine (which writes to subclouds) run as in production.
 """
 
 from __future__ import annotations
