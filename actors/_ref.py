@@ -83,8 +83,8 @@ class ActorRef(_Ref, Generic[M, R]):
     async def tell(self, message: M) -> None:
         """Queue `message` without waiting for it to be handled.
 
-        Waits while the mailbox is full: that wait is the backpressure that keeps a fast
-        producer from outrunning the actor. Raises `ActorStopped` once the actor is gone.
+        Waits while the mailbox is full (backpressure on a fast producer); raises `ActorStopped`
+        once the actor is gone.
         """
         await self._mailbox().put(Tell(message))
 
@@ -95,10 +95,9 @@ class ActorRef(_Ref, Generic[M, R]):
     async def ask(self, message: M) -> R:
         """Send `message` and wait for the reply.
 
-        The wait, queueing included, is bounded by the spec's `ask_timeout` (`AskTimeout`);
-        callers wanting less wrap the call in `trio.fail_after`. An exception raised by the
-        handler is raised here and the actor lives on. `ActorStopped` means the actor is gone
-        or stopped before handling the message.
+        The wait, queueing included, is bounded by the spec's `ask_timeout` (`AskTimeout`; for
+        less, wrap the call in `trio.fail_after`). A handler's exception is raised here and the
+        actor lives on; `ActorStopped`: the actor is gone or stopped before handling it.
         """
         node = self._node
         mailbox = self._mailbox()

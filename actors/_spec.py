@@ -71,11 +71,10 @@ class RestartIntensity:
 class Backoff:
     """Delay before restarting a child: ``min(cap, base * 2**n * (1 + jitter * u))``.
 
-    ``n`` counts the child's earlier restarts still inside the intensity period, so a child
-    that has been quiet for a period starts again from `base`. ``u`` is drawn from the
-    actor system's random source in [0, 1); pass a seeded `random.Random` to
-    `open_actor_system` to make jittered delays reproducible. Jitter spreads the restarts
-    of many children that failed together (e.g. when a shared peer went down).
+    ``n`` counts the child's earlier restarts inside the intensity period, so a child quiet for a
+    period starts again from `base`. ``u`` is drawn in [0, 1) from the actor system's random
+    source (give `open_actor_system` a seeded `random.Random` for reproducible delays). Jitter
+    spreads the restarts of many children that failed together (e.g. a shared peer went down).
     """
 
     base: float = 0.1
@@ -146,9 +145,8 @@ class ActorSpec(Generic[M, R]):
 class TaskSpec:
     """Run ``await fn(*args, task_status=...)`` as a supervised child.
 
-    For services such as an HTTP server. Like `trio.Nursery.start`, `fn` must call
-    ``task_status.started(value)`` once it is ready; the value is kept on `TaskRef.value`.
-    A graceful stop cancels the task, so its cleanup goes in ``finally`` blocks.
+    E.g. an HTTP server. As with `trio.Nursery.start`, `fn` calls ``task_status.started(value)``
+    when ready (kept on `TaskRef.value`); a graceful stop cancels it: cleanup goes in ``finally``.
     """
 
     name: str
