@@ -83,8 +83,7 @@ class ActorRef(_Ref, Generic[M, R]):
     async def tell(self, message: M) -> None:
         """Queue `message` without waiting for it to be handled.
 
-        Waits while the mailbox is full (backpressure on a fast producer); raises `ActorStopped`
-        once the actor is gone.
+        Waits while the mailbox is full (backpressure); `ActorStopped` once the actor is gone.
         """
         await self._mailbox().put(Tell(message))
 

@@ -51,8 +51,7 @@ class Strategy(enum.StrEnum):
 class RestartIntensity:
     """How many restarts a supervisor accepts before it gives up and escalates.
 
-    More than `max_restarts` restarts within `period` seconds (of `trio.current_time()`)
-    make the supervisor fail with `RestartIntensityExceeded`.
+    Over `max_restarts` restarts in `period` s (`trio.current_time()`): `RestartIntensityExceeded`.
     """
 
     max_restarts: int = 3
@@ -112,8 +111,7 @@ def _check_timeout(what: str, value: float | None) -> None:
 class ActorSpec(Generic[M, R]):
     """Start an `Actor` made by `factory` with a bounded mailbox.
 
-    The mailbox belongs to the child, not to one actor instance: a restart builds a new
-    instance with `factory` and it reads the messages still queued.
+    The mailbox is the child's, not an instance's: a restart's new instance reads what is queued.
     """
 
     name: str
@@ -164,8 +162,7 @@ class TaskSpec:
 class SupervisorSpec:
     """Start a nested supervisor with its own children, strategy and intensity.
 
-    A supervisor that restarts starts from these `children` again; children added at run
-    time with `SupervisorRef.start_child` do not come back.
+    A restart starts from these `children`; ones added by `SupervisorRef.start_child` are gone.
     """
 
     name: str

@@ -4,17 +4,15 @@ Usage::
 
     urls = await nursery.start(partial(serve_asgi, app, "127.0.0.1", 0))
 
-``task_status.started`` gets the bound URLs once the socket listens (so port 0 works). The server
-stops gracefully when ``shutdown_trigger`` returns, or is cancelled with its nursery. Every
-server of the process uses it: the proxies, the dcorch v1 API and the simulated clouds.
+``task_status.started`` gets the bound URLs once listening (port 0 works); the server stops
+gracefully when ``shutdown_trigger`` returns, or is cancelled with its nursery. All servers use it.
 
 The keep-alive guard (:func:`close_if_body_unread`): hypercorn (0.18, trio worker) recycles a
 keep-alive HTTP/1.1 connection when the response is done. If the app answers before reading the
 body (a 401 from the token check, a 405 from routing, an early proxy refusal) and the body comes
 later, quart-trio cancels its request task while hypercorn still tidies the connection, which is
-then neither recycled nor closed: the client's next request on it hangs (seen in the bad-input
-fuzz as a 30 s read timeout, fine when replayed on a fresh connection). Such a response says
-``Connection: close``; responses to fully read requests (every normal one) keep the connection.
+then neither recycled nor closed: the next request on it hangs (bad-input fuzz: a 30 s read
+timeout, fine on a fresh connection). Such responses say ``Connection: close``; others keep it.
 """
 
 from __future__ import annotations
@@ -77,9 +75,8 @@ def server_config(
 
     No access log: the apps log method, path and status themselves, without the query string.
     ``relay``: a proxy relaying another server's answers, so hypercorn adds no ``Date`` or
-    ``Server`` header: the client gets the master's, once. ``quiet``: no error log either, and
-    long keep-alives (the simulator: thousands of subclouds' connections, and not the noisy part
-    of a test's output).
+    ``Server`` header (the client gets the master's, once). ``quiet``: no error log either, long
+    keep-alives (the simulator: thousands of subclouds' connections, not test output noise).
     """
     config = Config()
     config.bind = [f"{host}:{port}"]

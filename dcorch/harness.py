@@ -1,10 +1,9 @@
 """The embedded test harness: the dcorch service with simulated clouds, in one trio process.
 
-``open_dcorch`` starts the simulated clouds (``dcorch.sim``), then the service wired exactly as
-in production (:func:`dcorch.service.open_service`) with them as peers, registers the subclouds
-and yields a :class:`Dcorch` handle: every URL, an admin token, the simulator (subcloud control,
-fault injection) and a wait for convergence. Tests, the bench and ``dcorch serve`` with
-``sim.enabled`` run it::
+``open_dcorch`` starts the simulated clouds (``dcorch.sim``), then the service wired as in
+production (:func:`dcorch.service.open_service`) with them as peers, registers the subclouds and
+yields a :class:`Dcorch` handle: URLs, an admin token, the simulator (subcloud control, fault
+injection), a convergence wait. Tests, the bench and ``dcorch serve`` (``sim.enabled``) run it::
 
     async with open_dcorch(settings, ephemeral_ports=True) as dc:
         await dc.client.post(dc.identity_url + "/v3/users", json=..., headers=dc.auth)
@@ -113,8 +112,7 @@ async def open_dcorch(
         subclouds: simulated subclouds to create (default ``sim.subclouds``).
         presynced: register the subclouds as already synced and audited (fernet keys set to
             the master's), not managed one by one: thousands start in seconds, not minutes.
-        register: add the subclouds to dcorch and manage them (else the test does, e.g. with
-            :meth:`Dcorch.register`).
+        register: register and manage the subclouds (else the test does: :meth:`Dcorch.register`).
         options: how the service runs (:func:`dcorch.service.open_service`): tests and the
             bench pass ``ephemeral_ports=True``; ``engine=False`` records work without applying
             it; ``driver``, ``rng`` and ``seams`` inject faults and determinism.

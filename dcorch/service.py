@@ -116,8 +116,7 @@ async def open_service(
         settings: the process settings.
         master: the System Controller's services (default: from ``settings.master``).
         subclouds: where each subcloud's services are (default: its management IP).
-        ephemeral_ports: free ports (tests, bench) and, unless ``database.url`` is set, a
-            private SQLite file gone with the block.
+        ephemeral_ports: free ports (tests, bench), a temporary SQLite file unless ``database.url``.
         upgrade_db: migrate the schema first; without it, a schema behind stops start-up.
         engine: run the sync engine; without it work is recorded but not applied.
         driver: applies one request (fault tests wrap :func:`~dcorch.sync.drivers.apply_request`).

@@ -1,11 +1,10 @@
 """Requests, replies and the loop that batches them: the heart of every group commit.
 
 A caller :meth:`Lane.put` s its request and waits on its :class:`Reply` (the database's one
-request/reply idiom). A loop (:func:`run_batches`) waits for *something* to arrive, then takes
-whatever is queued (:meth:`Lane.take`, never waiting): a lone request's latency stays one hop,
-and everything queued during the previous transaction rides along in the next. Each reply is
-resolved once with an :class:`outcome.Outcome`; a cancelled caller just stops waiting, and
-resolving an unwatched reply is harmless, so a loop never cares who is still listening.
+request/reply idiom). A loop (:func:`run_batches`) waits for *something*, then takes whatever is
+queued (:meth:`Lane.take`, never waiting): a lone request's latency stays one hop, and all that
+queued during the previous transaction rides along in the next. Replies are resolved once with
+an :class:`outcome.Outcome`; a cancelled caller just stops waiting (resolving it is harmless).
 """
 
 from __future__ import annotations
@@ -110,9 +109,8 @@ async def run_batches(
 ) -> None:
     """Handle batches, ``concurrency`` at a time, until ``next_batch`` returns an empty one.
 
-    ``handle`` answers its batch's callers whatever happens. If it raises (a bug), nothing more
-    is taken, batches in flight are cancelled (callers answered), and the error ends the loop
-    as itself for the supervisor that restarts it.
+    ``handle`` answers its callers whatever happens. If it raises (a bug), nothing more is taken,
+    batches in flight are cancelled (callers answered) and the error ends the loop, as itself.
     """
     slots = trio.Semaphore(max(1, concurrency))
     crashed: list[Exception] = []

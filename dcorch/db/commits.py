@@ -4,9 +4,8 @@ The dispatcher publishes one :class:`Committed` per committed batch of work orde
 manager consumes them to wake those pairs' sync actors and invalidate its master caches. It is
 the only link from the write side to the engine: the dispatcher never calls or waits for it.
 
-Bounded without blocking the writer or losing a wake-up: when the channel is full, pairs merge
-into one pending set (one entry per pair, so bounded by the number of subclouds), which the
-consumer receives as soon as it has drained the channel.
+Bounded, yet never blocking the writer or losing a wake-up: on a full channel, pairs merge into
+one pending set (one entry per pair), received once the consumer has drained the channel.
 """
 
 from __future__ import annotations

@@ -6,12 +6,11 @@ Usage::
         await db.add_subcloud("subcloud1", management_ip="10.0.0.1")
         results = await db.enqueue_work([order])
 
-Every method is one unit of work (a plain function of ``units_*.py``) returning frozen values.
-Reads run at once on a pool connection; writes are grouped into few transactions by the
-dispatcher (:mod:`dcorch.db.dispatcher`), work orders first; ``pending_requests`` calls are
-merged by :mod:`dcorch.db.reads`. Both are supervised tasks of the database's own actor system,
-so a crash of either is restarted without losing what is queued. ``docs/database.md`` explains
-the threads and transactions underneath.
+Every method is one unit of work (a function of ``units_*.py``) returning frozen values. Reads run
+at once on a pool connection; writes are grouped into few transactions by the dispatcher
+(:mod:`dcorch.db.dispatcher`), work orders first; :mod:`dcorch.db.reads` merges
+``pending_requests`` calls. Both are supervised tasks of the database's own actor system, so a
+crash loses nothing queued. ``docs/database.md`` explains the threads and transactions.
 """
 
 from __future__ import annotations
@@ -63,8 +62,7 @@ class DatabaseSeams:
     """Where tests inject faults into the store (production passes none).
 
     Attributes:
-        wrap_execute: wraps the function that runs one unit in one transaction, e.g. to fail a
-            unit once or to commit it and then raise (an ambiguous commit).
+        wrap_execute: wraps the unit executor, e.g. to fail a unit once or commit, then raise.
         feed: the commit feed the dispatcher publishes to (a test subclass may fail).
     """
 

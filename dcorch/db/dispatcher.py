@@ -3,9 +3,8 @@
 Every write goes through one of its two lanes:
 
 * **orders** (:meth:`Dispatcher.submit`): work orders of proxied commands and audit repairs; a
-  batch (up to ``max_batch`` submissions) is **one** transaction of
-  :func:`~dcorch.db.units_work.enqueue_work`, each caller answered only after its commit, so a
-  2xx from the proxy means the work is durable;
+  batch (up to ``max_batch`` submissions) is **one** :func:`~dcorch.db.units_work.enqueue_work`
+  transaction, each caller answered after its commit, so a 2xx from the proxy means durable work;
 * **units** (:meth:`Dispatcher.write`): every other write, mostly the sync actors' bookkeeping,
   up to :data:`MAX_UNITS` per transaction (:func:`~dcorch.db.units_sync.run_batch`).
 

@@ -5,9 +5,8 @@ No ``alembic.ini``: :func:`alembic_config` points alembic at ``dcorch/db/migrati
 migrates through a plain sync engine (pysqlite) on the same file, and PostgreSQL (psycopg is not
 a dependency) through the asyncpg ``AsyncEngine`` with ``run_sync`` in a private ``asyncio.run``.
 
-The plain functions (:func:`upgrade`, :func:`current_revision`, :func:`ensure_current`) are for
-the CLI and scripts, never on a running event loop; Trio code uses :func:`upgrade_async` (a
-worker thread).
+The plain functions (:func:`upgrade`, :func:`current_revision`, :func:`ensure_current`) serve the
+CLI and scripts, never a running loop; Trio code uses :func:`upgrade_async` (a worker thread).
 """
 
 from __future__ import annotations

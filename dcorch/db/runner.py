@@ -6,9 +6,8 @@ A *unit* is a plain synchronous function ``fn(conn, *args)`` over SQLAlchemy Cor
 
 * **A unit is never cancelled midway.** The crossing is shielded: a cancelled caller only loses
   its answer (cancelling aiosqlite mid-transaction left the SQLite file write-locked until GC).
-* **Transient errors are retried** with exponential backoff (``retry_*`` settings), each attempt
-  a fresh transaction and pool checkout; persistent ones become :class:`DatabaseUnavailable`,
-  permanent ones are translated once, in :func:`translate`.
+* **Transient errors are retried** with exponential backoff (``retry_*``), each time in a fresh
+  transaction, then :class:`DatabaseUnavailable`; others are translated once (:func:`translate`).
 * **Pool checkouts never time out**: a :class:`trio.CapacityLimiter` sized like the pool admits
   units, so callers queue in Trio (fair, cancellable) rather than in the pool.
 

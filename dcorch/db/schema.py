@@ -1,14 +1,12 @@
 """The dcorch schema as SQLAlchemy Core tables (docs/behaviour.md#tables), plus our extras.
 
-Names of tables, columns, constraints and indexes are the real system's: operators' tools and
-upgrade scripts read them. Core, not the ORM: hot paths are bulk statements and units return
-plain data anyway.
+Table, column, constraint and index names are the real system's (operators' tools and upgrade
+scripts read them). Core, not the ORM: hot paths are bulk statements returning plain data.
 
-Kept from the real system: every table has ``created_at``, ``updated_at`` (set on every Core
-``update()``), ``deleted_at`` and ``deleted`` (0 = live, soft-deleted rows get the literal 1).
-Only ``orch_request`` is soft-deleted, the rest hard-deleted. Timestamps are naive UTC, as
-oslo.db writes them, so both backends compare them alike. ``uuid`` columns are filled by the
-client (uuid4 text) so bulk inserts never need RETURNING.
+Kept from the real system: every table has ``created_at``, ``updated_at`` (set by every Core
+``update()``), ``deleted_at`` and ``deleted`` (0 = live, soft-deleted rows get the literal 1);
+only ``orch_request`` is soft-deleted. Timestamps are naive UTC, as oslo.db writes them, so both
+backends compare alike. The client fills ``uuid`` columns: bulk inserts never need RETURNING.
 
 dcorch-trio extras (migration 0002), each fixing a problem of
 docs/behaviour.md#upstream-bugs-we-do-not-repeat:
@@ -21,8 +19,8 @@ docs/behaviour.md#upstream-bugs-we-do-not-repeat:
 * Orphaned ``orch_request`` rows after a subcloud delete
   (docs/behaviour.md#orphaned-requests-after-delete) are fixed in the unit, not by a foreign key:
   it deletes the region's requests by ``target_region_name``. Requests are keyed by region name
-  everywhere (as upstream), an FK column would have to be written by every bulk path, and the
-  explicit delete also cleans rows left by an imported upstream database.
+  everywhere (as upstream), an FK column would burden every bulk path, and the explicit delete
+  also cleans imported upstream rows.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Units for group commit and batched reads (``dcorch.db.dispatcher``, ``dcorch.db.reads``).
 
 With aiosqlite a transaction costs several thread crossings (checkout, ``BEGIN``, statements,
-``COMMIT``, reset) and SQLite has one writer: at a thousand subclouds the sync actors' small
-writes queued for tens of ms each. So many callers share one transaction (:func:`run_batch`) and
-one query (:func:`pending_requests_many`).
+``COMMIT``, reset) and SQLite has one writer: at a thousand subclouds the actors' small writes
+queued for tens of ms each. So callers share transactions (:func:`run_batch`) and queries too.
 """
 
 from __future__ import annotations
@@ -258,8 +257,7 @@ def pending_requests_many(
 ) -> dict[tuple[str, str], list[PendingRequest]]:
     """:func:`units_requests.pending_requests` for many (region, endpoint type) pairs at once.
 
-    Every asked pair (empty list if none), each in ``orch_request.id`` order, from one statement
-    per :data:`READ_CHUNK` regions.
+    Each pair asked ([] if none), in id order; one statement per :data:`READ_CHUNK` regions.
     """
     out: dict[tuple[str, str], list[PendingRequest]] = {p: [] for p in pairs}
     regions = sorted({r for r, _ in pairs})

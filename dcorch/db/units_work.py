@@ -10,10 +10,9 @@ See docs/behaviour.md#recording-work. One call records one or many orders in one
    can ever be processed), one query for all explicitly named subclouds;
 3. orch_jobs: one insert with ``RETURNING`` in parameter order (insertmanyvalues);
 4. orch_requests: one executemany (SQLite) or one asyncpg ``COPY`` (PostgreSQL);
-5. ``subcloud_sync.sync_request = 'requested'`` for the targeted pairs not already requested
-   (saves writes), one ``UPDATE`` per endpoint type. Unlike HEAD, ``in-progress`` pairs are
-   *not* skipped: our actors re-read pending requests after each run, so such a pair just runs
-   once more and the lost wake-up (docs/behaviour.md#lost-wake-up) cannot happen.
+5. ``subcloud_sync.sync_request = 'requested'`` for targeted pairs not yet requested, one
+   ``UPDATE`` per endpoint type; unlike HEAD, even ``in-progress`` ones: actors re-read pending
+   requests after each run, so it runs again (no lost wake-up, docs/behaviour.md#lost-wake-up).
 
 An explicitly named subcloud that does not exist raises :class:`SubcloudNotFound`, rolling back
 the whole transaction: no order of the batch is committed.
@@ -154,10 +153,9 @@ def _resolve_resources(
 ) -> dict[tuple[str, str], int]:
     keys = {(o.resource_type, o.source_resource_id) for o in orders}
     found = _find_resources(conn, keys)
-    # Upstream's resource step (docs/behaviour.md#recording-work) inserts first for create/patch
-    # and looks up first for the rest; with ON CONFLICT DO NOTHING both orders end with the
-    # same single live row per key, so one lookup-then-insert serves both branches (and a
-    # concurrent creator cannot make it fail).
+    # Upstream's resource step (docs/behaviour.md#recording-work) inserts first for create/patch,
+    # looks up first otherwise; with ON CONFLICT DO NOTHING both end with one live row per key, so
+    # one lookup-then-insert serves both (and a concurrent creator cannot make it fail).
     missing = sorted(keys - found.keys())
     if missing:
         rows = [

@@ -58,10 +58,8 @@ def create_proxy_app(
         settings: the proxy section of the settings.
         http_client: the client for the master, following no redirects and reading no proxy
             variables (:func:`dcorch.remote.http.open_http_client`); the caller closes it.
-        fernet_keys_source: the master's fernet keys, to find a revoked token's audit id;
-            required for ``identity``.
-        metrics: where proxied commands are counted (the v1 API's ``/metrics`` renders them);
-            a private one if ``None``.
+        fernet_keys_source: the master's fernet keys, to find a revoked token's audit id.
+        metrics: counts proxied commands for the v1 API's ``/metrics`` (None: a private one).
 
     Raises:
         ValueError: unknown endpoint type, or ``identity`` without a fernet key source.

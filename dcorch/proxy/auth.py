@@ -1,9 +1,9 @@
 """Token validation against the master keystone, with a short, bounded cache.
 
-The real proxy's keystonemiddleware validated tokens with the service's own admin token;
+The real proxy's keystonemiddleware validated tokens with the service's admin token;
 :class:`KeystoneTokenValidator` sends the client's token as both ``X-Auth-Token`` and
-``X-Subject-Token`` (any valid token may validate itself), so the proxy needs no service
-credentials and an invalid token simply gets 401/404.
+``X-Subject-Token`` (a valid token may validate itself): no service credentials, and a bad
+token gets 401/404.
 
 :class:`TokenCache` keys entries by the token's SHA-256, so it never holds a usable token. A
 token revoked through the proxy is dropped at once; one revoked at the master stays usable
@@ -114,10 +114,9 @@ def _utc_now() -> datetime:
 class TokenCache:
     """A :class:`TokenValidator` that remembers another validator's positive answers.
 
-    Entries expire after ``ttl`` seconds of ``clock`` (trio's by default, so tests can autojump)
-    or when the token expires, judged once against ``wall_clock`` on storing. At most
-    ``max_entries`` are kept, least recently used out first. Negative answers are not kept, so a
-    flood of bad tokens cannot push good ones out.
+    Entries expire after ``ttl`` seconds of ``clock`` (trio's by default: tests can autojump) or
+    at the token's expiry, judged against ``wall_clock`` on storing. At most ``max_entries``, least
+    recently used out first. Negative answers are not kept: bad tokens cannot push good ones out.
     """
 
     def __init__(

@@ -1,10 +1,9 @@
 """The audit id of a keystone fernet token, for token revocation events.
 
 Subclouds learn of a revoked token through a ``revoke_events`` work order keyed by its audit id,
-which is inside the encrypted token (docs/behaviour.md#token-revocation-audit-id). Keystone
-builds a fernet token as ``urlsafe_b64(Fernet(msgpack([version, user_id, methods, project_id,
-expires_at, ..., audit_ids])))`` with the ``=`` padding stripped, and shows each audit id as
-unpadded urlsafe base64 of random bytes.
+inside the encrypted token (docs/behaviour.md#token-revocation-audit-id). A fernet token is
+``urlsafe_b64(Fernet(msgpack([version, user_id, methods, project_id, expires_at, ...,
+audit_ids])))``, ``=`` padding stripped; audit ids are unpadded urlsafe base64 of random bytes.
 
 The keys are the master's fernet repository, served by sysinv as ``GET /v1/fernet_repo`` (a list
 of ``{"id", "key"}``). The real proxy fetched them on every revocation
@@ -41,8 +40,7 @@ class FernetKeySource(Protocol):
     async def get_keys(self, auth_token: str, *, refresh: bool = False) -> Sequence[str]:
         """The current keys (urlsafe base64 text); ``refresh`` bypasses any cache.
 
-        ``auth_token`` is the validated admin token of the request being proxied; using it means
-        the proxy needs no service credentials of its own. Raises on any failure.
+        ``auth_token`` (the request's admin token) spares service credentials; raises on failure.
         """
         ...
 

@@ -7,8 +7,7 @@ and ``X-Domain-Id`` / ``X-Domain-Name`` / ``OpenStack-System-Scope`` empty when 
 
 The client gets the master's status, headers (minus hop-by-hop) and body bytes as received
 (still content-encoded). A buffered body gets a recomputed Content-Length; a streamed one keeps
-the master's, still right as the raw bytes are relayed unchanged (our server re-chunks a chunked
-answer).
+the master's, right as the bytes are relayed unchanged (our server re-chunks a chunked answer).
 
 Requests are built as :class:`httpx.Request` and sent with ``client.send`` so the client's own
 default headers (User-Agent, Accept-Encoding, ...) are never added.

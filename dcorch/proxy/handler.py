@@ -1,19 +1,17 @@
 """The per-request pipeline of one proxy (docs/behaviour.md#proxy-pipeline).
 
-The ``User-Header: distcloud`` bypass and the version-root shortcut forward unauthenticated;
-the rest needs a valid ``X-Auth-Token`` (and the ``admin`` role to change anything). An
-intercepted route is forwarded with its body buffered and, if the master's status says the
-change happened, its work orders are submitted *before* the client gets the answer; anything
-else is streamed through untouched.
+The ``User-Header: distcloud`` bypass and the version-root shortcut forward unauthenticated; the
+rest needs a valid ``X-Auth-Token`` (and ``admin`` to change anything). An intercepted route is
+forwarded with its body buffered; if the master's status says the change happened, its work
+orders are submitted *before* the client gets the answer. The rest streams through untouched.
 
 Logged: method, path, status, a work order's type/operation/id and an internal error's
 traceback, masked by :class:`~dcorch.proxy.redaction.RedactingFilter`.
 
-Each intercepted command forwarded to the master counts once in
-``dcorch_proxied_commands_total`` by endpoint type and outcome: ``committed`` (work recorded),
-``rejected`` (the master refused it), ``unrecorded`` (applied, but no work order derivable),
-``overloaded`` (503, work sink full), ``timed_out`` (504, forwarding and recording overran their
-deadline) or ``failed`` (master unreachable, recording failed, or an internal error).
+Each intercepted command forwarded to the master counts once in ``dcorch_proxied_commands_total``
+by endpoint type and outcome: ``committed`` (work recorded), ``rejected`` (by the master),
+``unrecorded`` (no work order derivable), ``overloaded`` (503, sink full), ``timed_out`` (504,
+deadline overrun) or ``failed`` (master unreachable, recording failed, internal error).
 """
 
 from __future__ import annotations

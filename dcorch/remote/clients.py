@@ -236,9 +236,8 @@ class MasterReads:
 
     Freshness (the stale-cache bug of 3aa52731/20f8fd05):
 
-    * a record fetched while applying a request is keyed by its ``orch_job``: the job's first
-      fetch starts after the job was read, so after the master change it replicates, and later
-      jobs on the same object fetch again;
+    * a record fetched while applying a request is keyed by its ``orch_job``, first fetched after
+      the job was read (so after the master change it replicates); later jobs fetch again;
     * other answers (initial sync listings, fernet keys) are keyed by a generation the sync
       manager bumps (:meth:`invalidate`) on every committed work order: a caller only gets an
       answer fetched after the last invalidation before it asked.

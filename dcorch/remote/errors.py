@@ -1,8 +1,7 @@
 """Errors a sync driver raises, and what the sync actor does with each.
 
-The hierarchy mirrors upstream's four outcomes of one attempt
-(docs/behaviour.md#request-outcomes-and-retries), so the retry policy is chosen by ``except`` clause
-and never by inspecting messages::
+It mirrors upstream's four outcomes of one attempt (docs/behaviour.md#request-outcomes-and-retries),
+so the retry policy is chosen by ``except`` clause, never by inspecting messages::
 
     SyncError                       base of every expected failure of one attempt
     ├── SubcloudUnreachable         connect error / timeout / transport error (SyncRequestTimeout):

@@ -78,9 +78,8 @@ def open_http_client(
 ) -> httpx.AsyncClient:
     """A bounded client verifying https as ``tls`` says, with no redirects or proxy variables.
 
-    dcorch talks to its peers directly. Every outbound client is made here: the proxies' (to the
-    master), the engine's (master, subclouds) and the harness's (to the proxies). ``timeout``:
-    the default per call (None: each call sets its own).
+    dcorch talks to peers directly. Every outbound client is made here (the proxies', the
+    engine's, the harness's); ``timeout``: per-call default (None: each call sets its own).
     """
     keepalive = max_connections if max_keepalive is None else max_keepalive
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=keepalive)

@@ -1,9 +1,8 @@
 """PEM handling for the simulated sysinv: textual parsing, stable signatures, test certificates.
 
-No real X.509 parsing: sysinv's signature is ``<mode>_<serial>``, and dcorch only needs the same
-PEM to yield the same signature on master and subcloud, so the "serial" is a hash of the block's
-base64 text. A :func:`make_test_pem` block (base64 JSON) carries its own validity dates, so tests
-can install expired CA certificates; any other block gets fixed dates.
+No real X.509 parsing: sysinv's signature is ``<mode>_<serial>`` and a PEM need only yield the
+same one everywhere, so the "serial" hashes the block's base64 text. A :func:`make_test_pem`
+block (base64 JSON) carries validity dates (tests install expired CAs); others get fixed dates.
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
 """Per-subcloud fault injection: latency, random errors, hangs, offline and flapping.
 
-All subclouds share one port, so "offline" cannot be a refused connection: the simulator sends
-a response head promising a body and closes the connection without it. An httpx client gets
+All subclouds share one port, so "offline" cannot be a refused connection: the simulator sends a
+response head promising a body, then closes the connection. An httpx client gets
 ``httpx.RemoteProtocolError`` (a ``TransportError``), never a status, as a caller's "subcloud
-unreachable" path must handle. ``timeout`` hangs the request until the client gives up (the
-handler waits for the ASGI disconnect) or the server stops.
+unreachable" path must handle. ``timeout`` hangs until the client gives up or the server stops.
 
-Flapping is a pure function of ``trio.current_time()`` since the faults were set, so it is
-deterministic under ``MockClock``. Random errors draw from a ``random.Random`` seeded per
-subcloud: a run with the same seed fails the same requests.
+Flapping is a function of ``trio.current_time()`` since the faults were set (deterministic under
+``MockClock``); random errors use a per-subcloud seeded ``random.Random`` (reproducible).
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """The few HTTP primitives the simulator needs on top of raw ASGI.
 
-A hand-written ASGI application rather than quart, as it serves thousands of clouds from one
-process: a quart request costs allocations, context variables and a middleware stack, which
-shows when a bench drives tens of thousands of requests per minute. Handlers are plain
-synchronous functions over in-memory state, :class:`Request` in, :class:`Response` out (or
-:class:`HttpError` raised), so a request is parsed once and answered without awaits.
+A hand-written ASGI app, not quart: it serves thousands of clouds from one process, and a quart
+request's allocations, context variables and middleware show when a bench drives tens of
+thousands of requests per minute. Handlers are plain synchronous functions over in-memory state,
+:class:`Request` in, :class:`Response` out (or :class:`HttpError`): parsed once, no awaits.
 """
 
 from __future__ import annotations

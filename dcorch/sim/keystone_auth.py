@@ -1,9 +1,8 @@
 """keystone v3 authentication: issue, validate and revoke tokens; the token check of every API.
 
-Every simulated service accepts only tokens of *its own* cloud's keystone, signed with that
-cloud's current fernet keys, as keystonemiddleware does. So the engine authenticates against
-each subcloud separately, and pushing new fernet keys to a subcloud invalidates tokens signed
-with keys it no longer has, as in production.
+Each simulated service accepts only tokens of *its own* cloud's keystone, signed with its current
+fernet keys (as keystonemiddleware). So the engine authenticates per subcloud, and pushing new
+fernet keys to a subcloud invalidates tokens signed with keys it no longer has.
 """
 
 from __future__ import annotations

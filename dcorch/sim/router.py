@@ -1,9 +1,8 @@
 """The raw ASGI application: prefix routing to a cloud and service, faults, and I/O.
 
-Routing is two ``str.partition`` calls on ``scope["path"]`` and one dict lookup for the cloud,
-so a request costs the same with 10 or 10,000 subclouds. Faults apply before the body is read,
-as with a dead or slow host. Handlers are synchronous; the only awaits are reading the body,
-fault delays and sending the answer.
+Routing is two ``str.partition`` calls on ``scope["path"]`` and one dict lookup, so a request
+costs the same with 10 or 10,000 subclouds. Faults apply before the body is read, as with a dead
+or slow host. Handlers are synchronous; the only awaits are the body, fault delays and answer.
 """
 
 from __future__ import annotations

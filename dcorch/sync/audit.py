@@ -1,11 +1,10 @@
 """The audit of one pair: compare master, dcorch's database and the subcloud; queue repairs.
 
 Runs in the pair's sync actor, so audits of one pair never overlap (upstream dd30c8c2,
-docs/behaviour.md#engine) nor race its sync. Every repair is a :class:`WorkOrder` targeted at
-this subcloud and counts as a finding, even a discrepancy's ``put``, which upstream forgot
-(docs/behaviour.md#uncounted-discrepancy-repairs), reporting a pair in-sync with work queued.
-Failed requests are cleaned per pair, not globally
-(docs/behaviour.md#global-failed-request-cleanup); the next audit re-detects what they were for.
+docs/behaviour.md#engine) nor race its sync. Each repair is a :class:`WorkOrder` for this subcloud
+and a finding, even a discrepancy's ``put``, which upstream forgot, reporting pairs in-sync with
+work queued (docs/behaviour.md#uncounted-discrepancy-repairs). Failed requests are cleaned per
+pair; the next audit re-detects their cause (docs/behaviour.md#global-failed-request-cleanup).
 
 Identity, in the order of docs/behaviour.md#audit: users, groups, projects, roles (dcdbsync
 records), project role assignments, revocation events by audit id and per user. Platform:

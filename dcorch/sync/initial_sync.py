@@ -1,9 +1,8 @@
 """Initial sync of one subcloud (docs/behaviour.md#initial-sync), run by its sync actor.
 
 1. CAS ``requested -> in-progress`` (0 rows: someone else changed it; stop);
-2. unless ``subsequent_sync``: identity ID reconciliation (objects with the same name and domain
-   but another id, and always the ``admin``/``sysinv``/``dcmanager`` users, get the master's
-   record written over theirs through dcdbsync);
+2. unless ``subsequent_sync``, ID reconciliation: objects of the same name and domain but another
+   id, and always the ``admin``/``sysinv``/``dcmanager`` users, get the master's record (dcdbsync);
 3. distribute the master's fernet keys (errors only logged: a later audit repairs them);
 4. reset the pairs' audit and report fields: the audit runs at once, the status is re-announced;
 5. CAS ``in-progress -> completed`` (with ``subsequent_sync`` set) or ``-> failed``; if it fails,

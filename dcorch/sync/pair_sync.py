@@ -1,17 +1,14 @@
 """One sync pass of one pair: apply its pending requests in id order until none is left.
 
-Why "until none is left": a change committed during a pass is picked up by its final re-query
-(and a wake is queued for it anyway), so no request waits for the next audit
-(docs/behaviour.md#lost-wake-up).
+Why "until none is left": a change committed during a pass is picked up by its final re-query (a
+wake is queued anyway), so no request waits for the next audit (docs/behaviour.md#lost-wake-up).
 
-Per request (docs/behaviour.md#request-outcomes-and-retries, with backoff instead of upstream's
-fixed 1 s / 3 s):
+Per request (docs/behaviour.md#request-outcomes-and-retries; backoff, not upstream's 1 s / 3 s):
 
 * success -> ``completed`` (soft-deleted);
 * :class:`SubcloudUnreachable` -> the pass stops; the request keeps its state and place, and
   the actor retries the pair after ``offline_retry_interval``;
-* :class:`TransientSyncError` -> retried with exponential backoff and jitter, up to
-  ``request_max_attempts``, then ``failed``;
+* :class:`TransientSyncError` -> jittered backoff up to ``request_max_attempts``, then ``failed``;
 * :class:`PermanentSyncError` -> ``failed`` at once; :class:`SyncAborted` -> ``aborted``;
 * ``request_time_budget`` spent on one request's attempts -> ``timed-out``.
 

@@ -262,8 +262,7 @@ class SubcloudSyncActor(Actor[Wake, None]):
             if not h.enabled:
                 # The manager saw the subcloud go offline/unmanaged: stop like should_stop.
                 raise SubcloudGone(h.region)
-            # Master reads made for this request are shared with every subcloud applying the
-            # same job (clients.MasterReads).
+            # Its master reads are shared with all subclouds applying the job (clients.MasterReads).
             token = current_job.set(request.orch_job_id)
             try:
                 await env.driver(ctx, request)

@@ -165,8 +165,7 @@ async def patch_object(ctx: DriverContext, request: PendingRequest) -> None:
 async def delete_object(ctx: DriverContext, request: PendingRequest) -> None:
     """Delete through keystone; a missing object is already the goal.
 
-    Unmapped, the master id is used: replicas carry it, so one adopted or created before a crash
-    wrote the mapping is still found.
+    Without a mapping: the master id, which replicas carry (adopted, or mapping lost to a crash).
     """
     kind = request.resource_type
     mapping = await ctx.db.get_subcloud_resource(ctx.region, kind, request.master_id)
