@@ -1,7 +1,6 @@
 """Message envelopes and the bounded mailbox that carries them.
 
-A mailbox is a trio memory channel of fixed capacity that outlives the actor instances
-reading it, so a restart loses no queued message::
+A fixed-size trio memory channel that outlives the instances reading it: restarts lose nothing::
 
     mailbox = Mailbox[str, int]("sync/subcloud1", capacity=16)
     await mailbox.put(Tell("audit"))

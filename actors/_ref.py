@@ -1,7 +1,6 @@
 """Handles to running children: `ActorRef`, `SupervisorRef` and `TaskRef`.
 
-A ref points at the child's node, not at one actor instance, so it stays valid across
-restarts and keeps feeding the same mailbox::
+A ref points at the child's node, not an instance: it survives restarts, feeding the same mailbox::
 
     ref = system.lookup("sync/subcloud1")
     await ref.tell(Audit())            # waits while the mailbox is full
@@ -153,9 +152,8 @@ class SupervisorRef(_Ref):
     ) -> ActorRef[Any, Any] | SupervisorRef | TaskRef:
         """Start a child at run time and return its ref once it is running.
 
-        Raises what the child raised while starting, `DuplicateActorName` if a sibling has
-        the name, `ActorStopped` if this supervisor is not running. The child is appended
-        to the start order, so it stops before the older ones.
+        Raises the child's start error, `DuplicateActorName` (a sibling's name) or `ActorStopped`
+        (supervisor not running). Appended to the start order, so it stops before older ones.
         """
         node = await self._running().start_node(spec)
         return node.ref

@@ -9,9 +9,8 @@
         await sync.start_child(ActorSpec(name="subcloud1", factory=SyncActor))
         await system.lookup("sync/subcloud1").tell(Audit())
 
-Leaving the block stops children last-started-first, cancelling what is left when
-`shutdown_timeout` runs out. The registry is per system, not per module, so systems can run
-side by side (the harness and the bench need that).
+Leaving the block stops children last-started-first, cancelling the rest once `shutdown_timeout`
+runs out. The registry is per system, so systems run side by side (the harness and bench need it).
 """
 
 from __future__ import annotations
@@ -128,8 +127,7 @@ async def open_actor_system(
             which everything still running is cancelled.
         rng: jitter source for backoff delays; a fresh `random.Random()` if None.
 
-    An exception from the block, or a single failure of the system, is raised as itself, not
-    wrapped in an exception group.
+    A block's exception or a single system failure is raised as itself, not in an exception group.
     """
     if not shutdown_timeout >= 0:
         raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout}")

@@ -1,7 +1,6 @@
 """The ``dcorch`` command: ``serve``, ``db upgrade|revision``, ``config`` and ``bench``.
 
-Subcommands import heavy modules themselves: ``dcorch config`` and ``dcorch db`` start fast, and
-a broken optional part cannot stop the others.
+Subcommands import heavy modules: ``dcorch config``/``db`` start fast; a broken part stops no other.
 """
 
 from __future__ import annotations

@@ -43,8 +43,7 @@ CALLER_CONNECTIONS = 500
 
 @dataclass
 class Dcorch(Service):
-    """Handle to a running system (yielded by :func:`open_dcorch`): the service's handle plus
-    the simulator, a client and an admin token."""
+    """The :func:`open_dcorch` handle: the service's plus simulator, client and admin token."""
 
     client: httpx.AsyncClient = field(kw_only=True)
     """A client for the caller (tests, bench), with its own pool."""

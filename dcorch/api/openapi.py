@@ -1,8 +1,7 @@
 """The OpenAPI 3 document of the dcorch v1 API, served at ``GET /openapi.json``.
 
-Hand-written from :mod:`dcorch.api.app` and :mod:`dcorch.api.validation` (whose field tables it
-reads, so new allowed values show up). Clients and the schema-driven fuzz read it: it describes
-what the API accepts; any other input must get a 4xx, never a 5xx.
+Hand-written from :mod:`dcorch.api.app`, reading :mod:`dcorch.api.validation`'s field tables.
+Clients and the schema-driven fuzz read it: any input it does not describe gets a 4xx, never 5xx.
 """
 
 from __future__ import annotations

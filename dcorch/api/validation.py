@@ -1,7 +1,7 @@
 """Strict parsing of dcorch v1 API request bodies.
 
-Upstream ``eval``-ed request bodies; here a body is JSON or rejected, and every field's
-presence, type and allowed values are checked before the database is touched.
+Upstream ``eval``-ed request bodies; here a body is JSON or rejected, and every field's presence,
+type and allowed values are checked before the database is touched: a rejection changes nothing.
 """
 
 from __future__ import annotations

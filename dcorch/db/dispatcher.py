@@ -8,10 +8,9 @@ Every write goes through one of its two lanes:
 * **units** (:meth:`Dispatcher.write`): every other write, mostly the sync actors' bookkeeping,
   up to :data:`MAX_UNITS` per transaction (:func:`~dcorch.db.units_sync.run_batch`).
 
-Orders go first, so an operator's command waits at most for the bookkeeping transaction already
-running, never behind the work it set off. One orders transaction runs at a time (each locks
-every target's ``subcloud_sync`` row); on PostgreSQL ``writers`` bookkeeping ones run beside it,
-on SQLite (``exclusive``) one transaction runs in all.
+Orders go first: an operator's command waits at most for running bookkeeping, never behind the
+work it set off. One orders transaction runs at a time (each locks its targets' ``subcloud_sync``
+rows), beside ``writers`` bookkeeping ones on PostgreSQL; SQLite (``exclusive``) runs one in all.
 
 A failed batch is re-run one submission (or unit) at a time, so a bad order fails only its
 caller; ``job_uuid`` makes re-recording after an ambiguous commit a no-op. A dispatcher bug

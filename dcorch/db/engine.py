@@ -74,10 +74,9 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 def is_transient(exc: BaseException) -> bool:
     """True for errors that a later attempt of the same unit can succeed past.
 
-    Lost or refused connections, SQLite lock timeouts, PostgreSQL serialization failures,
-    deadlocks and server shutdowns. A connection lost during ``COMMIT`` is retried too, replaying
-    a unit whose commit may have landed: accepted for availability (a replay duplicates work, it
-    does not corrupt state).
+    Lost or refused connections, SQLite lock timeouts, PostgreSQL serialization failures, deadlocks,
+    server shutdowns; also a connection lost in ``COMMIT``, replaying a unit whose commit may have
+    landed: accepted for availability (enqueues make fresh jobs: duplicated work, no corruption).
     """
     if isinstance(exc, IntegrityError):
         return False

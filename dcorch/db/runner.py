@@ -1,11 +1,10 @@
 """Runs one unit of work in one transaction on the asyncio thread's engine.
 
-A *unit* is a plain synchronous function ``fn(conn, *args)`` over SQLAlchemy Core, run inside
-``conn.run_sync`` on the thread owning the ``AsyncEngine`` (:mod:`dcorch.db.bridge`,
-``docs/database.md``). Guarantees:
+A *unit*, a synchronous ``fn(conn, *args)`` over SQLAlchemy Core, runs in ``conn.run_sync`` on
+the ``AsyncEngine``'s thread (:mod:`dcorch.db.bridge`, ``docs/database.md``). Guarantees:
 
 * **A unit is never cancelled midway.** The crossing is shielded: a cancelled caller only loses
-  its answer (cancelling aiosqlite mid-transaction left the SQLite file write-locked until GC).
+  its answer (cancelling aiosqlite mid-transaction leaves the SQLite file write-locked until GC).
 * **Transient errors are retried** with exponential backoff (``retry_*``), each time in a fresh
   transaction, then :class:`DatabaseUnavailable`; others are translated once (:func:`translate`).
 * **Pool checkouts never time out**: a :class:`trio.CapacityLimiter` sized like the pool admits

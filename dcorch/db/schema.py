@@ -8,19 +8,16 @@ Kept from the real system: every table has ``created_at``, ``updated_at`` (set b
 only ``orch_request`` is soft-deleted. Timestamps are naive UTC, as oslo.db writes them, so both
 backends compare alike. The client fills ``uuid`` columns: bulk inserts never need RETURNING.
 
-dcorch-trio extras (migration 0002), each fixing a problem of
-docs/behaviour.md#upstream-bugs-we-do-not-repeat:
+Our extras (migration 0002), each fixing one of docs/behaviour.md#upstream-bugs-we-do-not-repeat:
 
 * ``subcloud_sync_subcloud_name_idx`` and ``subcloud_resource_subcloud_id_idx`` (eacc4b8f).
 * ``orch_request_pending_idx`` on ``(target_region_name, deleted, id, state)``: a pair's sync
-  reads "live requests of a region in id order"; with region and ``deleted`` as seek prefix the
-  rows come out in id order (no sort) and ``state`` is filtered from the index. The prefix also
-  serves the per-region failed-request queries and the delete-subcloud cleanup.
+  reads a region's live requests in id order; seeking on region and ``deleted`` yields them
+  sorted, ``state`` filtered in the index; also used by failed-request queries, subcloud deletes.
 * Orphaned ``orch_request`` rows after a subcloud delete
-  (docs/behaviour.md#orphaned-requests-after-delete) are fixed in the unit, not by a foreign key:
-  it deletes the region's requests by ``target_region_name``. Requests are keyed by region name
-  everywhere (as upstream), an FK column would burden every bulk path, and the explicit delete
-  also cleans imported upstream rows.
+  (docs/behaviour.md#orphaned-requests-after-delete): the unit, not a foreign key, deletes the
+  region's requests by ``target_region_name``. Requests are keyed by region name (as upstream),
+  an FK column would burden every bulk path, and this also cleans imported upstream rows.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Bulk registration of already-eligible subclouds, for tests, the bench and the harness.
 
-One API call per subcloud would dominate a scale test, so this unit writes ``subcloud`` and
-``subcloud_sync`` rows for many regions in one transaction, as a completed initial sync leaves
-them (managed, online, completed).
+One API call per subcloud would dominate a scale test: this writes many regions' ``subcloud``
+and ``subcloud_sync`` rows in one transaction, as a completed initial sync leaves them.
 """
 
 from __future__ import annotations

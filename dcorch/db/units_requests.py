@@ -85,8 +85,7 @@ def pending_requests(
 def update_requests(conn: Connection, updates: Sequence[RequestUpdate]) -> list[int]:
     """Apply state/try_count changes to live requests; returns the ids that were updated.
 
-    A missing id was soft-deleted (or never existed): the sync skips it, as upstream ("the row
-    vanished").
+    Missing ids were soft-deleted (or never existed); skipped, as upstream's "the row vanished".
     """
     now = utcnow()
     done: list[int] = []

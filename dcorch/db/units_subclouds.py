@@ -219,10 +219,9 @@ def update_subcloud(
 def delete_subcloud(conn: Connection, region: str) -> None:
     """Hard-delete a subcloud with its sync rows, mappings and orch_requests.
 
-    Children are deleted explicitly, not by ``ON DELETE CASCADE`` (SQLite needs
-    ``foreign_keys=ON``), and so are the region's orch_requests, which the real system forgets
+    Children deleted explicitly, not by ``ON DELETE CASCADE`` (SQLite needs ``foreign_keys=ON``);
+    the next purge removes orphaned jobs. The real system forgets the orch_requests
     (docs/behaviour.md#subcloud-lifecycle, docs/behaviour.md#orphaned-requests-after-delete).
-    The next purge removes orphaned jobs.
     """
     sid = _fetch(conn, region, for_update=True)["id"]
     conn.execute(delete(subcloud_resource).where(subcloud_resource.c.subcloud_id == sid))

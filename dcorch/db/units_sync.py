@@ -42,9 +42,8 @@ def run_batch(conn: Connection, ops: Sequence[Op]) -> list[Any]:
     """Run several write units in the caller's single transaction; results in ``ops`` order.
 
     The units come from different callers (none with two in one batch), so they are independent
-    and may run in any order: those with a bulk form (:data:`BULK`) run together in a few
-    statements, the others one by one. All or nothing: if one raises, the transaction rolls back
-    and the group writer reruns each unit alone, so every requester gets its own outcome.
+    and may run in any order: bulk-capable ones (:data:`BULK`) together in a few statements. All
+    or nothing: if one raises, the group writer reruns each alone, so each gets its own outcome.
     """
     results: list[Any] = [None] * len(ops)
     groups: dict[Callable[..., Any], list[int]] = {}

@@ -5,17 +5,15 @@ See docs/behaviour.md#recording-work. One call records one or many orders in one
 
 1. resources: one ``SELECT`` per resource type, one ``INSERT ... ON CONFLICT DO NOTHING`` for the
    missing ones, one re-``SELECT`` of those (why: see :func:`_resolve_resources`);
-2. targets: one query per endpoint type for the eligible subclouds (HEAD rule b303d0ab: managed,
-   online, initial sync completed, and owning a sync row for that endpoint type so the request
-   can ever be processed), one query for all explicitly named subclouds;
+2. targets: per endpoint type one query for eligible subclouds (HEAD rule b303d0ab: managed,
+   online, initial sync done, with a sync row of that type, or it never runs), one for named ones;
 3. orch_jobs: one insert with ``RETURNING`` in parameter order (insertmanyvalues);
 4. orch_requests: one executemany (SQLite) or one asyncpg ``COPY`` (PostgreSQL);
 5. ``subcloud_sync.sync_request = 'requested'`` for targeted pairs not yet requested, one
    ``UPDATE`` per endpoint type; unlike HEAD, even ``in-progress`` ones: actors re-read pending
    requests after each run, so it runs again (no lost wake-up, docs/behaviour.md#lost-wake-up).
 
-An explicitly named subcloud that does not exist raises :class:`SubcloudNotFound`, rolling back
-the whole transaction: no order of the batch is committed.
+An unknown named subcloud raises :class:`SubcloudNotFound`: no order of the batch commits.
 """
 
 from __future__ import annotations
@@ -53,8 +51,7 @@ _CHUNK = 500
 def enqueue_work(conn: Connection, orders: Sequence[WorkOrder]) -> list[EnqueueResult]:
     """Record ``orders`` in the current transaction; results are in the orders' order.
 
-    An order whose ``job_uuid`` is already recorded gets its existing job back (not written
-    again), so a retried enqueue is idempotent.
+    An already recorded ``job_uuid`` returns its existing job: a retried enqueue is idempotent.
     """
     if not orders:
         return []

@@ -1,7 +1,6 @@
 """Build one proxy application per endpoint type, with every dependency injected.
 
-Nothing is global: two apps in one process (the service's three listeners, or a test) share
-nothing but what they are given.
+No globals: apps in one process (the three listeners, or a test) share only what they are given.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Token validation against the master keystone, with a short, bounded cache.
 
 The real proxy's keystonemiddleware validated tokens with the service's admin token;
-:class:`KeystoneTokenValidator` sends the client's token as both ``X-Auth-Token`` and
-``X-Subject-Token`` (a valid token may validate itself): no service credentials, and a bad
-token gets 401/404.
+:class:`KeystoneTokenValidator` sends the client's as ``X-Auth-Token`` and ``X-Subject-Token``
+(a valid token may validate itself): no service credentials; a bad one gets 401/404.
 
 :class:`TokenCache` keys entries by the token's SHA-256, so it never holds a usable token. A
 token revoked through the proxy is dropped at once; one revoked at the master stays usable

@@ -5,10 +5,9 @@ inside the encrypted token (docs/behaviour.md#token-revocation-audit-id). A fern
 ``urlsafe_b64(Fernet(msgpack([version, user_id, methods, project_id, expires_at, ...,
 audit_ids])))``, ``=`` padding stripped; audit ids are unpadded urlsafe base64 of random bytes.
 
-The keys are the master's fernet repository, served by sysinv as ``GET /v1/fernet_repo`` (a list
-of ``{"id", "key"}``). The real proxy fetched them on every revocation
-(docs/behaviour.md#proxy-weak-spots); :class:`SysinvFernetKeys` keeps them briefly and
-:func:`extract_audit_id` refetches once when a token does not decrypt (a key rotation).
+Keys: the master's fernet repository, sysinv's ``GET /v1/fernet_repo`` (``{"id", "key"}`` list).
+The real proxy fetched them per revocation (docs/behaviour.md#proxy-weak-spots); they are cached
+by :class:`SysinvFernetKeys`, refetched by :func:`extract_audit_id` if a token fails to decrypt.
 """
 
 from __future__ import annotations

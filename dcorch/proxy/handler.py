@@ -5,7 +5,7 @@ rest needs a valid ``X-Auth-Token`` (and ``admin`` to change anything). An inter
 forwarded with its body buffered; if the master's status says the change happened, its work
 orders are submitted *before* the client gets the answer. The rest streams through untouched.
 
-Logged: method, path, status, a work order's type/operation/id and an internal error's
+Only logged: method, path, status, a work order's type/operation/id and an internal error's
 traceback, masked by :class:`~dcorch.proxy.redaction.RedactingFilter`.
 
 Each intercepted command forwarded to the master counts once in ``dcorch_proxied_commands_total``

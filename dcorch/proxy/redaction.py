@@ -2,9 +2,8 @@
 
 Intercepted bodies carry clear passwords (keystone user create, password change), password
 hashes (sysinv iuser) and private keys (certificate install); headers carry tokens. So the proxy
-logs only method, path, status and a work order's type/operation/id. As a second line of
-defence, :class:`RedactingFilter` masks secret-keyed dicts handed to a log call, and
-:func:`redact` does the same for code that logs a structure on purpose.
+logs only method, path, status and a work order's type/operation/id. As defence in depth,
+:class:`RedactingFilter` masks secret-keyed dicts in log calls; :func:`redact` does it on demand.
 """
 
 from __future__ import annotations

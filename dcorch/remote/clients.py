@@ -238,9 +238,8 @@ class MasterReads:
 
     * a record fetched while applying a request is keyed by its ``orch_job``, first fetched after
       the job was read (so after the master change it replicates); later jobs fetch again;
-    * other answers (initial sync listings, fernet keys) are keyed by a generation the sync
-      manager bumps (:meth:`invalidate`) on every committed work order: a caller only gets an
-      answer fetched after the last invalidation before it asked.
+    * other answers (initial sync listings, fernet keys) are keyed by a generation bumped per
+      commit (:meth:`invalidate`): a caller only gets answers fetched after the latest bump.
     """
 
     def __init__(self, ttl: float = MASTER_READ_TTL) -> None:

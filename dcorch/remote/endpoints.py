@@ -1,9 +1,8 @@
 """Where the engine finds a subcloud's services, and the master's.
 
-The engine asks an :class:`EndpointResolver` for subcloud URLs. Production uses
-:class:`ManagementIpResolver` (admin endpoints, ``https://IP:5001/v3`` and friends, see
-``docs/behaviour.md``), built from the subcloud row at every call so a management-IP change
-applies to the next request; the simulator has ``dcorch.sim.endpoints.SimResolver``.
+The engine asks an :class:`EndpointResolver` for subcloud URLs: :class:`ManagementIpResolver` in
+production (admin endpoints like ``https://IP:5001/v3``, ``docs/behaviour.md``), built per call
+from the subcloud row (a new management IP applies at once); ``sim.endpoints.SimResolver`` in tests.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """One shared HTTP client for all subcloud and master calls, with tokens and error mapping.
 
-Why one :class:`httpx.AsyncClient`: a client (and pool) per subcloud means thousands of sockets
-and token requests (upstream's "too many open files" and token storms, fixed in 2ac4be0d,
-bdab4205 and effa8f15: docs/behaviour.md#fixed-upstream). One bounded client caps the sockets;
-tokens are cached per keystone URL and refreshed only on a 401.
+One bounded :class:`httpx.AsyncClient` caps sockets: a client per subcloud means thousands of
+sockets and token requests (upstream's "too many open files" and token storms, fixed in 2ac4be0d,
+bdab4205, effa8f15: docs/behaviour.md#fixed-upstream); tokens are cached per keystone until a 401.
 
 Every failure leaves as a :mod:`dcorch.remote.errors` exception, translated here in one place
 (docs/behaviour.md#error-mapping), so drivers never see an httpx exception.

@@ -83,8 +83,7 @@ def parse_query(raw: bytes) -> dict[str, str]:
 class HttpError(Exception):
     """A 4xx/5xx answer raised from deep inside a handler.
 
-    Each simulated service subclasses it to render the real service's error body, so clients
-    (and the proxy's error path) see production's shapes.
+    Each service subclasses it to render its real error body, as clients (and the proxy) expect.
     """
 
     TITLES = {

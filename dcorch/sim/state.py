@@ -1,9 +1,8 @@
 """In-memory state of the simulated System Controller and subclouds.
 
-Dicts keyed by id (or ``(kind, domain, name)`` for the name index): every request but listings
-is O(1). A subcloud's state is built on first use from a shared template: 10,000 idle subclouds
-cost one small :class:`CloudState` each; a touched one copies the template's containers but
-shares the (immutable) records.
+Dicts keyed by id (or ``(kind, domain, name)`` for names): every request but listings is O(1).
+A subcloud's state is built lazily from a shared template: 10,000 idle subclouds cost one small
+:class:`CloudState` each; a touched one copies the template's containers, not its records.
 """
 
 from __future__ import annotations

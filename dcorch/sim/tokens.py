@@ -1,14 +1,12 @@
 """Keystone-compatible Fernet tokens and cheap password hashes.
 
-Real Fernet tokens, so the proxy extracts a revoked token's audit id as in production (keys
-from sysinv ``GET /v1/fernet_repo``, padding restored, ``MultiFernet`` decrypt, msgpack-unpack,
-first entry of the last element). The plaintext is the msgpack list::
+Real Fernet tokens: the proxy extracts audit ids as in production (keys from sysinv ``GET
+/v1/fernet_repo``, padding restored, ``MultiFernet``, msgpack, last element's first entry) from::
 
     [0, user_id, methods_int, project_id, expires_at_float, [audit_id_bytes]]
 
-with 16 random audit-id bytes, shown as url-safe base64 without ``=`` padding; the token string
-is the Fernet token with its ``=`` padding stripped, as keystone does. The highest-id key signs,
-as in a keystone key repository; the others still decrypt.
+with 16 random audit-id bytes (shown as unpadded url-safe base64); the token string is the Fernet
+token, ``=`` padding stripped, as keystone does. The highest-id key signs; the others decrypt.
 
 Passwords are salted SHA-256 (``sha256$<salt>$<hex>``): the simulator creates thousands of
 users per second, so bcrypt's deliberate slowness would dominate every bench.
@@ -99,8 +97,7 @@ class TokenPayload:
 class TokenCodec:
     """Encrypts and decrypts tokens with one cloud's fernet key set.
 
-    Built once per key set (:class:`~dcorch.sim.state.Platform` caches it): constructing Fernet
-    objects is the expensive part of a validation.
+    Cached per key set (``state.Platform``): building Fernet objects is a validation's main cost.
     """
 
     __slots__ = ("_multi",)

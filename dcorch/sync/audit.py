@@ -13,7 +13,7 @@ in id order, so an assignment is granted after the user it names is created.
 
 The ``admin`` user's discrepancy gets a keystone PATCH of the central password *before* the
 dcdbsync PUT (9e209f4e): only the PATCH updates the subcloud's keyring (a DB write bypasses it);
-the PUT then makes the record (hash included) the master's.
+the PUT then makes the record, hash included, the master's.
 """
 
 from __future__ import annotations
@@ -137,9 +137,8 @@ class PairAudit:
         async def fetch(m: CloudClient) -> list[Record]:
             return await m.list_records(kind)
 
-        # dcorch's rows first: the master listing is fetched after the last committed change
-        # (MasterReads), so a just-created object can never look "deleted on the master" (the
-        # stale-cache bug of 3aa52731/20f8fd05).
+        # dcorch's rows first: master listings are fetched after the last commit (MasterReads),
+        # so a new object never looks "deleted on the master" (stale-cache bug 3aa52731/20f8fd05).
         known = {r.master_id for r in await self._db.list_resources(kind)}
         listing = await self._master.shared(kind, fetch)
         master = [r for r in listing if not rules.is_excluded(kind, r)]

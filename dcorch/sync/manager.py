@@ -2,15 +2,13 @@
 
 Lifecycle (docs/behaviour.md#subcloud-lifecycle): the v1 API calls
 :meth:`SyncManager.subcloud_changed` after changing a subcloud in the database and
-:meth:`SyncManager.subcloud_deleted` after a delete; an actor runs while its subcloud is managed.
-Actors are *dynamic* children of the manager's own supervisor (an actor system named ``sync``),
-restarted with backoff; past the restart intensity :meth:`run` fails and the service's
-supervisor restarts the whole manager, which reloads every subcloud from the database.
+:meth:`SyncManager.subcloud_deleted` after a delete; an actor runs while its subcloud is managed,
+as a *dynamic* child of the manager's supervisor (actor system ``sync``), restarted with backoff.
+Past the restart intensity :meth:`run` fails; the service restarts it, reloading from the database.
 
-Work arrives by events: for each commit on the database's feed
-(:class:`dcorch.db.commits.CommitFeed`) the manager wakes the actor of every (region, endpoint
-type) that got requests and invalidates the shared master answers (the master changed). A slow
-safety sweep wakes everyone every ``safety_sweep_interval`` in case a wake-up was lost.
+Work arrives by events: each commit on the database's feed (:class:`dcorch.db.commits.CommitFeed`)
+wakes the actors of the (region, endpoint type) pairs that got requests and invalidates shared
+master answers. A slow sweep wakes all every ``safety_sweep_interval`` in case a wake was lost.
 """
 
 from __future__ import annotations

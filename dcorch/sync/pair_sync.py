@@ -13,8 +13,7 @@ Per request (docs/behaviour.md#request-outcomes-and-retries; backoff, not upstre
 * ``request_time_budget`` spent on one request's attempts -> ``timed-out``.
 
 A failed request does not stop later ones (as upstream, docs/behaviour.md#sync-pass).
-``try_count`` is written *before* each attempt, so a request that keeps crashing the actor (a
-driver bug) is marked failed once its attempts are used, not restarting the actor forever.
+``try_count`` is written *before* each attempt: one crashing the actor fails after its attempts.
 """
 
 from __future__ import annotations
