@@ -1,7 +1,6 @@
 """Message envelopes and the bounded mailbox that carries them.
 
-A mailbox is a trio memory channel of fixed capacity that outlives the actor instances
-reading it, so a restart loses no queued message::
+A fixed-size trio memory channel that outlives the instances reading it: restarts lose nothing::
 
     mailbox = Mailbox[str, int]("sync/subcloud1", capacity=16)
     await mailbox.put(Tell("audit"))
@@ -66,9 +65,8 @@ Envelope: TypeAlias = Tell[M] | Ask[M, R]
 def deliver(reply: trio.MemorySendChannel[Reply[R]], outcome: Reply[R]) -> None:
     """Send `outcome` to an asker without ever failing.
 
-    The asker may have gone away (cancelled, timed out): its end of the channel is then
-    closed and the reply is dropped. That must not crash the actor that answers. This is
-    synchronous so that it also works from cancelled tasks and ``finally`` blocks.
+    An asker gone away (cancelled, timed out) closed its end: the reply is dropped without
+    crashing the answering actor. Synchronous, so it works from cancelled tasks and ``finally``.
     """
     try:
         reply.send_nowait(outcome)
@@ -130,10 +128,9 @@ class Mailbox(Generic[M, R]):
         self._send.close()
 
     def discard(self) -> int:
-        """Close for good and fail every queued ask with `ActorStopped`.
+        """Close for good, fail every queued ask with `ActorStopped`; returns how many dropped.
 
         Synchronous, so it runs even when the owner was cancelled at a shutdown deadline.
-        Returns how many envelopes were dropped.
         """
         self._send.close()
         dropped = 0

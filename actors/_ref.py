@@ -1,7 +1,6 @@
 """Handles to running children: `ActorRef`, `SupervisorRef` and `TaskRef`.
 
-A ref points at the child's node, not at one actor instance, so it stays valid across
-restarts and keeps feeding the same mailbox::
+A ref points at the child's node, not an instance: it survives restarts, feeding the same mailbox::
 
     ref = system.lookup("sync/subcloud1")
     await ref.tell(Audit())            # waits while the mailbox is full
@@ -83,8 +82,7 @@ class ActorRef(_Ref, Generic[M, R]):
     async def tell(self, message: M) -> None:
         """Queue `message` without waiting for it to be handled.
 
-        Waits while the mailbox is full: that wait is the backpressure that keeps a fast
-        producer from outrunning the actor. Raises `ActorStopped` once the actor is gone.
+        Waits while the mailbox is full (backpressure); `ActorStopped` once the actor is gone.
         """
         await self._mailbox().put(Tell(message))
 
@@ -95,10 +93,9 @@ class ActorRef(_Ref, Generic[M, R]):
     async def ask(self, message: M) -> R:
         """Send `message` and wait for the reply.
 
-        The wait, queueing included, is bounded by the spec's `ask_timeout` (`AskTimeout`);
-        callers wanting less wrap the call in `trio.fail_after`. An exception raised by the
-        handler is raised here and the actor lives on. `ActorStopped` means the actor is gone
-        or stopped before handling the message.
+        The wait, queueing included, is bounded by the spec's `ask_timeout` (`AskTimeout`; for
+        less, wrap the call in `trio.fail_after`). A handler's exception is raised here and the
+        actor lives on; `ActorStopped`: the actor is gone or stopped before handling it.
         """
         node = self._node
         mailbox = self._mailbox()
@@ -155,9 +152,8 @@ class SupervisorRef(_Ref):
     ) -> ActorRef[Any, Any] | SupervisorRef | TaskRef:
         """Start a child at run time and return its ref once it is running.
 
-        Raises what the child raised while starting, `DuplicateActorName` if a sibling has
-        the name, `ActorStopped` if this supervisor is not running. The child is appended
-        to the start order, so it stops before the older ones.
+        Raises the child's start error, `DuplicateActorName` (a sibling's name) or `ActorStopped`
+        (supervisor not running). Appended to the start order, so it stops before older ones.
         """
         node = await self._running().start_node(spec)
         return node.ref

@@ -51,8 +51,7 @@ class Strategy(enum.StrEnum):
 class RestartIntensity:
     """How many restarts a supervisor accepts before it gives up and escalates.
 
-    More than `max_restarts` restarts within `period` seconds (of `trio.current_time()`)
-    make the supervisor fail with `RestartIntensityExceeded`.
+    Over `max_restarts` restarts in `period` s (`trio.current_time()`): `RestartIntensityExceeded`.
     """
 
     max_restarts: int = 3
@@ -71,11 +70,10 @@ class RestartIntensity:
 class Backoff:
     """Delay before restarting a child: ``min(cap, base * 2**n * (1 + jitter * u))``.
 
-    ``n`` counts the child's earlier restarts still inside the intensity period, so a child
-    that has been quiet for a period starts again from `base`. ``u`` is drawn from the
-    actor system's random source in [0, 1); pass a seeded `random.Random` to
-    `open_actor_system` to make jittered delays reproducible. Jitter spreads the restarts
-    of many children that failed together (e.g. when a shared peer went down).
+    ``n`` counts the child's earlier restarts inside the intensity period, so a child quiet for a
+    period starts again from `base`. ``u`` is drawn in [0, 1) from the actor system's random
+    source (give `open_actor_system` a seeded `random.Random` for reproducible delays). Jitter
+    spreads the restarts of many children that failed together (e.g. a shared peer went down).
     """
 
     base: float = 0.1
@@ -113,8 +111,7 @@ def _check_timeout(what: str, value: float | None) -> None:
 class ActorSpec(Generic[M, R]):
     """Start an `Actor` made by `factory` with a bounded mailbox.
 
-    The mailbox belongs to the child, not to one actor instance: a restart builds a new
-    instance with `factory` and it reads the messages still queued.
+    The mailbox is the child's, not an instance's: a restart's new instance reads what is queued.
     """
 
     name: str
@@ -146,9 +143,8 @@ class ActorSpec(Generic[M, R]):
 class TaskSpec:
     """Run ``await fn(*args, task_status=...)`` as a supervised child.
 
-    For services such as an HTTP server. Like `trio.Nursery.start`, `fn` must call
-    ``task_status.started(value)`` once it is ready; the value is kept on `TaskRef.value`.
-    A graceful stop cancels the task, so its cleanup goes in ``finally`` blocks.
+    E.g. an HTTP server. As with `trio.Nursery.start`, `fn` calls ``task_status.started(value)``
+    when ready (kept on `TaskRef.value`); a graceful stop cancels it: cleanup goes in ``finally``.
     """
 
     name: str
@@ -166,8 +162,7 @@ class TaskSpec:
 class SupervisorSpec:
     """Start a nested supervisor with its own children, strategy and intensity.
 
-    A supervisor that restarts starts from these `children` again; children added at run
-    time with `SupervisorRef.start_child` do not come back.
+    A restart starts from these `children`; ones added by `SupervisorRef.start_child` are gone.
     """
 
     name: str

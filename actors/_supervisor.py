@@ -1,10 +1,9 @@
 """Supervisors: a nursery of children plus the OTP rules for restarting them.
 
-Each child runs in a *keeper* task that starts it, restarts it after its backoff
-(one_for_one) or hands the restart to the supervisor's own task (one_for_all,
-rest_for_one: siblings must stop last-started-first and start again in order, which
-needs one coordinator). Too many restarts within the period and the supervisor stops
-its children and fails with `RestartIntensityExceeded`, so its parent decides::
+Each child runs in a *keeper* task that starts it and restarts it after its backoff
+(one_for_one), or hands the restart to the supervisor's task (one_for_all, rest_for_one:
+siblings stop last-started-first and restart in order, which needs one coordinator). Past the
+intensity it stops its children and fails with `RestartIntensityExceeded`; its parent decides::
 
     spec = SupervisorSpec(
         name="sync",

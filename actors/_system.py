@@ -9,9 +9,8 @@
         await sync.start_child(ActorSpec(name="subcloud1", factory=SyncActor))
         await system.lookup("sync/subcloud1").tell(Audit())
 
-Leaving the block stops every child, last started first, then cancels whatever is left
-when `shutdown_timeout` runs out. The registry belongs to the system, not to the module,
-so two systems can run side by side (the harness and the bench need that).
+Leaving the block stops children last-started-first, cancelling the rest once `shutdown_timeout`
+runs out. The registry is per system, so systems run side by side (the harness and bench need it).
 """
 
 from __future__ import annotations
@@ -36,10 +35,7 @@ _DEFAULT_BACKOFF = Backoff()
 
 @final
 class ActorSystem:
-    """A running tree of supervised children, with lookup by name.
-
-    Made by `open_actor_system`; every supervisor and actor gets it passed down.
-    """
+    """A running tree of supervised children, with lookup by name (from `open_actor_system`)."""
 
     def __init__(self, root: SupervisorSpec, rng: random.Random) -> None:
         self.rng = rng
@@ -125,15 +121,13 @@ async def open_actor_system(
     Args:
         children: started in order before the block runs; a failure to start is raised.
         name: the root supervisor's name (its path is "").
-        strategy, intensity, backoff: the root supervisor's restart rules. If the root
-            exceeds its intensity the system ends and the block raises
-            `RestartIntensityExceeded`.
-        shutdown_timeout: how long the graceful stop at the end of the block may take in
-            total, after which everything still running is cancelled.
+        strategy, intensity, backoff: the root supervisor's restart rules; past its intensity
+            the system ends and the block raises `RestartIntensityExceeded`.
+        shutdown_timeout: total time for the graceful stop at the end of the block, after
+            which everything still running is cancelled.
         rng: jitter source for backoff delays; a fresh `random.Random()` if None.
 
-    An exception from the block, or a single failure of the system, is raised as itself
-    rather than wrapped in an exception group.
+    A block's exception or a single system failure is raised as itself, not in an exception group.
     """
     if not shutdown_timeout >= 0:
         raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout}")

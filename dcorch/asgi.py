@@ -4,20 +4,15 @@ Usage::
 
     urls = await nursery.start(partial(serve_asgi, app, "127.0.0.1", 0))
 
-``task_status.started`` receives the bound URLs once the socket listens, so port 0 works. The
-server stops gracefully when ``shutdown_trigger`` returns, or is cancelled with its nursery.
-Every server of the process goes through it: the proxies, the dcorch v1 API and the simulated
-clouds.
+``task_status.started`` gets the bound URLs once listening (port 0 works); the server stops
+gracefully when ``shutdown_trigger`` returns, or is cancelled with its nursery. All servers use it.
 
 The keep-alive guard (:func:`close_if_body_unread`): hypercorn (0.18, trio worker) recycles a
-keep-alive HTTP/1.1 connection when the response is done. If the app answers before it has read
-the request body (a 401 from the token check, a 405 from routing, an early refusal in the proxy)
-and the body arrives only afterwards, quart-trio cancels its request task while hypercorn is
-still tidying that connection: it is then neither recycled nor closed, and the client's next
-request on it waits forever (seen in the bad-input fuzz as a 30 s read timeout on a request that
-succeeds when replayed on a fresh connection). Such a response says ``Connection: close``, so
-the client opens a new connection for its next request; responses to fully read requests (every
-normal one) keep the connection alive.
+keep-alive HTTP/1.1 connection when the response is done. If the app answers before reading the
+body (a 401 from the token check, a 405 from routing, an early proxy refusal) and the body comes
+later, quart-trio cancels its request task while hypercorn still tidies the connection, which is
+then neither recycled nor closed: the next request on it hangs (bad-input fuzz: a 30 s read
+timeout, fine on a fresh connection). Such responses say ``Connection: close``; others keep it.
 """
 
 from __future__ import annotations
@@ -79,10 +74,9 @@ def server_config(
     """Hypercorn settings for one listener.
 
     No access log: the apps log method, path and status themselves, without the query string.
-    ``relay``: the app relays another server's answers (a proxy), so hypercorn must not add a
-    ``Date`` or ``Server`` header of its own: the client gets the master's, once.
-    ``quiet``: no error log either, and long keep-alives (the simulator, which serves
-    thousands of subclouds' connections and must not be the noisy part of a test's output).
+    ``relay``: a proxy relaying another server's answers, so hypercorn adds no ``Date`` or
+    ``Server`` header (the client gets the master's, once). ``quiet``: no error log either, long
+    keep-alives (the simulator: thousands of subclouds' connections, not test output noise).
     """
     config = Config()
     config.bind = [f"{host}:{port}"]
@@ -111,8 +105,7 @@ async def serve_asgi(
 ) -> None:
     """Serve ``app`` on ``host:port`` (0 picks a free port) until ``shutdown_trigger`` returns.
 
-    ``guard_keepalive`` wraps the app in :func:`close_if_body_unread` (every
-    app that may answer before reading a request body; the simulator always reads first).
+    ``guard_keepalive``: wrap in :func:`close_if_body_unread` (off for the simulator: reads first).
     """
     config = server_config(host, port, relay=relay, graceful_timeout=graceful_timeout, quiet=quiet)
     served = close_if_body_unread(app) if guard_keepalive else app

@@ -1,7 +1,6 @@
 """The ``dcorch`` command: ``serve``, ``db upgrade|revision``, ``config`` and ``bench``.
 
-Heavy modules are imported inside the subcommands so that ``dcorch config`` and ``dcorch db``
-start fast and a broken optional part cannot stop the others.
+Subcommands import heavy modules: ``dcorch config``/``db`` start fast; a broken part stops no other.
 """
 
 from __future__ import annotations
@@ -54,10 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _masked(data: dict[str, Any]) -> dict[str, Any]:
-    """The settings with secret values masked: named secrets and passwords inside URLs.
-
-    Numbers, booleans and lists (ports, durations, sizes) are never secrets, whatever their name.
-    """
+    """Settings with named secrets and URL passwords masked; numbers, booleans, lists never are."""
     return {key: _masked_value(key, value) for key, value in data.items()}
 
 

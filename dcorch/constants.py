@@ -1,9 +1,6 @@
-"""Names and states shared by every part of dcorch.
+"""Names and states shared by every part of dcorch (docs/behaviour.md#tables, #states).
 
-See docs/behaviour.md#tables and docs/behaviour.md#states.
-
-They are the real system's strings: operators' tools read them from the database, so they must
-not be renamed.
+The real system's strings: operators' tools read them from the database, so never rename them.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The embedded test harness: the dcorch service with simulated clouds, in one trio process.
 
-``open_dcorch`` starts the simulated System Controller and subclouds (``dcorch.sim``), then the
-service exactly as production wires it (:func:`dcorch.service.open_service`) with the simulator
-as its peers, registers the simulated subclouds, and yields a :class:`Dcorch` handle with every
-URL, an admin token, the simulator (subcloud control, fault injection) and a helper that waits
-until the subclouds converge. It is what the tests, the bench and ``dcorch serve`` with
-``sim.enabled`` run::
+``open_dcorch`` starts the simulated clouds (``dcorch.sim``), then the service wired as in
+production (:func:`dcorch.service.open_service`) with them as peers, registers the subclouds and
+yields a :class:`Dcorch` handle: URLs, an admin token, the simulator (subcloud control, fault
+injection), a convergence wait. Tests, the bench and ``dcorch serve`` (``sim.enabled``) run it::
 
     async with open_dcorch(settings, ephemeral_ports=True) as dc:
         await dc.client.post(dc.identity_url + "/v3/users", json=..., headers=dc.auth)
@@ -45,8 +43,7 @@ CALLER_CONNECTIONS = 500
 
 @dataclass
 class Dcorch(Service):
-    """Handle to a running system (yielded by :func:`open_dcorch`): the service's handle plus
-    the simulator, a client and an admin token."""
+    """The :func:`open_dcorch` handle: the service's plus simulator, client and admin token."""
 
     client: httpx.AsyncClient = field(kw_only=True)
     """A client for the caller (tests, bench), with its own pool."""
@@ -112,11 +109,9 @@ async def open_dcorch(
     Args:
         settings: the process settings (defaults from ``config/dcorch.toml`` semantics).
         subclouds: simulated subclouds to create (default ``sim.subclouds``).
-        presynced: register the simulated subclouds as already initially synced and audited
-            (their fernet keys set to the master's) instead of managing them one by one, so a
-            scale test with thousands of subclouds starts in seconds rather than minutes.
-        register: add the simulated subclouds to dcorch and manage them (otherwise the test
-            does it, e.g. with :meth:`Dcorch.register`).
+        presynced: register the subclouds as already synced and audited (fernet keys set to
+            the master's), not managed one by one: thousands start in seconds, not minutes.
+        register: register and manage the subclouds (else the test does: :meth:`Dcorch.register`).
         options: how the service runs (:func:`dcorch.service.open_service`): tests and the
             bench pass ``ephemeral_ports=True``; ``engine=False`` records work without applying
             it; ``driver``, ``rng`` and ``seams`` inject faults and determinism.

@@ -1,8 +1,7 @@
 """A tiny Prometheus text-format registry: counters, gauges and histograms.
 
-Hand-written (about a hundred lines) instead of a dependency because dcorch exposes a handful of
-series and renders them only when ``/metrics`` is scraped; all updates are plain attribute
-arithmetic on the trio thread, so there is no locking.
+Hand-written instead of a dependency: a handful of series, rendered only when ``/metrics`` is
+scraped; updates are plain arithmetic on the trio thread, so there is no locking.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """``dcorch serve``: run the service on the configured ports until SIGINT or SIGTERM.
 
-With ``sim.enabled`` (the embedded default of ``./just run``) the System Controller and the
-subclouds are simulated in-process (:mod:`dcorch.harness`); otherwise the service talks to the
-real ones named in ``[master]`` (:mod:`dcorch.service`).
+With ``sim.enabled`` (the default of ``./just run``) the System Controller and subclouds are
+simulated in-process (:mod:`dcorch.harness`), else real ones from ``[master]`` are used.
 """
 
 from __future__ import annotations

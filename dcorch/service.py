@@ -1,11 +1,10 @@
 """The dcorch service: the only place where the production parts are wired together.
 
-``open_service`` starts, in order, the database (with its dispatcher), the HTTP clients, and one
-supervised actor system holding the sync manager, the purge of old rows, one API proxy per
-endpoint type and the dcorch v1 API; leaving the block stops everything in reverse order. The
-data path it wires is drawn in ``docs/architecture.md``. ``dcorch serve`` runs it against the
-real System Controller; the test harness (:mod:`dcorch.harness`) and the bench run the same
-function with the simulated clouds as peers. Nothing here imports the simulator.
+``open_service`` starts, in order, the database (with its dispatcher), the HTTP clients and one
+actor system supervising the sync manager, the purge, one API proxy per endpoint type and the
+dcorch v1 API; leaving the block stops all in reverse (data path: ``docs/architecture.md``).
+``dcorch serve`` runs it against the real System Controller, the harness (:mod:`dcorch.harness`)
+and the bench against the simulated clouds; nothing here imports the simulator.
 """
 
 from __future__ import annotations
@@ -117,8 +116,7 @@ async def open_service(
         settings: the process settings.
         master: the System Controller's services (default: from ``settings.master``).
         subclouds: where each subcloud's services are (default: its management IP).
-        ephemeral_ports: listen on free ports (tests, bench), with a private SQLite file that
-            disappears with the block unless ``database.url`` is set.
+        ephemeral_ports: free ports (tests, bench), a temporary SQLite file unless ``database.url``.
         upgrade_db: migrate the schema first; without it, a schema behind stops start-up.
         engine: run the sync engine; without it work is recorded but not applied.
         driver: applies one request (fault tests wrap :func:`~dcorch.sync.drivers.apply_request`).
@@ -141,8 +139,7 @@ async def open_service(
         )
         if prepare is not None:
             await prepare(db)
-        # Separate pools: the engine holding every connection must not leave the proxies none
-        # to reach the master with, and the other way round.
+        # Separate pools: the engine must not starve the proxies of connections, or vice versa.
         proxy_client = await stack.enter_async_context(
             open_http_client(
                 settings.tls,

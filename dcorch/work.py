@@ -1,8 +1,7 @@
 """The contract between whoever records work (proxies, audits) and the store that commits it.
 
-One :class:`WorkOrder` becomes, in one transaction, a ``resource`` row (found or created), one
-``orch_job`` row and one ``orch_request`` row per eligible target subcloud
-(docs/behaviour.md#recording-work).
+A :class:`WorkOrder` becomes, in one transaction, a ``resource`` row (found or created), an
+``orch_job`` and an ``orch_request`` per eligible target (docs/behaviour.md#recording-work).
 """
 
 from __future__ import annotations
@@ -48,8 +47,7 @@ class EnqueueResult:
 class WorkSink(Protocol):
     """Records work orders durably (the database's dispatcher; tests may record instead).
 
-    The proxy answers its client only after :meth:`submit` has returned, so a 2xx from the proxy
-    means the work is committed: a crash after the reply finds the work in the database.
+    The proxy answers only after :meth:`submit` returned: after a 2xx the work is committed.
     """
 
     async def submit(self, orders: Sequence[WorkOrder]) -> list[EnqueueResult]:

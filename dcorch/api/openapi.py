@@ -1,9 +1,7 @@
 """The OpenAPI 3 document of the dcorch v1 API, served at ``GET /openapi.json``.
 
-It is written by hand from :mod:`dcorch.api.app` and :mod:`dcorch.api.validation` (the field
-tables are read from the latter, so an allowed value added there shows up here). Clients and the
-reliability suite's schema-driven fuzz read it; it describes what the API accepts, and every
-other input must be answered with a 4xx, never a 5xx.
+Hand-written from :mod:`dcorch.api.app`, reading :mod:`dcorch.api.validation`'s field tables.
+Clients and the schema-driven fuzz read it: any input it does not describe gets a 4xx, never 5xx.
 """
 
 from __future__ import annotations

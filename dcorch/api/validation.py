@@ -1,8 +1,7 @@
 """Strict parsing of dcorch v1 API request bodies.
 
-The upstream API evaluated request bodies with Python ``eval``; here a body is JSON or it is
-rejected, and every field is checked for presence, type and allowed values before anything
-touches the database, so a rejected request changes nothing.
+Upstream ``eval``-ed request bodies; here a body is JSON or rejected, and every field's presence,
+type and allowed values are checked before the database is touched: a rejection changes nothing.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Persistence: the dcorch schema on SQLite and PostgreSQL, behind one `Database` face.
 
-Open it with :func:`open_database`; migrate with :mod:`dcorch.db.migrate`. Everything a caller
-needs is re-exported here.
+Open with :func:`open_database`, migrate with :mod:`dcorch.db.migrate`; all is re-exported here.
 """
 
 from __future__ import annotations

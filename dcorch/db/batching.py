@@ -1,12 +1,10 @@
 """Requests, replies and the loop that batches them: the heart of every group commit.
 
-A caller :meth:`Lane.put` s its request and waits on the request's :class:`Reply`, the one
-request/reply idiom of the database; a loop (:func:`run_batches`) waits once for *something* to
-arrive, then takes whatever is queued (:meth:`Lane.take`, never waiting), so a lone request's
-latency stays one hop while everything that queued up during the previous transaction rides
-along in the next one. A loop resolves each reply once with an :class:`outcome.Outcome`; a
-caller that was cancelled simply stops waiting, and resolving a reply nobody waits on is
-harmless, so a loop never has to care who is still listening.
+A caller :meth:`Lane.put` s its request and waits on its :class:`Reply` (the database's one
+request/reply idiom). A loop (:func:`run_batches`) waits for *something*, then takes whatever is
+queued (:meth:`Lane.take`, never waiting): a lone request's latency stays one hop, and all that
+queued during the previous transaction rides along in the next. Replies are resolved once with
+an :class:`outcome.Outcome`; a cancelled caller just stops waiting (resolving it is harmless).
 """
 
 from __future__ import annotations
@@ -111,9 +109,8 @@ async def run_batches(
 ) -> None:
     """Handle batches, ``concurrency`` at a time, until ``next_batch`` returns an empty one.
 
-    ``handle`` answers its batch's callers whatever happens. When it raises (a bug), nothing
-    more is taken, the batches in flight are cancelled (their callers answered), and the error
-    ends the loop as itself, traceback included, for the supervisor that restarts it.
+    ``handle`` answers its callers whatever happens. If it raises (a bug), nothing more is taken,
+    batches in flight are cancelled (callers answered) and the error ends the loop, as itself.
     """
     slots = trio.Semaphore(max(1, concurrency))
     crashed: list[Exception] = []

@@ -1,18 +1,15 @@
 """A dedicated asyncio event-loop thread that Trio code can await.
 
-See docs/database.md#a-database-actor-owning-one-asyncio-thread for why.
-
-SQLAlchemy's ``AsyncEngine``, aiosqlite and asyncpg only run on asyncio; ``trio-asyncio`` would
-patch asyncio process-wide and is slower on I/O-heavy paths. So the engine lives on its own
-thread with its own loop, and a Trio task hands it coroutines:
+Why (docs/database.md#a-database-actor-owning-one-asyncio-thread): the ``AsyncEngine``, aiosqlite
+and asyncpg need asyncio, and ``trio-asyncio`` would patch asyncio process-wide and is slower on
+I/O. So the engine has its own thread and loop, and a Trio task hands it coroutines:
 
 1. ``loop.call_soon_threadsafe`` creates the asyncio task on the loop thread;
 2. the task's done-callback wakes the Trio task with ``TrioToken.run_sync_soon(reschedule)``;
 3. meanwhile the Trio task sleeps in ``wait_task_rescheduled`` (no worker thread is held).
 
-Cancellation: if the Trio caller is cancelled, the asyncio task is cancelled too, but the Trio
-caller still waits until that task has *finished* (``Abort.FAILED``) so nothing it started is
-left running unobserved. The unit runner never relies on this: it shields every crossing.
+A cancelled Trio caller cancels the asyncio task but waits until it has *finished*
+(``Abort.FAILED``), leaving nothing running unobserved; the unit runner shields crossings anyway.
 """
 
 from __future__ import annotations
@@ -52,8 +49,7 @@ class AsyncioThreadBridge:
         holder: dict[str, asyncio.AbstractEventLoop] = {}
 
         def main() -> None:
-            # The loop is created in its own thread: under trio-asyncio (if anyone imports it)
-            # creating it on a Trio thread would raise.
+            # Made in its own thread: under trio-asyncio (if imported) a Trio thread would raise.
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
             holder["loop"] = loop

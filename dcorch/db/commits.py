@@ -1,13 +1,11 @@
 """The commit feed: which (subcloud, endpoint type) pairs just received committed work.
 
 The dispatcher publishes one :class:`Committed` per committed batch of work orders; the sync
-manager consumes them to wake the sync actors of those pairs and to invalidate its master
-caches. The feed is the only link from the write side to the engine: the dispatcher never calls
-into the engine, and never waits for it.
+manager consumes them to wake those pairs' sync actors and invalidate its master caches. It is
+the only link from the write side to the engine: the dispatcher never calls or waits for it.
 
-Bounded without ever blocking the writer or losing a wake-up: when the channel is full, the
-pairs are merged into one pending set (at most one entry per pair, so it is bounded by the
-number of subclouds) which the consumer receives as soon as it has drained the channel.
+Bounded, yet never blocking the writer or losing a wake-up: on a full channel, pairs merge into
+one pending set (one entry per pair), received once the consumer has drained the channel.
 """
 
 from __future__ import annotations

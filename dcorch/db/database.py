@@ -6,13 +6,11 @@ Usage::
         await db.add_subcloud("subcloud1", management_ip="10.0.0.1")
         results = await db.enqueue_work([order])
 
-Every method is one unit of work (a plain function of ``units_*.py``) with plain frozen values
-back. Reads run at once, on a pool connection. Writes are committed by the dispatcher
-(:mod:`dcorch.db.dispatcher`), grouped with concurrent writes into few transactions; work orders
-(:meth:`Database.enqueue_work`) go first. ``pending_requests`` calls are merged by
-:mod:`dcorch.db.reads`. The dispatcher and the batched reads are supervised tasks of the
-database's own small actor system, so a crash of either is restarted without losing what is
-queued. ``docs/database.md`` explains the threads and transactions underneath.
+Every method is one unit of work (a function of ``units_*.py``) returning frozen values. Reads run
+at once on a pool connection; writes are grouped into few transactions by the dispatcher
+(:mod:`dcorch.db.dispatcher`), work orders first; :mod:`dcorch.db.reads` merges
+``pending_requests`` calls. Both are supervised tasks of the database's own actor system, so a
+crash loses nothing queued. ``docs/database.md`` explains the threads and transactions.
 """
 
 from __future__ import annotations
@@ -64,8 +62,7 @@ class DatabaseSeams:
     """Where tests inject faults into the store (production passes none).
 
     Attributes:
-        wrap_execute: wraps the function that runs one unit in one transaction, e.g. to fail a
-            unit once or to commit it and then raise (an ambiguous commit).
+        wrap_execute: wraps the unit executor, e.g. to fail a unit once or commit, then raise.
         feed: the commit feed the dispatcher publishes to (a test subclass may fail).
     """
 
@@ -93,13 +90,13 @@ async def open_database(
         target: the process settings (URL from ``Settings.database_url``) or a database URL.
         database: database tunables; defaults to ``target.database`` or the built-in defaults.
         dispatcher: the dispatcher's tunables; defaults like ``database``.
-        check_schema: refuse to start (:class:`SchemaOutOfDate`) unless the database is at the
-            code's migration head. Only migration tooling should turn this off.
+        check_schema: unless the database is at the code's migration head, refuse to start
+            (:class:`SchemaOutOfDate`); only migration tooling turns this off.
         observe_latency: told each work order submission's seconds from queue to commit.
         seams: fault injection for tests.
 
-    On exit new work is refused, queued work is committed, units already running finish (they
-    are shielded), and the engine is disposed on its own loop before the thread stops.
+    On exit new work is refused, queued work is committed, running units finish (shielded), and
+    the engine is disposed on its own loop before the thread stops.
     """
     if isinstance(target, Settings):
         url = target.database_url

@@ -2,24 +2,22 @@
 
 Every write goes through one of its two lanes:
 
-* **orders** (:meth:`Dispatcher.submit`): the work orders of proxied commands and audit
-  repairs; a batch (up to ``max_batch`` submissions) is **one** transaction of
-  :func:`~dcorch.db.units_work.enqueue_work`, and each caller is answered only after its
-  commit, so a 2xx from the proxy means the work is durable;
+* **orders** (:meth:`Dispatcher.submit`): work orders of proxied commands and audit repairs; a
+  batch (up to ``max_batch`` submissions) is **one** :func:`~dcorch.db.units_work.enqueue_work`
+  transaction, each caller answered after its commit, so a 2xx from the proxy means durable work;
 * **units** (:meth:`Dispatcher.write`): every other write, mostly the sync actors' bookkeeping,
   up to :data:`MAX_UNITS` per transaction (:func:`~dcorch.db.units_sync.run_batch`).
 
-Orders always go first, so an operator's command waits at most for the bookkeeping transaction
-already running, never behind the work it set off. One orders transaction runs at a time (each
-locks every target's ``subcloud_sync`` row); bookkeeping runs ``writers`` at once beside it on
-PostgreSQL, and SQLite (``exclusive``) runs one transaction in all.
+Orders go first: an operator's command waits at most for running bookkeeping, never behind the
+work it set off. One orders transaction runs at a time (each locks its targets' ``subcloud_sync``
+rows), beside ``writers`` bookkeeping ones on PostgreSQL; SQLite (``exclusive``) runs one in all.
 
 A failed batch is re-run one submission (or unit) at a time, so a bad order fails only its
-caller; an order's ``job_uuid`` makes re-recording after an ambiguous commit a no-op. A bug of
-the dispatcher itself answers the batch's callers and crashes :meth:`run` for its supervisor to
-restart; the lanes belong to the object, so nothing queued is lost. A full orders lane gives
-:class:`~dcorch.work.Overloaded` after ``enqueue_timeout`` (the proxy answers 503). Each
-committed orders batch is published on the :class:`~dcorch.db.commits.CommitFeed`.
+caller; ``job_uuid`` makes re-recording after an ambiguous commit a no-op. A dispatcher bug
+answers the batch's callers and crashes :meth:`run` for its supervisor to restart; the lanes
+belong to the object, so nothing queued is lost. A full orders lane gives
+:class:`~dcorch.work.Overloaded` after ``enqueue_timeout`` (the proxy answers 503). Committed
+orders batches are published on the :class:`~dcorch.db.commits.CommitFeed`.
 """
 
 from __future__ import annotations
@@ -217,9 +215,8 @@ class Dispatcher:
             if len(batch) == 1:
                 batch[0].reply.resolve(outcome.Error(exc))
                 return
-            # One caller's bad order must not fail the others: commit each on its own. This
-            # also settles an ambiguous commit (the connection lost during COMMIT): each order's
-            # job_uuid makes re-recording work that was written a no-op.
+            # One caller's bad order must not fail the others: commit each on its own. This also
+            # settles an ambiguous commit (connection lost in COMMIT): job_uuid makes it a no-op.
             logger.info("dispatcher.batch_failed size=%d error=%s", len(batch), type(exc).__name__)
             for submission in batch:
                 try:

@@ -41,8 +41,8 @@ def create_engine_for(url: str, settings: DatabaseSettings) -> AsyncEngine:
         )
         _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
         return engine
-    # pre-ping: a connection the server dropped (restart, failover) is replaced at checkout
-    # instead of failing the next unit; errors in flight are retried by the actor.
+    # pre-ping replaces a connection the server dropped (restart, failover) at checkout instead
+    # of failing the next unit; errors in flight are retried by the actor.
     return create_async_engine(
         url,
         pool_size=max(settings.pool_size, 1),
@@ -74,10 +74,9 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 def is_transient(exc: BaseException) -> bool:
     """True for errors that a later attempt of the same unit can succeed past.
 
-    Lost or refused connections, SQLite lock timeouts, PostgreSQL serialization failures and
-    deadlocks, and server shutdowns. A lost connection during ``COMMIT`` is retried too; that
-    replays a unit whose commit may have landed, a risk accepted for availability (every
-    enqueue creates fresh jobs, so a replay duplicates work, it does not corrupt state).
+    Lost or refused connections, SQLite lock timeouts, PostgreSQL serialization failures, deadlocks,
+    server shutdowns; also a connection lost in ``COMMIT``, replaying a unit whose commit may have
+    landed: accepted for availability (enqueues make fresh jobs: duplicated work, no corruption).
     """
     if isinstance(exc, IntegrityError):
         return False

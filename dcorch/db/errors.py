@@ -10,9 +10,9 @@ The hierarchy, so callers can catch as narrowly as they need::
     ├── DatabaseUnavailable        still failing after every retry, or the actor stopped
     └── SchemaOutOfDate            the database is not at the code's migration head
 
-Units raise the domain errors themselves; the actor translates driver exceptions
-(``sqlalchemy.exc.*``) into :class:`IntegrityConflict` / :class:`DatabaseError` at one place, so
-nothing above ``dcorch.db`` ever imports SQLAlchemy to handle an error.
+Units raise the domain errors; driver exceptions (``sqlalchemy.exc.*``) are translated into
+:class:`IntegrityConflict` / :class:`DatabaseError` in one place, so nothing above ``dcorch.db``
+imports SQLAlchemy to handle an error.
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
 """Schema migrations (alembic, driven from code) and the start-up schema check.
 
-There is no ``alembic.ini``: :func:`alembic_config` points alembic at ``dcorch/db/migrations``
-and hands ``env.py`` an open connection through ``config.attributes``. Alembic is synchronous, so
+No ``alembic.ini``: :func:`alembic_config` points alembic at ``dcorch/db/migrations`` and hands
+``env.py`` an open connection through ``config.attributes``. Alembic is synchronous, so SQLite
+migrates through a plain sync engine (pysqlite) on the same file, and PostgreSQL (psycopg is not
+a dependency) through the asyncpg ``AsyncEngine`` with ``run_sync`` in a private ``asyncio.run``.
 
-* SQLite migrates through a plain sync engine (pysqlite) on the same file;
-* PostgreSQL has no sync driver installed (psycopg is not a dependency), so it migrates through
-  the asyncpg ``AsyncEngine`` with ``connection.run_sync`` inside a private ``asyncio.run``.
-
-The plain functions (:func:`upgrade`, :func:`current_revision`, :func:`ensure_current`) are for
-the CLI and scripts and must not be called on a running event loop; :func:`upgrade_async` runs
-the upgrade in a worker thread for Trio code.
+The plain functions (:func:`upgrade`, :func:`current_revision`, :func:`ensure_current`) serve the
+CLI and scripts, never a running loop; Trio code uses :func:`upgrade_async` (a worker thread).
 """
 
 from __future__ import annotations

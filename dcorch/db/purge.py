@@ -25,8 +25,7 @@ async def purge_periodically(
 ) -> None:
     """Purge rows soft-deleted more than ``age_days`` ago, now and every ``interval`` seconds.
 
-    A failed purge is logged and tried again at the next interval: nothing depends on it
-    having run, and a database outage must not make a supervisor restart it in a loop.
+    A failure is only logged: nothing depends on it, and an outage must not cause a restart loop.
     """
     task_status.started()
     while True:

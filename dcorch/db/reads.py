@@ -1,10 +1,9 @@
 """Batched reads of pending requests: one query answers many sync actors at once.
 
-After a work order fans out to a thousand subclouds, a thousand sync actors each ask for their
-pair's pending requests within milliseconds. Each query alone is cheap, but each is also a
-transaction and a crossing to the database thread; merged, they are a few ``IN (...)`` queries
-(:func:`dcorch.db.units_sync.pending_requests_many`). A read issued after a write returned
-sees that write: batches are only formed from requests already queued.
+When a work order fans out to a thousand subclouds, their sync actors all ask for their pair's
+pending requests within milliseconds, each a transaction and a thread crossing; merged, they
+are a few ``IN (...)`` queries (:func:`dcorch.db.units_sync.pending_requests_many`). A read
+issued after a write returned sees it: batches only take requests already queued.
 """
 
 from __future__ import annotations

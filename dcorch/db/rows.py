@@ -1,8 +1,7 @@
 """Plain, frozen values returned by the database.
 
-Units never hand out ORM objects or SQLAlchemy rows: a row object would tie the caller to a
-connection owned by the asyncio thread. Every value here is immutable and safe to pass between
-actors. Timestamps are naive UTC.
+Never ORM objects or SQLAlchemy rows, which would tie the caller to a connection owned by the
+asyncio thread: every value is immutable and safe to pass between actors. Timestamps: naive UTC.
 """
 
 from __future__ import annotations

@@ -1,20 +1,16 @@
 """Runs one unit of work in one transaction on the asyncio thread's engine.
 
-A *unit* is a plain synchronous function ``fn(conn, *args)`` over SQLAlchemy Core; the runner
-executes it inside ``conn.run_sync`` on the thread that owns the ``AsyncEngine`` (see
-:mod:`dcorch.db.bridge` and ``docs/database.md``). Guarantees:
+A *unit*, a synchronous ``fn(conn, *args)`` over SQLAlchemy Core, runs in ``conn.run_sync`` on
+the ``AsyncEngine``'s thread (:mod:`dcorch.db.bridge`, ``docs/database.md``). Guarantees:
 
-* **A unit is never cancelled midway.** The crossing runs under ``CancelScope(shield=True)``:
-  a cancelled caller only loses its answer. Cancelling aiosqlite mid-transaction would leave the
-  SQLite file write-locked until the garbage collector ran.
-* **Transient errors are retried** with exponential backoff (``retry_*`` settings); each attempt
-  is a fresh transaction on a fresh pool checkout. Persistent ones become
-  :class:`DatabaseUnavailable`; permanent ones are translated once, in :func:`translate`.
+* **A unit is never cancelled midway.** The crossing is shielded: a cancelled caller only loses
+  its answer (cancelling aiosqlite mid-transaction leaves the SQLite file write-locked until GC).
+* **Transient errors are retried** with exponential backoff (``retry_*``), each time in a fresh
+  transaction, then :class:`DatabaseUnavailable`; others are translated once (:func:`translate`).
 * **Pool checkouts never time out**: a :class:`trio.CapacityLimiter` sized like the pool admits
   units, so callers queue in Trio (fair, cancellable) rather than in the pool.
 
-Nothing here decides *when* a unit runs: writes are queued and grouped by
-:mod:`dcorch.db.dispatcher`, reads run as soon as the limiter admits them.
+Writes are queued and grouped by :mod:`dcorch.db.dispatcher`; reads run once admitted.
 """
 
 from __future__ import annotations

@@ -1,30 +1,23 @@
-"""The dcorch schema as SQLAlchemy Core tables, plus the dcorch-trio extras.
+"""The dcorch schema as SQLAlchemy Core tables (docs/behaviour.md#tables), plus our extras.
 
-See docs/behaviour.md#tables.
+Table, column, constraint and index names are the real system's (operators' tools and upgrade
+scripts read them). Core, not the ORM: hot paths are bulk statements returning plain data.
 
-Names of tables, columns, constraints and indexes are the real system's, because operators' tools
-and upgrade scripts read them. Core (not the ORM) is used because the hot paths are bulk
-statements and every unit returns plain data anyway.
+Kept from the real system: every table has ``created_at``, ``updated_at`` (set by every Core
+``update()``), ``deleted_at`` and ``deleted`` (0 = live, soft-deleted rows get the literal 1);
+only ``orch_request`` is soft-deleted. Timestamps are naive UTC, as oslo.db writes them, so both
+backends compare alike. The client fills ``uuid`` columns: bulk inserts never need RETURNING.
 
-Conventions kept from the real system: every table has ``created_at``, ``updated_at``
-(set on every Core ``update()``), ``deleted_at`` and ``deleted`` (0 = live, soft-deleted rows get
-the literal 1). Only ``orch_request`` is soft-deleted; everything else is hard-deleted.
-Timestamps are naive UTC, as oslo.db writes them, so the two backends compare them the same way.
-``uuid`` columns are filled by the client (uuid4 text) so bulk inserts never need RETURNING.
-
-dcorch-trio extras (migration 0002), each fixing a problem listed in
-docs/behaviour.md#upstream-bugs-we-do-not-repeat:
+Our extras (migration 0002), each fixing one of docs/behaviour.md#upstream-bugs-we-do-not-repeat:
 
 * ``subcloud_sync_subcloud_name_idx`` and ``subcloud_resource_subcloud_id_idx`` (eacc4b8f).
-* ``orch_request_pending_idx`` on ``(target_region_name, deleted, id, state)``: the sync of one
-  pair reads "live requests of a region in id order"; with the region and ``deleted`` as the seek
-  prefix the rows come out already in id order (no sort) and ``state`` is filtered from the index.
-  The same prefix serves the per-region failed-request queries and the delete-subcloud cleanup.
+* ``orch_request_pending_idx`` on ``(target_region_name, deleted, id, state)``: a pair's sync
+  reads a region's live requests in id order; seeking on region and ``deleted`` yields them
+  sorted, ``state`` filtered in the index; also used by failed-request queries, subcloud deletes.
 * Orphaned ``orch_request`` rows after a subcloud delete
-  (docs/behaviour.md#orphaned-requests-after-delete) are fixed in the unit, not with a foreign key:
-  the delete unit removes the region's requests by ``target_region_name``. Requests are keyed by
-  region name everywhere (as upstream), a new FK column would have to be written by every bulk path,
-  and the explicit delete also cleans rows left by an imported upstream database.
+  (docs/behaviour.md#orphaned-requests-after-delete): the unit, not a foreign key, deletes the
+  region's requests by ``target_region_name``. Requests are keyed by region name (as upstream),
+  an FK column would burden every bulk path, and this also cleans imported upstream rows.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Bulk registration of already-eligible subclouds, for tests, the bench and the harness.
 
-Registering thousands of subclouds one API call at a time would dominate a scale test, so this
-unit writes ``subcloud`` and ``subcloud_sync`` rows for many regions in one transaction, in the
-state the engine leaves them after a completed initial sync (managed, online, completed).
+One API call per subcloud would dominate a scale test: this writes many regions' ``subcloud``
+and ``subcloud_sync`` rows in one transaction, as a completed initial sync leaves them.
 """
 
 from __future__ import annotations
@@ -27,9 +26,8 @@ def seed_eligible_subclouds(
 ) -> int:
     """Insert eligible subclouds with one sync row per endpoint type; returns how many.
 
-    With ``audited_at`` the pairs also look freshly audited and reported in-sync at that time,
-    as after the enable-time audit, so the engine starts them without an audit storm (the next
-    audit is due ``engine.audit_interval`` later).
+    With ``audited_at`` the pairs also look audited and reported in-sync at that time, so the
+    engine starts them without an audit storm (next audit ``engine.audit_interval`` later).
     """
     if not regions:
         return 0
@@ -82,8 +80,7 @@ def seed_eligible_subclouds(
         ],
     )
     if conn.dialect.name == "postgresql":
-        # Fresh statistics, or the planner picks nested loops over the new rows
-        # (docs/database.md#pitfalls).
+        # Fresh statistics, or the planner picks nested loops (docs/database.md#pitfalls).
         conn.execute(text("ANALYZE subcloud"))
         conn.execute(text("ANALYZE subcloud_sync"))
     return len(ids)

@@ -1,9 +1,8 @@
 """Units on ``orch_request``: pending work of a pair, state changes, cleanup and purge.
 
-Every query here is per pair (region, endpoint type) where upstream's was global
-(docs/behaviour.md#global-failed-request-cleanup: one pair's audit soft-deleted every subcloud's
-failed requests and scanned the whole table for the most recent failure); the
-``orch_request_pending_idx`` index makes them seeks.
+Every query is per pair (region, endpoint type), seeks on ``orch_request_pending_idx``, where
+upstream's were global (docs/behaviour.md#global-failed-request-cleanup: one pair's audit
+soft-deleted every subcloud's failed requests and scanned the table for the latest failure).
 """
 
 from __future__ import annotations
@@ -86,8 +85,7 @@ def pending_requests(
 def update_requests(conn: Connection, updates: Sequence[RequestUpdate]) -> list[int]:
     """Apply state/try_count changes to live requests; returns the ids that were updated.
 
-    A request missing from the result had been soft-deleted (or never existed): the sync skips it,
-    as upstream does when "the row vanished".
+    Missing ids were soft-deleted (or never existed); skipped, as upstream's "the row vanished".
     """
     now = utcnow()
     done: list[int] = []
@@ -165,11 +163,10 @@ def count_requests_by_state(conn: Connection) -> dict[str, int]:
 
 
 def purge_deleted(conn: Connection, age_days: float) -> PurgeCounts:
-    """The purge (docs/behaviour.md#purge) in one transaction: old soft-deleted requests, then
-    orphan jobs and resources.
+    """Purge old soft-deleted requests, then orphan jobs and resources, in one transaction.
 
-    Live data is never touched: a job with any request row (live or soft-deleted) stays, and a
-    resource referenced by a job or a subcloud mapping stays.
+    Per docs/behaviour.md#purge. Live data is never touched: a job with any request row (live or
+    soft-deleted) stays, and so does a resource referenced by a job or a subcloud mapping.
     """
     cutoff = utcnow() - timedelta(days=age_days)
     requests = conn.execute(

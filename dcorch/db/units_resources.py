@@ -1,8 +1,7 @@
 """Units on ``resource`` and ``subcloud_resource``: the master object <-> subcloud object map.
 
-The sync handlers use these after creating, updating or deleting an object in a subcloud, and the
-audit reads them to compare both sides. Every write is keyed by (region, resource type, master id)
-so the callers never handle internal ids.
+Sync handlers write them after changing an object in a subcloud; the audit reads them to compare
+both sides. Keyed by (region, resource type, master id), so callers never handle internal ids.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
-"""Units of work on ``subcloud`` and ``subcloud_sync``.
+"""Units of work on ``subcloud`` and ``subcloud_sync`` (docs/behaviour.md#subcloud-lifecycle).
 
-See docs/behaviour.md#initial-sync and docs/behaviour.md#subcloud-lifecycle.
-
-Each unit is a plain sync function ``fn(conn, ...)`` run inside one transaction by the actor
-(``conn.run_sync``); the same function runs on SQLite and PostgreSQL. Reads that precede a write
-of the same row use ``SELECT ... FOR UPDATE`` (ignored by SQLite, whose writers are serialised),
-so a read-modify-write never loses a concurrent update (docs/behaviour.md#get-then-save-races).
+Also see docs/behaviour.md#initial-sync. Each unit is a plain sync function ``fn(conn, ...)``
+run in one transaction (``conn.run_sync``), alike on SQLite and PostgreSQL. A read preceding a
+write of the same row uses ``SELECT ... FOR UPDATE`` (ignored by SQLite, whose writers are
+serialised), so a read-modify-write never loses an update (docs/behaviour.md#get-then-save-races).
 """
 
 from __future__ import annotations
@@ -157,10 +155,9 @@ def update_subcloud_states(
 ) -> SubcloudRow:
     """Store new states and derive ``initial_sync_state`` (docs/behaviour.md#subcloud-lifecycle).
 
-    Unchanged states (only the given ones are compared) are a no-op. Otherwise managed+online
-    requests an initial sync (``subsequent_sync`` kept, so a re-connect skips the ID
-    reconciliation); unmanaged resets it to ``none`` and clears ``subsequent_sync``; any other
-    combination (offline, never managed) resets it to ``none``.
+    Unchanged states (only the given ones compared) are a no-op. Managed+online requests an
+    initial sync (``subsequent_sync`` kept: a re-connect skips ID reconciliation); any other
+    combination resets it to ``none``, and unmanaged also clears ``subsequent_sync``.
     """
     m = _fetch(conn, region, for_update=True)
     if (management_state is None or management_state == m["management_state"]) and (
@@ -190,9 +187,8 @@ def set_initial_sync_state(
 ) -> bool:
     """Compare-and-set of ``initial_sync_state``; True if this call made the change.
 
-    ``subsequent_sync`` is written only when the CAS succeeds, so an initial sync finishing after
-    an unmanage (which reset the state) cannot set it behind the unmanage's back
-    (docs/behaviour.md#get-then-save-races).
+    ``subsequent_sync`` is written only on success, so an initial sync ending after an unmanage
+    cannot set it behind the unmanage's back (docs/behaviour.md#get-then-save-races).
     """
     values: dict[str, Any] = {"initial_sync_state": to_state}
     if subsequent_sync is not None:
@@ -223,11 +219,9 @@ def update_subcloud(
 def delete_subcloud(conn: Connection, region: str) -> None:
     """Hard-delete a subcloud with its sync rows, mappings and orch_requests.
 
-    The children are deleted explicitly rather than trusting ``ON DELETE CASCADE`` (SQLite only
-    honours it with ``foreign_keys=ON``), and the region's orch_requests go too, which the real
-    system forgets (docs/behaviour.md#subcloud-lifecycle and
-    docs/behaviour.md#orphaned-requests-after-delete). Their orphaned jobs are removed by the
-    next purge.
+    Children deleted explicitly, not by ``ON DELETE CASCADE`` (SQLite needs ``foreign_keys=ON``);
+    the next purge removes orphaned jobs. The real system forgets the orch_requests
+    (docs/behaviour.md#subcloud-lifecycle, docs/behaviour.md#orphaned-requests-after-delete).
     """
     sid = _fetch(conn, region, for_update=True)["id"]
     conn.execute(delete(subcloud_resource).where(subcloud_resource.c.subcloud_id == sid))

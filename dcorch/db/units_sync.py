@@ -1,9 +1,8 @@
 """Units for group commit and batched reads (``dcorch.db.dispatcher``, ``dcorch.db.reads``).
 
-With aiosqlite every transaction costs several thread crossings (pool checkout, ``BEGIN``, each
-statement, ``COMMIT``, reset), and SQLite has one writer: at a thousand subclouds the sync actors'
-small writes queued behind each other for tens of milliseconds each. These units let many callers
-share one transaction (:func:`run_batch`) and one query (:func:`pending_requests_many`).
+With aiosqlite a transaction costs several thread crossings (checkout, ``BEGIN``, statements,
+``COMMIT``, reset) and SQLite has one writer: at a thousand subclouds the actors' small writes
+queued for tens of ms each. So callers share transactions (:func:`run_batch`) and queries too.
 """
 
 from __future__ import annotations
@@ -42,12 +41,9 @@ READ_CHUNK = 400
 def run_batch(conn: Connection, ops: Sequence[Op]) -> list[Any]:
     """Run several write units in the caller's single transaction; results in ``ops`` order.
 
-    The units come from different callers, none of which has two in one batch, so they are
-    independent and may run in any order: units with a bulk form (:data:`BULK`) run together in
-    a few statements, the others one by one.
-
-    All or nothing: if one unit raises, the transaction rolls back and the caller (the group
-    writer) runs each unit again on its own, so every requester gets its own outcome.
+    The units come from different callers (none with two in one batch), so they are independent
+    and may run in any order: bulk-capable ones (:data:`BULK`) together in a few statements. All
+    or nothing: if one raises, the group writer reruns each alone, so each gets its own outcome.
     """
     results: list[Any] = [None] * len(ops)
     groups: dict[Callable[..., Any], list[int]] = {}
@@ -260,8 +256,7 @@ def pending_requests_many(
 ) -> dict[tuple[str, str], list[PendingRequest]]:
     """:func:`units_requests.pending_requests` for many (region, endpoint type) pairs at once.
 
-    Returns every asked pair (empty list when it has no request), each in ``orch_request.id``
-    order, from one statement per :data:`READ_CHUNK` regions.
+    Each pair asked ([] if none), in id order; one statement per :data:`READ_CHUNK` regions.
     """
     out: dict[tuple[str, str], list[PendingRequest]] = {p: [] for p in pairs}
     regions = sorted({r for r, _ in pairs})

@@ -1,29 +1,19 @@
 """The enqueue unit: work orders become resource, orch_job and orch_request rows.
 
-See docs/behaviour.md#recording-work.
-
-One call handles one or many orders in one transaction, which is what lets the dispatcher group
-commit. The statement count does not grow with the number of orders or subclouds:
+See docs/behaviour.md#recording-work. One call records one or many orders in one transaction
+(so the dispatcher can group commit), in statements that do not grow with orders or subclouds:
 
 1. resources: one ``SELECT`` per resource type, one ``INSERT ... ON CONFLICT DO NOTHING`` for the
-   missing ones, one re-``SELECT`` of those. Both branches of upstream's resource step
-   (``create``/``patch`` insert first, the rest look up first) end in the same state, and the
-   conflict clause makes two concurrent creators of one resource converge on a single row
-   instead of failing;
-2. targets: one query per endpoint type for the eligible subclouds (HEAD rule b303d0ab: managed,
-   online, initial sync completed, and owning a sync row for that endpoint type so the request
-   can ever be processed), one query for all explicitly named subclouds;
+   missing ones, one re-``SELECT`` of those (why: see :func:`_resolve_resources`);
+2. targets: per endpoint type one query for eligible subclouds (HEAD rule b303d0ab: managed,
+   online, initial sync done, with a sync row of that type, or it never runs), one for named ones;
 3. orch_jobs: one insert with ``RETURNING`` in parameter order (insertmanyvalues);
 4. orch_requests: one executemany (SQLite) or one asyncpg ``COPY`` (PostgreSQL);
-5. ``subcloud_sync.sync_request = 'requested'`` for the targeted pairs, one ``UPDATE`` per
-   endpoint type. Unlike HEAD, pairs that are ``in-progress`` are *not* skipped: our sync actors
-   are woken by events and re-read the pending requests after each run, so a pair marked
-   requested while it syncs simply runs once more, and the lost wake-up
-   (docs/behaviour.md#lost-wake-up) cannot happen.
-   Pairs already ``requested`` are left untouched to save writes.
+5. ``subcloud_sync.sync_request = 'requested'`` for targeted pairs not yet requested, one
+   ``UPDATE`` per endpoint type; unlike HEAD, even ``in-progress`` ones: actors re-read pending
+   requests after each run, so it runs again (no lost wake-up, docs/behaviour.md#lost-wake-up).
 
-An explicitly named subcloud that does not exist raises :class:`SubcloudNotFound`, which rolls
-back the whole transaction: no order of the batch is committed.
+An unknown named subcloud raises :class:`SubcloudNotFound`: no order of the batch commits.
 """
 
 from __future__ import annotations
@@ -61,8 +51,7 @@ _CHUNK = 500
 def enqueue_work(conn: Connection, orders: Sequence[WorkOrder]) -> list[EnqueueResult]:
     """Record ``orders`` in the current transaction; results are in the orders' order.
 
-    Orders whose ``job_uuid`` is already recorded are not written again: their existing job is
-    returned, which makes a retried enqueue idempotent.
+    An already recorded ``job_uuid`` returns its existing job: a retried enqueue is idempotent.
     """
     if not orders:
         return []
@@ -161,10 +150,9 @@ def _resolve_resources(
 ) -> dict[tuple[str, str], int]:
     keys = {(o.resource_type, o.source_resource_id) for o in orders}
     found = _find_resources(conn, keys)
-    # Upstream's resource step (docs/behaviour.md#recording-work) inserts first for create/patch
-    # and looks up first for the rest; with ON CONFLICT DO NOTHING both orders end with the
-    # same single live row per key, so one lookup-then-insert serves both branches (and a
-    # concurrent creator cannot make it fail).
+    # Upstream's resource step (docs/behaviour.md#recording-work) inserts first for create/patch,
+    # looks up first otherwise; with ON CONFLICT DO NOTHING both end with one live row per key, so
+    # one lookup-then-insert serves both (and a concurrent creator cannot make it fail).
     missing = sorted(keys - found.keys())
     if missing:
         rows = [
@@ -263,10 +251,9 @@ def _insert_requests(conn: Connection, records: list[tuple[Any, ...]]) -> None:
     if not records:
         return
     if conn.dialect.driver == "asyncpg":
-        # COPY is 2-2.5x faster than executemany. The transaction is already open on the
-        # asyncpg side because earlier statements of this unit ran through SQLAlchemy, so the
-        # COPY rolls back with it (docs/database.md#pitfalls, "COPY before any SQLAlchemy
-        # statement").
+        # COPY is 2-2.5x faster than executemany. Earlier statements of this unit already opened
+        # the transaction on the asyncpg side, so the COPY rolls back with it
+        # (docs/database.md#pitfalls, "COPY before any SQLAlchemy statement").
         driver = conn.connection.dbapi_connection
         assert driver is not None
         driver.run_async(  # type: ignore[attr-defined]
@@ -290,11 +277,10 @@ def _insert_requests(conn: Connection, records: list[tuple[Any, ...]]) -> None:
 def _uuids(n: int) -> list[str]:
     """``n`` time-ordered (version 7, RFC 9562) uuids as text, consecutive within one call.
 
-    Random version 4 uuids land all over the unique index of ``orch_request.uuid``, so every
-    insert touches a cold B-tree page and bulk inserts slow down as the table grows (measured
-    on SQLite: 50,000 rows went from 1.2 s to 2.0 s over four batches; with these, a steady
-    1.0-1.1 s). A millisecond timestamp prefix and a counter make each batch append at the end.
-    ``str(uuid.uuid4())`` would also cost about 2 µs each, a visible share at 10,000 targets.
+    Random uuid4s land all over the unique index of ``orch_request.uuid``: every insert touches a
+    cold B-tree page and bulk inserts slow as the table grows (SQLite, 50,000 rows: 1.2 s to 2.0 s
+    over four batches; with these a steady 1.0-1.1 s). A millisecond timestamp prefix and a
+    counter append each batch at the end; ``str(uuid.uuid4())`` also costs ~2 µs each.
     """
     millis = int(time.time() * 1000) & 0xFFFF_FFFF_FFFF
     head = f"{(millis << 16) | (0x7 << 12) | (int.from_bytes(os.urandom(2), 'big') & 0xFFF):016x}"

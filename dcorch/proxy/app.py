@@ -1,8 +1,6 @@
-"""Build one proxy application (one per endpoint type), with every dependency injected.
+"""Build one proxy application per endpoint type, with every dependency injected.
 
-``create_proxy_app`` returns a quart-trio app that sends every request, whatever its path or
-method, to one :class:`~dcorch.proxy.handler.ProxyHandler`. Nothing is global: two apps in one
-process (the three listeners of the service, or a test) share nothing but what they are given.
+No globals: apps in one process (the three listeners, or a test) share only what they are given.
 """
 
 from __future__ import annotations
@@ -24,11 +22,10 @@ from dcorch.work import WorkSink
 
 
 class ProxyApp(QuartTrio):
-    """A quart-trio app whose every request goes to :attr:`handler`.
+    """A quart-trio app whose every request, whatever its path or method, goes to :attr:`handler`.
 
-    ``dispatch_request`` is overridden rather than registering a catch-all URL rule because a
-    proxy must forward *any* method and path (werkzeug routing would answer 404/405/308 itself
-    for odd methods, double slashes or missing trailing slashes).
+    ``dispatch_request`` is overridden instead of a catch-all URL rule: werkzeug routing would
+    answer 404/405/308 itself for odd methods, double slashes or missing trailing slashes.
     """
 
     handler: ProxyHandler
@@ -51,21 +48,17 @@ def create_proxy_app(
     """A proxy for ``endpoint_type`` (``identity``, ``platform`` or ``usm``).
 
     Arguments:
-        endpoint_type: which service this listener fronts; selects the intercepted routes.
-        upstream_url: the master service (keystone, sysinv or usm), e.g. ``http://host:5000``;
-            a path prefix is kept.
+        endpoint_type: the service this listener fronts; selects the intercepted routes.
+        upstream_url: the master service, e.g. ``http://host:5000`` (a path prefix is kept).
         work_sink: records the work orders; the client is answered only after it returns.
-        token_cache: validates client tokens. Pass the process's one cache, the same the
-            other proxies and the v1 API use: a token revoked through the identity proxy is
-            forgotten in it, so it is refused at once everywhere. A second cache wrapped around
-            it would keep the token valid for its ttl.
+        token_cache: validates client tokens. Pass the process's one cache, shared with the
+            other proxies and the v1 API: a token revoked through the identity proxy is dropped
+            from it and refused at once everywhere (a second cache would keep it for its ttl).
         settings: the proxy section of the settings.
-        http_client: the client for the master (no redirects followed, no proxy variables
-            read: :func:`dcorch.remote.http.open_http_client`); the caller closes it.
-        fernet_keys_source: the master's fernet keys, to find a revoked token's audit id;
-            required for ``identity``.
-        metrics: the process's metric series, where the proxied commands are counted (the
-            v1 API's ``/metrics`` renders them); a private one if ``None``.
+        http_client: the client for the master, following no redirects and reading no proxy
+            variables (:func:`dcorch.remote.http.open_http_client`); the caller closes it.
+        fernet_keys_source: the master's fernet keys, to find a revoked token's audit id.
+        metrics: counts proxied commands for the v1 API's ``/metrics`` (None: a private one).
 
     Raises:
         ValueError: unknown endpoint type, or ``identity`` without a fernet key source.

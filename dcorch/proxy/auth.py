@@ -1,14 +1,12 @@
 """Token validation against the master keystone, with a short, bounded cache.
 
-The real proxy used keystonemiddleware, which validates a token by asking keystone with the
-service's own admin token. :class:`KeystoneTokenValidator` instead sends the client's token as
-both ``X-Auth-Token`` and ``X-Subject-Token``: keystone allows any valid token to validate itself,
-so the proxy needs no service credentials, and an invalid token simply gets 401/404.
+The real proxy's keystonemiddleware validated tokens with the service's admin token;
+:class:`KeystoneTokenValidator` sends the client's as ``X-Auth-Token`` and ``X-Subject-Token``
+(a valid token may validate itself): no service credentials; a bad one gets 401/404.
 
-:class:`TokenCache` keeps successful validations for ``ttl`` seconds (never past the token's own
-``expires_at``), keyed by a SHA-256 of the token so the cache never holds a usable token. A token
-revoked through the proxy is dropped at once; one revoked directly at the master stays usable
-through the proxy for at most ``ttl`` seconds, the same trade-off keystonemiddleware's cache makes.
+:class:`TokenCache` keys entries by the token's SHA-256, so it never holds a usable token. A
+token revoked through the proxy is dropped at once; one revoked at the master stays usable
+through the proxy for at most ``ttl`` seconds, the trade-off keystonemiddleware's cache makes.
 """
 
 from __future__ import annotations
@@ -115,10 +113,9 @@ def _utc_now() -> datetime:
 class TokenCache:
     """A :class:`TokenValidator` that remembers another validator's positive answers.
 
-    Entries expire after ``ttl`` seconds of ``clock`` (trio's clock by default, so tests can use
-    the autojump clock) or when the token itself expires, judged once against ``wall_clock``
-    when the entry is stored. At most ``max_entries`` are kept; the least recently used goes
-    first. Negative answers are not kept, so a flood of bad tokens cannot push good ones out.
+    Entries expire after ``ttl`` seconds of ``clock`` (trio's by default: tests can autojump) or
+    at the token's expiry, judged against ``wall_clock`` on storing. At most ``max_entries``, least
+    recently used out first. Negative answers are not kept: bad tokens cannot push good ones out.
     """
 
     def __init__(

@@ -1,9 +1,8 @@
 """Errors the proxy raises or turns into HTTP replies, and the JSON shape of those replies.
 
-Every reply the proxy makes *itself* (as opposed to relaying the master's) uses the shape the
-real proxy's ``parser`` filter produces, ``{"error_message": "<JSON text of a fault>"}``, so the
-existing clients (cgts-client, openstackclient through the DC wrappers) can parse it the same way
-as an error coming from the master service.
+Replies the proxy makes *itself* (not the master's, relayed) have the real proxy's ``parser``
+filter shape, ``{"error_message": "<JSON text of a fault>"}``, so existing clients (cgts-client,
+openstackclient through the DC wrappers) parse them like the master service's errors.
 
 Hierarchy (``Overloaded``, from :mod:`dcorch.work`, becomes 503 + Retry-After)::
 
@@ -36,8 +35,7 @@ class ValidationUnavailable(Exception):
 def fault_body(status: int, message: str) -> bytes:
     """The JSON body of a proxy-made error reply (the ``parser`` filter's shape).
 
-    ``faultcode`` is ``Client`` for 4xx and ``Server`` for 5xx, as in the WSME faults the real
-    services return.
+    ``faultcode`` is ``Client`` for 4xx, ``Server`` for 5xx, as in the real services' WSME faults.
     """
     fault = {
         "faultcode": "Client" if status < 500 else "Server",

@@ -1,18 +1,13 @@
 """The audit id of a keystone fernet token, for token revocation events.
 
-See docs/behaviour.md#token-revocation-audit-id.
-
-Subclouds learn about a revoked token through a ``revoke_events`` work order keyed by the token's
-audit id, which is inside the encrypted token. Keystone builds a fernet token as
+Subclouds learn of a revoked token through a ``revoke_events`` work order keyed by its audit id,
+inside the encrypted token (docs/behaviour.md#token-revocation-audit-id). A fernet token is
 ``urlsafe_b64(Fernet(msgpack([version, user_id, methods, project_id, expires_at, ...,
-audit_ids])))`` with the ``=`` padding stripped, and shows each audit id as urlsafe base64 of
-random bytes, without padding.
+audit_ids])))``, ``=`` padding stripped; audit ids are unpadded urlsafe base64 of random bytes.
 
-The keys live in the master's fernet repository, which sysinv serves as ``GET /v1/fernet_repo``
-(a list of ``{"id", "key"}``). The real proxy fetched them on every revocation
-(docs/behaviour.md#proxy-weak-spots);
-:class:`SysinvFernetKeys` keeps them for a short while and :func:`extract_audit_id` refetches
-once when a token does not decrypt, which is what a key rotation looks like from here.
+Keys: the master's fernet repository, sysinv's ``GET /v1/fernet_repo`` (``{"id", "key"}`` list).
+The real proxy fetched them per revocation (docs/behaviour.md#proxy-weak-spots); they are cached
+by :class:`SysinvFernetKeys`, refetched by :func:`extract_audit_id` if a token fails to decrypt.
 """
 
 from __future__ import annotations
@@ -44,8 +39,7 @@ class FernetKeySource(Protocol):
     async def get_keys(self, auth_token: str, *, refresh: bool = False) -> Sequence[str]:
         """The current keys (urlsafe base64 text); ``refresh`` bypasses any cache.
 
-        ``auth_token`` is the validated admin token of the request being proxied; using it means
-        the proxy needs no service credentials of its own. Raises on any failure.
+        ``auth_token`` (the request's admin token) spares service credentials; raises on failure.
         """
         ...
 
@@ -114,9 +108,8 @@ def audit_id_from_token(token: str, keys: Sequence[str]) -> str:
 def audit_id_from_payload(payload: bytes) -> str:
     """The first audit id of a decrypted keystone token payload.
 
-    msgpack gives ``bytes`` for the audit id when keystone packed it as binary (modern msgpack)
-    and ``str`` when it was packed as a raw string (old msgpack); both are handled. A raw string
-    that is not UTF-8 is read again in raw mode rather than failing.
+    msgpack gives ``bytes`` if keystone packed it as binary (modern msgpack), ``str`` if as a raw
+    string (old msgpack); a raw string that is not UTF-8 is re-read in raw mode, not failed.
     """
     try:
         try:
@@ -141,8 +134,7 @@ def audit_id_from_payload(payload: bytes) -> str:
 async def extract_audit_id(token: str, source: FernetKeySource, auth_token: str) -> str | None:
     """The audit id of ``token``, or ``None`` (logged, never raised) when it cannot be found.
 
-    Tries the cached keys first and, if the token does not decrypt, fetches the keys once more:
-    a key rotation since the last fetch must not lose the revocation.
+    Cached keys first, then refetched ones: a key rotation since the last fetch must not lose it.
     """
     try:
         keys = await source.get_keys(auth_token)

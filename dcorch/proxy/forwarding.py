@@ -1,20 +1,16 @@
-"""Forward a request to the master service and relay its answer.
+"""Forward a request to the master and relay its answer (docs/behaviour.md#proxy-pipeline).
 
-See docs/behaviour.md#proxy-pipeline.
+The master gets the client's method, raw path, query, body and headers minus hop-by-hop ones,
+plus the real proxy's forwarding headers (``X-Forwarded-Server`` = the original ``Host``,
+``X-Forwarded-Scheme``, ``X-Forwarded-For`` when absent, ``Host`` = the master's ``host:port``,
+and ``X-Domain-Id`` / ``X-Domain-Name`` / ``OpenStack-System-Scope`` empty when missing).
 
-What the master sees: the client's method, raw path, query, body and headers, except
-hop-by-hop headers, plus the real proxy's forwarding headers (``X-Forwarded-Server`` = the
-original ``Host``, ``X-Forwarded-Scheme``, ``X-Forwarded-For`` when absent, ``Host`` = the
-master's ``host:port``, and ``X-Domain-Id`` / ``X-Domain-Name`` / ``OpenStack-System-Scope`` as
-empty strings when missing).
+The client gets the master's status, headers (minus hop-by-hop) and body bytes as received
+(still content-encoded). A buffered body gets a recomputed Content-Length; a streamed one keeps
+the master's, right as the bytes are relayed unchanged (our server re-chunks a chunked answer).
 
-What the client sees: the master's status, headers and body bytes as received (still
-content-encoded), minus hop-by-hop headers. A buffered body gets a recomputed Content-Length; a
-streamed one keeps the master's Content-Length, which stays right because the raw bytes are
-relayed unchanged (a chunked master answer is re-chunked by our server).
-
-Requests are built with :class:`httpx.Request` and sent with ``client.send`` so the client's own
-default headers (User-Agent, Accept-Encoding, ...) are never added to the forwarded request.
+Requests are built as :class:`httpx.Request` and sent with ``client.send`` so the client's own
+default headers (User-Agent, Accept-Encoding, ...) are never added.
 """
 
 from __future__ import annotations
@@ -83,8 +79,7 @@ def upstream_headers(
 ) -> list[tuple[bytes, bytes]]:
     """The headers to send to the master for a client request's raw ASGI headers.
 
-    ``keep_content_length`` keeps the client's Content-Length for a streamed body; for a
-    buffered body httpx computes it.
+    ``keep_content_length``: for a streamed body (httpx computes a buffered body's).
     """
     original_host = header(client_headers, b"host") or b""
     result = [
@@ -108,8 +103,7 @@ def upstream_headers(
 def client_headers(upstream: httpx.Headers, *, streamed: bool) -> list[tuple[str, str]]:
     """The master's response headers as the client gets them.
 
-    The values are decoded as latin-1, which is how both httpx and our server treat header
-    bytes, so they are relayed byte for byte.
+    Decoded as latin-1, as httpx and our server treat header bytes, so relayed byte for byte.
     """
     raw = upstream.raw
     drop = {b"content-length"} if not streamed or header(raw, b"transfer-encoding") else set()
@@ -138,9 +132,8 @@ async def non_empty(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
 class UpstreamBody(ResponseBody):
     """The master's response body relayed chunk by chunk (raw, still content-encoded).
 
-    Quart enters it as an async context manager around sending the body, so the upstream
-    response is closed (its connection back in httpx's pool, or dropped) when sending ends,
-    fails or is cancelled because the client went away.
+    Quart enters it as an async context manager around sending, so the upstream response is
+    closed (connection pooled or dropped) when sending ends, fails or is cancelled (client gone).
     """
 
     def __init__(self, response: httpx.Response) -> None:

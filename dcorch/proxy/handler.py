@@ -1,20 +1,17 @@
 """The per-request pipeline of one proxy (docs/behaviour.md#proxy-pipeline).
 
-In order: the ``User-Header: distcloud`` bypass and the version-root shortcut forward without
-authentication; every other request needs a valid ``X-Auth-Token`` (and the ``admin`` role to
-change anything); a request on an intercepted route is forwarded with its body buffered, and if
-the master's status says the change happened its work orders are submitted *before* the client
-gets the master's answer; anything else is streamed through untouched.
+The ``User-Header: distcloud`` bypass and the version-root shortcut forward unauthenticated; the
+rest needs a valid ``X-Auth-Token`` (and ``admin`` to change anything). An intercepted route is
+forwarded with its body buffered; if the master's status says the change happened, its work
+orders are submitted *before* the client gets the answer. The rest streams through untouched.
 
-Only the method, the path, the status and a work order's type/operation/id are logged, plus the
-traceback of an internal error, masked by :class:`~dcorch.proxy.redaction.RedactingFilter`.
+Only logged: method, path, status, a work order's type/operation/id and an internal error's
+traceback, masked by :class:`~dcorch.proxy.redaction.RedactingFilter`.
 
-Every intercepted command that is forwarded to the master counts once in
-``dcorch_proxied_commands_total``, labelled with the proxy's endpoint type and the outcome:
-``committed`` (its work is recorded), ``rejected`` (the master refused it: nothing to record),
-``unrecorded`` (the master applied it but no work order could be derived), ``overloaded`` (503,
-the work sink was full), ``timed_out`` (504, forwarding and recording overran their deadline)
-or ``failed`` (the master unreachable, recording the work failed or an internal error).
+Each intercepted command forwarded to the master counts once in ``dcorch_proxied_commands_total``
+by endpoint type and outcome: ``committed`` (work recorded), ``rejected`` (by the master),
+``unrecorded`` (no work order derivable), ``overloaded`` (503, sink full), ``timed_out`` (504,
+deadline overrun) or ``failed`` (master unreachable, recording failed, internal error).
 """
 
 from __future__ import annotations
@@ -134,8 +131,8 @@ class ProxyHandler:
             logger.warning("%s %s: master unreachable (%s)", method, path, type(exc).__name__)
             response = error_response(502, "the master service is unreachable")
         except Exception:
-            # Logged here, through the module's redacting filter, rather than left to quart,
-            # which would print the exception text (it may quote a body or a token) unmasked.
+            # Logged here, through the redacting filter: quart would print the exception text
+            # (it may quote a body or a token) unmasked.
             logger.exception("%s %s: internal error", method, path)
             response = error_response(500, "internal error in the dcorch proxy")
         logger.info("%s %s -> %d", method, path, response.status_code)

@@ -1,9 +1,8 @@
 """Turn an intercepted request and the master's answer into work orders (pure functions).
 
-The route table (:mod:`dcorch.proxy.routes`) says *what* each route produces; this module says
-*how*: it extracts ids from paths and JSON bodies and builds the ``resource_info`` text. Nothing
-here does I/O, so every rule is unit-tested directly. The only input that needs I/O, a revoked
-token's audit id, is computed by the caller (:mod:`dcorch.proxy.fernet_audit`) and passed in.
+The route table (:mod:`dcorch.proxy.routes`) says *what* each route produces, this module *how*
+(ids from paths and JSON bodies, the ``resource_info`` text). No I/O, so every rule is unit-tested
+directly; the caller passes in a revoked token's audit id (:mod:`dcorch.proxy.fernet_audit`).
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ from dcorch.work import WorkOrder
 class UnusableExchange(Exception):
     """The master accepted the request but no work order can be derived from it.
 
-    The message names the problem without quoting bodies (they hold secrets); the caller logs
-    it as a warning and replies to the client normally, as the real proxy did.
+    Quotes no body (secrets); the caller logs a warning and replies normally, as the real proxy did.
     """
 
 
@@ -68,11 +66,10 @@ def build_work_orders(
     endpoint_type: str,
     ok_statuses: frozenset[int],
 ) -> list[WorkOrder]:
-    """The work orders for one intercepted exchange.
+    """The work orders for one intercepted exchange; none if the status is not in ``ok_statuses``.
 
-    Returns an empty list when the master's status is not in ``ok_statuses`` (the change did not
-    happen). Raises :class:`UnusableExchange` when the change happened but the id or the
-    information cannot be derived (empty id, a body that is not JSON, no certificate signature).
+    Raises :class:`UnusableExchange` when the change happened but the id or the information
+    cannot be derived (empty id, a body that is not JSON, no certificate signature).
     """
     if exchange.status not in ok_statuses:
         return []
@@ -127,10 +124,9 @@ def _response_id(body: Mapping[str, Any]) -> str:
 def _signatures(body: Mapping[str, Any]) -> list[str]:
     """Certificate signatures from a sysinv reply.
 
-    An install answers ``{"certificates": {...}}`` or, for a CA bundle, ``{"certificates":
-    [{...}, ...]}``; a delete answers the deleted certificate itself (``{"signature": ...}``).
-    Entries without a signature are skipped (sysinv answers 200 with an ``error`` text and no
-    certificate when an install fails).
+    An install answers ``{"certificates": {...}}`` (a CA bundle: a list of them), a delete the
+    deleted certificate (``{"signature": ...}``). Entries without a signature are skipped: a
+    failed install answers 200 with an ``error`` text and no certificate.
     """
     certificates = body.get("certificates")
     if isinstance(certificates, Mapping):

@@ -1,11 +1,9 @@
 """Keep secrets out of logs.
 
-Request bodies that the proxy intercepts carry clear passwords (keystone user create, password
-change), password hashes (sysinv iuser) and private keys (certificate install); the headers carry
-tokens. The proxy therefore logs only the method, the path, the status and a work order's
-type/operation/id. As a second line of defence, :class:`RedactingFilter` masks any dict handed to
-a log call whose keys look secret, and :func:`redact` does the same for code that wants to log a
-structure on purpose.
+Intercepted bodies carry clear passwords (keystone user create, password change), password
+hashes (sysinv iuser) and private keys (certificate install); headers carry tokens. So the proxy
+logs only method, path, status and a work order's type/operation/id. As defence in depth,
+:class:`RedactingFilter` masks secret-keyed dicts in log calls; :func:`redact` does it on demand.
 """
 
 from __future__ import annotations
@@ -74,15 +72,13 @@ def redact(value: Any) -> Any:
 class RedactingFilter(logging.Filter):
     """A logging filter that masks secrets in log records; it never drops a record.
 
-    Dicts passed as log arguments get their secret-keyed entries masked; then, if the formatted
-    message still shows a quoted secret-named pair (httpcore's DEBUG trace prints raw headers,
-    ``X-Subject-Token`` included), the message is replaced by its masked text. A traceback
-    (``logger.exception``) is formatted here and masked the same way, because an exception's
-    text often quotes the body or the headers it failed on.
+    Secret-keyed entries of dict log arguments are masked; if the formatted message still shows
+    a quoted secret-named pair (httpcore's DEBUG trace prints raw headers, ``X-Subject-Token``
+    included), it is replaced by its masked text. A traceback (``logger.exception``) is formatted
+    and masked here too: an exception's text often quotes the body or headers it failed on.
 
-    The proxy installs it on its own module loggers. A filter on a logger does not see records of
-    other loggers, so the service should also add it to its log *handlers*, which covers
-    third-party libraries logging at DEBUG.
+    The proxy installs it on its module loggers; a logger's filter misses other loggers' records,
+    so the service should also add it to its log *handlers* (third-party DEBUG logging).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -105,8 +101,8 @@ class RedactingFilter(logging.Filter):
 def _redact_exception(record: logging.LogRecord) -> None:
     """Replace the record's exception by its formatted, masked text.
 
-    Handlers' formatters print a ready ``exc_text`` as it is; ``exc_info`` is dropped so that no
-    formatter (a JSON one, say) can render the raw exception again, secrets included.
+    Formatters print a ready ``exc_text`` as is; ``exc_info`` is dropped so that no formatter (a
+    JSON one, say) can render the raw exception, secrets included, again.
     """
     if record.exc_info and record.exc_info[0] is not None:
         record.exc_text = _FORMATTER.formatException(record.exc_info)

@@ -1,20 +1,16 @@
 """The intercepted routes, as data (docs/behaviour.md#intercepted-routes).
 
-Each :class:`RouteSpec` says which paths of one resource type are intercepted, and for each HTTP
-method what work order the request becomes: the stored operation, where the
-``source_resource_id`` comes from (:class:`Rid`) and what ``resource_info`` holds
-(:class:`Info`). The logic that applies a spec to a request/response pair is in
-:mod:`dcorch.proxy.interception`; keeping the table free of code makes it reviewable against the
-spec line by line.
+Each :class:`RouteSpec` says which paths of one resource type are intercepted and, per method,
+what work order a request becomes: the stored operation, where ``source_resource_id`` comes from
+(:class:`Rid`) and what ``resource_info`` holds (:class:`Info`). :mod:`dcorch.proxy.interception`
+applies specs; a table free of code can be reviewed against the spec line by line.
 
-Paths are matched against the raw (still percent-encoded) request path, as the real proxy matched
-the request URL. Id segments are ``[^/]+``, so a trailing slash or an empty id does not match and
-the request is simply passed through with no work (the real proxy computed an empty id and
-enqueued nothing).
+Paths are matched against the raw (percent-encoded) request path, as the real proxy matched the
+request URL. Id segments are ``[^/]+``, so a trailing slash or an empty id does not match and
+the request passes through with no work (the real proxy computed an empty id, enqueued nothing).
 
-Upstream configured methods per *resource type*, so a few meaningless combinations matched too
-(``POST /v3/users/{id}``); the master rejects those and non-OK answers never produce work, so this
-table lists only the meaningful ones.
+Upstream set methods per *resource type*, so meaningless combinations matched too
+(``POST /v3/users/{id}``); the master rejects those (no work), so only meaningful ones are listed.
 """
 
 from __future__ import annotations

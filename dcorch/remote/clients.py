@@ -1,9 +1,8 @@
 """Typed calls to one cloud's keystone, sysinv and dcdbsync, and to the master's dcmanager.
 
-A :class:`CloudClient` is a cheap value (endpoints + the shared :class:`HttpSession`); the engine
-builds one per subcloud per pass from the resolver, so a management-IP change is picked up on the
-next pass and nothing per subcloud is cached except its keystone token. The master uses the same
-class with the master's endpoints, plus :class:`StatusReporter` for dcmanager.
+A :class:`CloudClient` is a cheap value (endpoints + the shared :class:`HttpSession`) built per
+subcloud per pass, so a management-IP change is picked up on the next pass and only keystone
+tokens are cached. The master uses it too, plus :class:`StatusReporter` for dcmanager.
 
 Every method raises only :mod:`dcorch.remote.errors` exceptions (mapped in :mod:`.http`).
 """
@@ -231,20 +230,16 @@ class _Flight:
 class MasterReads:
     """Master answers shared by all sync actors: one fetch serves a thousand subclouds.
 
-    A work order fans out to every subcloud, and each subcloud's driver fetches the same master
-    record (and each initial sync the same listings). Callers asking for the same key while a
-    fetch is in flight wait for it, and its answer is reused for :data:`MASTER_READ_TTL` s.
+    A work order fans out to every subcloud, whose drivers fetch the same master record (and
+    initial syncs the same listings). Callers of a key in flight wait for that fetch; its answer
+    is reused for :data:`MASTER_READ_TTL` s, each caller getting its own deep copy.
 
     Freshness (the stale-cache bug of 3aa52731/20f8fd05):
 
-    * a record fetched while applying a request is keyed by the request's ``orch_job``: the
-      first fetch for a job starts after the job was read from the database, so after the
-      master change it replicates, and later jobs on the same object fetch again;
-    * other answers (initial sync listings, fernet keys) are keyed by a generation that the sync
-      manager bumps (:meth:`invalidate`) on every committed work order: a caller only gets an
-      answer whose fetch started after the last invalidation before it asked.
-
-    Every caller gets its own deep copy.
+    * a record fetched while applying a request is keyed by its ``orch_job``, first fetched after
+      the job was read (so after the master change it replicates); later jobs fetch again;
+    * other answers (initial sync listings, fernet keys) are keyed by a generation bumped per
+      commit (:meth:`invalidate`): a caller only gets answers fetched after the latest bump.
     """
 
     def __init__(self, ttl: float = MASTER_READ_TTL) -> None:
@@ -262,10 +257,7 @@ class MasterReads:
     async def get(
         self, key: tuple[Any, ...], fetch: Callable[[], Awaitable[T]], *, per_job: bool = False
     ) -> T:
-        """The answer of ``fetch()`` for ``key``, shared as the class docstring says.
-
-        ``per_job``: ``key`` names an ``orch_job`` (no generation check).
-        """
+        """``fetch()``'s answer for ``key``, shared; ``per_job``: keyed by ``orch_job`` only."""
         generation = None if per_job else self._generation
         while True:
             flight = self._flights.get(key)
@@ -323,8 +315,7 @@ class CachedMasterClient(CloudClient):
     """The master's :class:`CloudClient` with shared reads (:class:`MasterReads`).
 
     ``get_record`` is shared per ``orch_job`` while a request is applied (:data:`current_job`
-    set) and not shared otherwise; ``list_records`` and ``get_fernet_keys`` are shared per
-    generation. Writes and every other call go to the master each time.
+    set), else not; ``list_records`` and ``get_fernet_keys`` per generation; the rest never.
     """
 
     reads: MasterReads = field(default_factory=MasterReads)

@@ -1,10 +1,8 @@
 """Where the engine finds a subcloud's services, and the master's.
 
-The engine never builds a subcloud URL itself: it asks an :class:`EndpointResolver`. Production
-uses :class:`ManagementIpResolver` (the subcloud's admin endpoints, ``https://IP:5001/v3`` and
-friends, see ``docs/behaviour.md``), built from the subcloud row at every call, so a
-management-IP change takes effect on the next request; the simulator brings its own resolver
-(``dcorch.sim.endpoints.SimResolver``).
+The engine asks an :class:`EndpointResolver` for subcloud URLs: :class:`ManagementIpResolver` in
+production (admin endpoints like ``https://IP:5001/v3``, ``docs/behaviour.md``), built per call
+from the subcloud row (a new management IP applies at once); ``sim.endpoints.SimResolver`` in tests.
 """
 
 from __future__ import annotations
@@ -54,9 +52,7 @@ class MasterEndpoints:
 
     @classmethod
     def from_settings(cls, master: MasterSettings) -> MasterEndpoints:
-        """Real master services; each URL may be given with or without its version.
-
-        The master's dcdbsync listens on keystone's host, port 8219.
+        """Real master services (URLs with or without version); dcdbsync: keystone's host:8219.
 
         Raises:
             ValueError: a service URL that production needs is not set.

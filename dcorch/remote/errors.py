@@ -1,8 +1,7 @@
 """Errors a sync driver raises, and what the sync actor does with each.
 
-The hierarchy mirrors upstream's four outcomes of one attempt
-(docs/behaviour.md#request-outcomes-and-retries), so the retry policy is chosen by ``except`` clause
-and never by inspecting messages::
+It mirrors upstream's four outcomes of one attempt (docs/behaviour.md#request-outcomes-and-retries),
+so the retry policy is chosen by ``except`` clause, never by inspecting messages::
 
     SyncError                       base of every expected failure of one attempt
     ├── SubcloudUnreachable         connect error / timeout / transport error (SyncRequestTimeout):
@@ -15,9 +14,8 @@ and never by inspecting messages::
     │   └── RemoteConflict          the subcloud answered 409 (object already exists)
     └── SyncAborted                 expired certificate (SyncRequestAbortedBySystem): aborted
 
-Anything else escaping a driver is a bug (or a response we do not understand): it crashes the
-sync actor, whose supervisor restarts it; the request is still in the database, so nothing is
-lost, and the try counter bounds how often one poisonous request can do this.
+Anything else escaping a driver is a bug (or an answer we do not understand) and crashes the
+sync actor for its supervisor to restart; the request stays queued, its try counter bounding that.
 """
 
 from __future__ import annotations

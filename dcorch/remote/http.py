@@ -1,14 +1,11 @@
 """One shared HTTP client for all subcloud and master calls, with tokens and error mapping.
 
-Why one :class:`httpx.AsyncClient`: at thousands of subclouds a client (and a connection pool)
-per subcloud means thousands of sockets and token requests (upstream's "too many open files" and
-token storms, fixed upstream in 2ac4be0d, bdab4205 and effa8f15: docs/behaviour.md#fixed-upstream).
-One client with bounded limits caps the sockets; tokens are cached per keystone URL and
-refreshed only when a service answers 401.
+One bounded :class:`httpx.AsyncClient` caps sockets: a client per subcloud means thousands of
+sockets and token requests (upstream's "too many open files" and token storms, fixed in 2ac4be0d,
+bdab4205, effa8f15: docs/behaviour.md#fixed-upstream); tokens are cached per keystone until a 401.
 
-Every failure leaves this module as a :mod:`dcorch.remote.errors` exception
-(docs/behaviour.md#error-mapping), translated here in one place so drivers never see an httpx
-exception.
+Every failure leaves as a :mod:`dcorch.remote.errors` exception, translated here in one place
+(docs/behaviour.md#error-mapping), so drivers never see an httpx exception.
 """
 
 from __future__ import annotations
@@ -78,12 +75,10 @@ def open_http_client(
     max_keepalive: int | None = None,
     timeout: float | None = None,
 ) -> httpx.AsyncClient:
-    """A bounded client that verifies https peers as ``tls`` says, follows no redirect and reads
-    no proxy variables from the environment (dcorch talks to its peers directly).
+    """A bounded client verifying https as ``tls`` says, with no redirects or proxy variables.
 
-    Every outbound client of the process is made here: the proxies' (to the master), the
-    engine's (to the master and the subclouds) and the harness's (to the proxies).
-    ``timeout``: the client's default per call (None: each call sets its own).
+    dcorch talks to peers directly. Every outbound client is made here (the proxies', the
+    engine's, the harness's); ``timeout``: per-call default (None: each call sets its own).
     """
     keepalive = max_connections if max_keepalive is None else max_keepalive
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=keepalive)
@@ -111,10 +106,7 @@ class HttpSession:
         self.token_requests = 0
 
     async def token(self, keystone_url: str, *, stale: str | None = None) -> str:
-        """A token for ``keystone_url``; a new one if the cached one equals ``stale``.
-
-        One lock per keystone keeps concurrent callers from each fetching a token (a storm).
-        """
+        """A token for ``keystone_url``, new if it is ``stale``; a lock per keystone: no storms."""
         lock = self._locks.setdefault(keystone_url, trio.Lock())
         async with lock:
             cached = self._tokens.get(keystone_url)

@@ -1,7 +1,6 @@
 """Simulated System Controller and subclouds speaking real HTTP on loopback.
 
-One hypercorn server hosts the master and thousands of subclouds by path prefix (see
-:mod:`dcorch.sim.endpoints`), so dcorch can be run, tested and benchmarked without StarlingX.
+No StarlingX needed: one server hosts them all by path prefix (:mod:`dcorch.sim.endpoints`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """PEM handling for the simulated sysinv: textual parsing, stable signatures, test certificates.
 
-No real X.509 parsing: sysinv's signature is ``<mode>_<serial>``, and all dcorch needs is that
-the same PEM always yields the same signature on the master and on a subcloud. So the
-"serial" is derived from a hash of the block's base64 text. Validity dates come from the block
-itself when it was made by :func:`make_test_pem` (its body is base64 JSON carrying the dates),
-which lets tests install expired CA certificates; any other block gets fixed dates.
+No real X.509 parsing: sysinv's signature is ``<mode>_<serial>`` and a PEM need only yield the
+same one everywhere, so the "serial" hashes the block's base64 text. A :func:`make_test_pem`
+block (base64 JSON) carries validity dates (tests install expired CAs); others get fixed dates.
 """
 
 from __future__ import annotations

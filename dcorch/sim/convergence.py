@@ -1,15 +1,13 @@
 """Does a subcloud hold what dcorch should have replicated from the master?
 
-The comparison follows the engine's audit (``same_resource``,
-docs/behaviour.md#audit-comparison-rules) and its filters (docs/behaviour.md#exclusions): users by
-id with their password hashes, groups with members, projects, roles, project role assignments by
-*names*, token revocation events (all columns but the local autoincrement id), certificates of type
-``ssl_ca``/``openstack_ca`` by signature and dates, the sysadmin iuser hash and expiry, and the
-fernet key set. Per-cloud things (tokens, iuser uuid, ``local_user`` ids, non-CA certificates) are
-ignored.
+As the audit compares (``same_resource``, docs/behaviour.md#audit-comparison-rules) and filters
+(docs/behaviour.md#exclusions): users by id with password hashes, groups with members, projects,
+roles, project role assignments by *names*, revocation events (all but the local autoincrement
+id), ``ssl_ca``/``openstack_ca`` certificates by signature and dates, the sysadmin iuser hash and
+expiry, fernet keys. Per-cloud things (tokens, iuser uuid, ``local_user`` ids) are ignored.
 
-A pristine subcloud (one whose identity was never touched) equals the shared template, so its
-canonical form is computed once per check: checking 10,000 subclouds stays cheap.
+A pristine subcloud (identity never touched) equals the shared template, whose canonical form
+is computed once per check, so checking 10,000 subclouds stays cheap.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """dcdbsync v1.0: keystone's identity records, read and written with their original ids.
 
 dcorch replicates identity objects *with the master's ids and password hashes*, which the
-keystone API cannot do, so StarlingX runs dcdbsync next to keystone: a small API over
-keystone's tables. On the master dcorch reads records here; on a subcloud it POSTs a master
-record to create the same object, or PUTs one over ``/<subcloud id>`` to replace an object
-(its id included) so that it becomes the master's. Errors use pecan's ``error_message`` shape.
+keystone API cannot do, so StarlingX runs dcdbsync (an API over keystone's tables) beside it.
+dcorch reads master records here, and on a subcloud POSTs one to create the object or PUTs one
+over ``/<subcloud id>`` to make it (id included) the master's. Errors: pecan's ``error_message``.
 """
 
 from __future__ import annotations

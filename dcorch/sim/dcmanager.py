@@ -1,10 +1,9 @@
 """The dcmanager side dcorch reports to: ``update_subcloud_endpoint_status`` as REST.
 
-Upstream this is an RPC cast to dcmanager-state; here it is
-``POST /master/dcmanager/v1.0/subclouds/<region>/endpoint_status`` with
-``{"endpoint_type", "sync_status", "alarmable"}``. Every report is kept (with a global sequence
-number) so tests can count re-announcements and check de-duplication; the per-pair history is a
-bounded ring so a long bench cannot grow it without limit, while ``report_count`` keeps counting.
+Upstream an RPC cast to dcmanager-state; here ``POST .../subclouds/<region>/endpoint_status``
+(under ``/master/dcmanager/v1.0``) with ``{"endpoint_type", "sync_status", "alarmable"}``.
+Reports are kept with a global sequence number so tests can count re-announcements and check
+de-duplication; per-pair history is a ring bounded for long benches, ``report_count`` is not.
 """
 
 from __future__ import annotations

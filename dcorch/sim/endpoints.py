@@ -12,8 +12,7 @@ because thousands of listening ports would exhaust file descriptors and slow sta
     {base}/subclouds/<region>/dcdbsync/v1.0/...
     {base}/sim/...                         control and inspection API
 
-Code that talks to a simulated cloud should build its URLs with :class:`SimEndpoints` so the
-scheme can change without hunting for string literals.
+Build simulated clouds' URLs with :class:`SimEndpoints`, not string literals.
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
 """Per-subcloud fault injection: latency, random errors, hangs, offline and flapping.
 
-All subclouds share one listening port, so "offline" cannot be a refused connection. The
-simulator emulates it by sending a response head that promises a body and closing the
-connection without sending it: an httpx client gets ``httpx.RemoteProtocolError`` (a
-``TransportError``), never an HTTP status, which is what a caller's "subcloud unreachable" path
-must handle. ``timeout`` makes the request hang until the client gives up (the handler waits for
-the ASGI disconnect) or the server stops.
+All subclouds share one port, so "offline" cannot be a refused connection: the simulator sends a
+response head promising a body, then closes the connection. An httpx client gets
+``httpx.RemoteProtocolError`` (a ``TransportError``), never a status, as a caller's "subcloud
+unreachable" path must handle. ``timeout`` hangs until the client gives up or the server stops.
 
-Flapping is a pure function of ``trio.current_time()`` measured from when the faults were set,
-so it is deterministic under ``MockClock``. Random errors draw from a ``random.Random`` seeded
-per subcloud, so a run with the same seed fails the same requests.
+Flapping is a function of ``trio.current_time()`` since the faults were set (deterministic under
+``MockClock``); random errors use a per-subcloud seeded ``random.Random`` (reproducible).
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The few HTTP primitives the simulator needs on top of raw ASGI.
 
-The simulator is a hand-written ASGI application rather than a quart app because it serves
-thousands of simulated clouds from one process: a quart request costs several dict/object
-allocations, context variables and a middleware stack, which is noticeable when a bench drives
-tens of thousands of requests per minute. Handlers here are plain synchronous functions over
-in-memory state that take a :class:`Request` and return a :class:`Response` (or raise
-:class:`HttpError`), so a request is parsed once and answered without any awaits.
+A hand-written ASGI app, not quart: it serves thousands of clouds from one process, and a quart
+request's allocations, context variables and middleware show when a bench drives tens of
+thousands of requests per minute. Handlers are plain synchronous functions over in-memory state,
+:class:`Request` in, :class:`Response` out (or :class:`HttpError`): parsed once, no awaits.
 """
 
 from __future__ import annotations
@@ -22,9 +20,8 @@ JSON_CONTENT_TYPE = b"application/json"
 class Request:
     """One parsed request, as handed to a service handler.
 
-    ``path`` is what is left after the cloud and service prefix (``users/abc`` for
-    ``/subclouds/r1/keystone/v3/users/abc``); ``base_url`` is the service root the handler
-    uses to build ``links`` the way the real services do.
+    ``path`` is what follows the cloud and service prefix (``users/abc`` for
+    ``/subclouds/r1/keystone/v3/users/abc``); ``base_url``, the service root for ``links``.
     """
 
     method: str
@@ -86,8 +83,7 @@ def parse_query(raw: bytes) -> dict[str, str]:
 class HttpError(Exception):
     """A 4xx/5xx answer raised from deep inside a handler.
 
-    Each simulated service subclasses it to render the error body the real service sends, so
-    clients (and the dcorch proxy's error path) see the shapes they would see in production.
+    Each service subclasses it to render its real error body, as clients (and the proxy) expect.
     """
 
     TITLES = {

@@ -1,10 +1,8 @@
 """keystone v3 identity API subset: users, groups, projects, roles and role assignments.
 
-Requests and answers have the real service's shapes and status codes (201 on create, 204 on
-delete and grant, 404 ``Could not find user: <id>.``, 409 on a duplicate name in a domain, 400
-on a malformed body, 401 without a valid token, 405 on a wrong method), so both the dcorch proxy
-(which forwards master calls and inspects the answers) and the engine (which writes to
-subclouds) are exercised as in production.
+Requests and answers have the real shapes and status codes (201 create, 204 delete and grant, 404
+``Could not find user: <id>.``, 409 duplicate name in a domain, 400 malformed body, 401 no valid
+token, 405 wrong method), so the proxy and the engine run as in production.
 """
 
 from __future__ import annotations

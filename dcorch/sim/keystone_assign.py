@@ -1,8 +1,7 @@
 """keystone group membership, project role assignments and the domain list.
 
-Grants are ``(project, actor_type, actor, role)`` tuples in a set, so a grant, a check and a
-revoke are O(1); ``GET /v3/role_assignments`` filters the set and can add names
-(``include_names``), which is how dcorch's audit compares assignments across clouds.
+Grants are ``(project, actor_type, actor, role)`` tuples in a set (O(1) grant, check, revoke);
+``GET /v3/role_assignments`` filters it; ``include_names`` adds the names the audit compares.
 """
 
 from __future__ import annotations

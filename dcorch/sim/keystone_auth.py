@@ -1,10 +1,8 @@
 """keystone v3 authentication: issue, validate and revoke tokens; the token check of every API.
 
-Every simulated service (keystone, sysinv, dcdbsync, dcmanager) accepts only tokens issued by
-*its own* cloud's keystone and signed with that cloud's current fernet keys, as the real
-services do through keystonemiddleware. So the engine must authenticate against each subcloud
-separately, and pushing new fernet keys to a subcloud invalidates tokens signed with keys it no
-longer has, just as in production.
+Each simulated service accepts only tokens of *its own* cloud's keystone, signed with its current
+fernet keys (as keystonemiddleware). So the engine authenticates per subcloud, and pushing new
+fernet keys to a subcloud invalidates tokens signed with keys it no longer has.
 """
 
 from __future__ import annotations
@@ -68,8 +66,8 @@ def check_token(cloud: CloudState, token: str | None) -> TokenPayload | None:
         return None
     if payload.audit_id in identity.revocations:
         return None
-    # Fernet timestamps are whole seconds: a token from the same second as a per-user
-    # revocation event survives it, which errs on the side of keeping fresh tokens valid.
+    # Fernet timestamps are whole seconds: a token of the same second as a per-user revocation
+    # event survives it (errs on the side of keeping fresh tokens valid).
     for issued_before in identity.user_events.get(payload.user_id, {}).values():
         if payload.issued_at < int(issued_before):
             return None

@@ -1,8 +1,7 @@
 """Shared pieces of the simulated keystone API: record views, body checks, listings.
 
-keystone shows records through its REST views (names, ``links``, ``extra`` fields merged in),
-validates bodies with 400s and reports missing objects and duplicate names with its own
-messages; every keystone handler module uses these helpers so the shapes stay identical.
+keystone's REST views (names, ``links``, ``extra`` fields merged in), 400s for bad bodies and
+its messages for missing objects and duplicate names, shared so every handler's shapes match.
 """
 
 from __future__ import annotations
@@ -123,8 +122,7 @@ def filters_of(req: Request, *keys: str) -> dict[str, str]:
 
 
 def revoke_user_tokens(cloud: CloudState, user_id: str) -> None:
-    # keystone revokes a user's tokens when the password changes or the user is disabled;
-    # dcorch syncs these per-user events as revoke_events_for_user
+    # keystone does so on a password change or disable; dcorch syncs revoke_events_for_user
     identity = cloud.identity
     now = cloud.sim.wall_clock()
     event = make_revocation_event(identity.next_event_id, now, user_id=user_id)

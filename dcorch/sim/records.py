@@ -1,13 +1,11 @@
 """Identity "DB records" in dcdbsync's shape, and the defaults every simulated keystone starts with.
 
-The simulator stores identity objects the way dcdbsync reads them from keystone's tables
-(``{"user": {...}, "local_user": {...}, "password": [...]}``), because dcorch replicates those
-records verbatim, master ids and password hashes included. The keystone REST views are derived
-from them on the way out.
+Identity objects are stored as dcdbsync reads them from keystone's tables (``{"user": {...},
+"local_user": {...}, "password": [...]}``), since dcorch replicates those records verbatim,
+master ids and password hashes included; keystone's REST views are derived on the way out.
 
-Records are treated as immutable values: an update builds a new dict and stores it in place of
-the old one. That is what lets 10,000 subclouds share the default records of one template
-(copy on write) instead of holding 10,000 copies.
+Records are immutable: an update stores a new dict in place of the old one, so 10,000
+subclouds share one template's default records (copy on write) instead of 10,000 copies.
 """
 
 from __future__ import annotations
@@ -32,8 +30,7 @@ ADMIN_USER: Final = "admin"
 ADMIN_PROJECT: Final = "admin"
 SERVICES_PROJECT: Final = "services"
 DEFAULT_ROLES: Final = ("admin", "member", "reader")
-# service users that exist on every real cloud; dcorch filters them out of sync
-# (docs/behaviour.md#exclusions)
+# on every real cloud; never synced (docs/behaviour.md#exclusions)
 DEFAULT_SERVICE_USERS: Final = ("dcorch", "dcdbsync", "fm")
 DEFAULT_SERVICE_PASSWORD: Final = "service-password"
 DEFAULT_SYSADMIN_HASH: Final = "$6$sim$sysadmin-default-hash"

@@ -1,9 +1,8 @@
 """The raw ASGI application: prefix routing to a cloud and service, faults, and I/O.
 
-Routing is a couple of ``str.partition`` calls on ``scope["path"]`` and one dict lookup for the
-cloud, so a request costs the same with 10 or 10,000 subclouds. Faults are applied before the
-body is read, the way a dead or slow host would behave. Handlers are synchronous; the only
-awaits are reading the body, the fault delays and sending the answer.
+Routing is two ``str.partition`` calls on ``scope["path"]`` and one dict lookup, so a request
+costs the same with 10 or 10,000 subclouds. Faults apply before the body is read, as with a dead
+or slow host. Handlers are synchronous; the only awaits are the body, fault delays and answer.
 """
 
 from __future__ import annotations
@@ -199,9 +198,8 @@ async def _send(send: Send, response: Response, scope: Scope) -> None:
 
 
 async def _drop_connection(send: Send) -> None:
-    # One port serves every subcloud, so "connection refused" is impossible. Promise a body and
-    # return without it: hypercorn closes the connection and the client sees a transport error
-    # (httpx.RemoteProtocolError) instead of an HTTP status.
+    # "Offline" on a shared port (see dcorch.sim.faults): promise a body and return without it;
+    # hypercorn closes the connection and the client sees a transport error, not a status.
     await send(
         {
             "type": "http.response.start",

@@ -1,8 +1,7 @@
 """A tiny route table: path templates with ``{}`` placeholders, matched by segment count.
 
-Each simulated service registers its handlers here. Matching looks only at templates with the
-request's number of segments, so dispatch stays constant-time however many clouds exist.
-Handlers are synchronous: all state is in memory and nothing a handler does needs to wait.
+Each simulated service registers its handlers here. Only templates with the request's segment
+count are tried: dispatch is constant-time however many clouds exist. Handlers are synchronous.
 """
 
 from __future__ import annotations

@@ -9,9 +9,8 @@ Example::
                              headers={"X-Auth-Token": sim.admin_token("subcloud7")})
         await sim.wait_converged(timeout=30)
 
-The server runs in a nursery owned by the context manager and is cancelled on exit, so a test
-never leaks it. The server (:func:`dcorch.asgi.serve_asgi`) is started with ``nursery.start``,
-which returns once the socket listens with the bound URL (``port=0`` picks a free port).
+The server (:func:`dcorch.asgi.serve_asgi`) runs in the context manager's nursery, cancelled on
+exit so a test never leaks it; ``nursery.start`` returns the bound URL once the socket listens.
 """
 
 from __future__ import annotations
@@ -200,11 +199,10 @@ async def open_sim_cloud(
     Args:
         settings: ``[sim]`` settings (count, host, port, name prefix, default latency).
         master: ``[master]`` settings: the admin credentials and master region name.
-        subclouds: overrides ``settings.subclouds``.
-        host: overrides ``settings.host``; ``port`` overrides ``settings.port`` (0 = free).
-        latency_ms: overrides ``settings.latency_ms`` (added to every subcloud request).
+        subclouds, host, latency_ms: override ``settings``' own (latency: every subcloud
+            request); so does ``port`` (0 = free).
         distinct_default_ids: give each subcloud's default users/projects/roles their own ids
-            (as real separately installed clouds have) instead of the master's.
+            (as separately installed clouds have) instead of the master's.
         wall_clock: the clock for token expiry and record timestamps.
     """
     sim_settings = settings or SimSettings()

@@ -1,9 +1,8 @@
 """In-memory state of the simulated System Controller and subclouds.
 
-Everything is a dict keyed by id (or by ``(kind, domain, name)`` for the name index), so every
-request is O(1) apart from listings. A subcloud's identity and platform state are built on first
-use from a shared template: 10,000 idle subclouds cost one small :class:`CloudState` each, and a
-touched one copies the template's containers while still sharing the (immutable) records.
+Dicts keyed by id (or ``(kind, domain, name)`` for names): every request but listings is O(1).
+A subcloud's state is built lazily from a shared template: 10,000 idle subclouds cost one small
+:class:`CloudState` each; a touched one copies the template's containers, not its records.
 """
 
 from __future__ import annotations
@@ -100,8 +99,7 @@ class Identity:
     def put(self, kind: str, rec: Record, replace_id: str | None = None) -> Record:
         """Insert or replace a record; ``replace_id`` lets the new record carry a new id.
 
-        Replacing an object with a record of another id moves its assignments and group
-        memberships to the new id, as dcdbsync's ``*_update`` does in keystone's tables.
+        A new id takes over the old one's assignments and memberships, as dcdbsync's ``*_update``.
         """
         table = self.tables[kind]
         new = rec[kind]["id"]

@@ -1,8 +1,7 @@
 """sysinv v1 subset: certificates, the sysadmin ``iuser`` and the fernet key repository.
 
-Error bodies use sysinv's ``{"error_message": "{\\"faultstring\\": ...}"}`` shape. The
-fernet repository is the key set the cloud's keystone signs tokens with, so replacing it
-(``PUT /v1/fernet_repo``) changes which tokens validate, as in a real cloud.
+Error bodies use sysinv's ``{"error_message": "{\\"faultstring\\": ...}"}`` shape.
+``PUT /v1/fernet_repo`` replaces keystone's signing keys, changing which tokens validate.
 """
 
 from __future__ import annotations

@@ -1,19 +1,15 @@
 """Keystone-compatible Fernet tokens and cheap password hashes.
 
-Tokens are real Fernet tokens so the dcorch proxy can extract a revoked token's audit id exactly
-as it does in production: fetch the keys from sysinv ``GET /v1/fernet_repo``, restore the
-base64 padding, decrypt with a ``MultiFernet`` of all keys, msgpack-unpack, and take the first
-entry of the last element. The plaintext is the msgpack list::
+Real Fernet tokens: the proxy extracts audit ids as in production (keys from sysinv ``GET
+/v1/fernet_repo``, padding restored, ``MultiFernet``, msgpack, last element's first entry) from::
 
     [0, user_id, methods_int, project_id, expires_at_float, [audit_id_bytes]]
 
-with 16 random audit-id bytes; keystone shows the audit id as url-safe base64 without ``=``
-padding, and the token string is the Fernet token with its ``=`` padding stripped (keystone
-does the same). The primary key (the one that signs) is the one with the highest id, as in a
-keystone key repository; the others still decrypt.
+with 16 random audit-id bytes (shown as unpadded url-safe base64); the token string is the Fernet
+token, ``=`` padding stripped, as keystone does. The highest-id key signs; the others decrypt.
 
-Passwords are stored as salted SHA-256 (``sha256$<salt>$<hex>``): the simulator must create
-thousands of users per second, so bcrypt's deliberate slowness would dominate every bench.
+Passwords are salted SHA-256 (``sha256$<salt>$<hex>``): the simulator creates thousands of
+users per second, so bcrypt's deliberate slowness would dominate every bench.
 """
 
 from __future__ import annotations
@@ -101,8 +97,7 @@ class TokenPayload:
 class TokenCodec:
     """Encrypts and decrypts tokens with one cloud's fernet key set.
 
-    Built once per key set (the :class:`~dcorch.sim.state.Platform` caches it) because
-    constructing Fernet objects is the expensive part of a validation.
+    Cached per key set (``state.Platform``): building Fernet objects is a validation's main cost.
     """
 
     __slots__ = ("_multi",)

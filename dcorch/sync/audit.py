@@ -1,21 +1,19 @@
 """The audit of one pair: compare master, dcorch's database and the subcloud; queue repairs.
 
-Runs inside the pair's sync actor, so two audits of one pair never overlap (upstream dd30c8c2,
-docs/behaviour.md#engine) and an audit never races that pair's sync. Every repair is a
-:class:`WorkOrder` targeted at this subcloud; every repair counts as a finding, including the
-``put`` of a discrepancy, which upstream forgot to count
-(docs/behaviour.md#uncounted-discrepancy-repairs) so its pair could be reported in-sync with work
-queued. Failed requests are cleaned per pair, not globally
-(docs/behaviour.md#global-failed-request-cleanup); the next audit re-detects what they were for.
+Runs in the pair's sync actor, so audits of one pair never overlap (upstream dd30c8c2,
+docs/behaviour.md#engine) nor race its sync. Each repair is a :class:`WorkOrder` for this subcloud
+and a finding, even a discrepancy's ``put``, which upstream forgot, reporting pairs in-sync with
+work queued (docs/behaviour.md#uncounted-discrepancy-repairs). Failed requests are cleaned per
+pair; the next audit re-detects their cause (docs/behaviour.md#global-failed-request-cleanup).
 
 Identity, in the order of docs/behaviour.md#audit: users, groups, projects, roles (dcdbsync
-records), project role assignments, revocation events by audit id and per-user revocation events.
-Platform: certificates, the sysadmin iuser and the fernet keys. Repairs are queued in that order,
-and requests run in id order, so an assignment is granted after the user it names is created.
+records), project role assignments, revocation events by audit id and per user. Platform:
+certificates, the sysadmin iuser and the fernet keys. Repairs are queued in that order and run
+in id order, so an assignment is granted after the user it names is created.
 
 The ``admin`` user's discrepancy gets a keystone PATCH of the central password *before* the
-dcdbsync PUT (9e209f4e): the PATCH is what updates the subcloud's keyring, which a DB write
-bypasses, and the PUT then makes the record (hash included) the master's.
+dcdbsync PUT (9e209f4e): only the PATCH updates the subcloud's keyring (a DB write bypasses it);
+the PUT then makes the record, hash included, the master's.
 """
 
 from __future__ import annotations
@@ -91,9 +89,8 @@ class PairAudit:
             await self._assignments(result, busy.get(c.RESOURCE_PROJECT_ROLE_ASSIGNMENTS, set()))
             await self._revoke_events(result, busy)
         if result.orders:
-            # A change may have been queued while we compared (the abort set is from the
-            # start): drop repairs that now duplicate queued work, or a late audit create
-            # could land after a proxy delete of the same object.
+            # Work queued while we compared (the abort set is from the start): drop repairs it
+            # duplicates, or a late audit create could land after a proxy delete of the object.
             now_busy = {
                 (r.resource_type, r.source_resource_id)
                 for r in await self._db.pending_requests(
@@ -140,9 +137,8 @@ class PairAudit:
         async def fetch(m: CloudClient) -> list[Record]:
             return await m.list_records(kind)
 
-        # dcorch's rows first, then the master: a master listing is always fetched after the
-        # last committed change (MasterReads), so a just-created object read from dcorch's rows
-        # can never look "deleted on the master" (the stale-cache bug of 3aa52731/20f8fd05).
+        # dcorch's rows first: master listings are fetched after the last commit (MasterReads),
+        # so a new object never looks "deleted on the master" (stale-cache bug 3aa52731/20f8fd05).
         known = {r.master_id for r in await self._db.list_resources(kind)}
         listing = await self._master.shared(kind, fetch)
         master = [r for r in listing if not rules.is_excluded(kind, r)]

@@ -1,9 +1,7 @@
 """What the audit compares: ids, names, exclusions and "same resource" rules.
 
-See docs/behaviour.md#exclusions and docs/behaviour.md#audit-comparison-rules.
-
-Pure functions over dcdbsync / sysinv records, kept apart from the audit's control flow so each
-rule can be unit-tested without a cloud.
+Pure functions over dcdbsync / sysinv records (docs/behaviour.md#exclusions,
+docs/behaviour.md#audit-comparison-rules), apart from the audit's flow to be unit-tested alone.
 """
 
 from __future__ import annotations
@@ -56,10 +54,7 @@ def name_key(kind: str, record: Record) -> tuple[str, str]:
 
 
 def is_excluded(kind: str, record: Record) -> bool:
-    """Service accounts and heat roles are never synced.
-
-    See docs/behaviour.md#exclusions and upstream 4dea951a.
-    """
+    """Service accounts and heat roles are never synced (docs/behaviour.md#exclusions, 4dea951a)."""
     _, name = name_key(kind, record)
     if kind == "users":
         return name in EXCLUDED_USERS or name.startswith(EXCLUDED_USER_PREFIXES)
@@ -122,8 +117,7 @@ def assignment_id(entry: Mapping[str, Any]) -> str:
 def user_event_key(event: Mapping[str, Any]) -> str:
     """dcdbsync's id of a per-user revocation event ("" for an audit-id event).
 
-    The url-safe base64 of ``"<user_id>_<issued_before>"``
-    (docs/behaviour.md#audit-comparison-rules).
+    Url-safe base64 of ``"<user_id>_<issued_before>"`` (docs/behaviour.md#audit-comparison-rules).
     """
     if event.get("audit_id") or not event.get("user_id") or not event.get("issued_before"):
         return ""

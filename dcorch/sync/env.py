@@ -27,10 +27,9 @@ Driver = Callable[[DriverContext, PendingRequest], Awaitable[None]]
 class Timers:
     """One task's worth of timers for every subcloud: "wake region R at time T".
 
-    Each actor says when it next needs to run (retry of an unreachable pair, next audit, initial
-    sync retry); :meth:`run` sleeps until the earliest deadline and calls ``fire(region)``. Only
-    the earliest deadline per region is kept, so the heap is bounded by the number of subclouds
-    (plus superseded entries that are skipped when they surface).
+    Actors say when they next need to run (unreachable retry, next audit, initial sync retry);
+    :meth:`run` sleeps until the earliest deadline and calls ``fire(region)``. One deadline per
+    region is kept, so the heap is bounded by the subclouds (plus superseded entries, skipped).
     """
 
     def __init__(self) -> None:

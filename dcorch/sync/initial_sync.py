@@ -1,14 +1,12 @@
 """Initial sync of one subcloud (docs/behaviour.md#initial-sync), run by its sync actor.
 
 1. CAS ``requested -> in-progress`` (0 rows: someone else changed it; stop);
-2. unless ``subsequent_sync``: identity ID reconciliation (objects with the same name and domain
-   but another id, and always the ``admin``/``sysinv``/``dcmanager`` users, get the master's record
-   written over theirs through dcdbsync);
+2. unless ``subsequent_sync``, ID reconciliation: objects of the same name and domain but another
+   id, and always the ``admin``/``sysinv``/``dcmanager`` users, get the master's record (dcdbsync);
 3. distribute the master's fernet keys (errors only logged: a later audit repairs them);
-4. reset the pairs' audit and report fields, so the audit runs at once and the status is
-   re-announced;
-5. CAS ``in-progress -> completed`` (with ``subsequent_sync`` set) or ``-> failed``. A CAS that
-   fails means the subcloud was unmanaged or went offline meanwhile: nothing more is done.
+4. reset the pairs' audit and report fields: the audit runs at once, the status is re-announced;
+5. CAS ``in-progress -> completed`` (with ``subsequent_sync`` set) or ``-> failed``; if it fails,
+   the subcloud was unmanaged or went offline meanwhile: nothing more is done.
 """
 
 from __future__ import annotations
@@ -111,10 +109,7 @@ async def reconcile_identity_ids(remote: CloudClient, master: CloudClient) -> in
 
 
 async def distribute_fernet_keys(region: str, remote: CloudClient, master: CloudClient) -> bool:
-    """POST the master's keys to the subcloud; failures are logged, not raised.
-
-    Step 3 of docs/behaviour.md#initial-sync.
-    """
+    """POST the master's keys to the subcloud; failures are logged, not raised (step 3 above)."""
     try:
         keys = await master.get_fernet_keys()
         if keys:

@@ -1,19 +1,14 @@
 """The sync manager: one supervised sync actor per managed subcloud, woken by events.
 
-Lifecycle (docs/behaviour.md#subcloud-lifecycle): the dcorch v1 API calls
-:meth:`SyncManager.subcloud_changed` after it changed a subcloud in the database and
-:meth:`SyncManager.subcloud_deleted` after a delete; the manager starts an actor when a subcloud
-becomes managed and stops it on unmanage or delete. The actors are *dynamic* children of the
-manager's own supervisor (an actor system named ``sync``), restarted with backoff when they crash;
-past the restart intensity the supervisor gives up and :meth:`run` fails, so the service's
-supervisor restarts the whole manager, which reloads every subcloud from the database (nothing lives
-only in memory).
+Lifecycle (docs/behaviour.md#subcloud-lifecycle): the v1 API calls
+:meth:`SyncManager.subcloud_changed` after changing a subcloud in the database and
+:meth:`SyncManager.subcloud_deleted` after a delete; an actor runs while its subcloud is managed,
+as a *dynamic* child of the manager's supervisor (actor system ``sync``), restarted with backoff.
+Past the restart intensity :meth:`run` fails; the service restarts it, reloading from the database.
 
-Work arrives by events: the manager consumes the database's commit feed
-(:class:`dcorch.db.commits.CommitFeed`) and wakes the actor of every (region, endpoint type)
-that got requests; each commit also invalidates the shared master answers, because the master
-changed. A slow safety sweep wakes everyone every ``safety_sweep_interval`` in case a wake-up
-was lost.
+Work arrives by events: each commit on the database's feed (:class:`dcorch.db.commits.CommitFeed`)
+wakes the actors of the (region, endpoint type) pairs that got requests and invalidates shared
+master answers. A slow sweep wakes all every ``safety_sweep_interval`` in case a wake was lost.
 """
 
 from __future__ import annotations
@@ -63,8 +58,7 @@ class SyncManager:
     """Supervises the per-subcloud sync actors.
 
     Args:
-        db: the database; its commit feed wakes the actors, its dispatcher takes the audits'
-            repairs.
+        db: the database; its commit feed wakes the actors, it takes the audits' repairs.
         settings: ``[engine]`` settings.
         actor_settings: ``[actors]`` settings (restart intensity and backoff of sync actors).
         http: the shared, authenticated HTTP session.
@@ -165,10 +159,8 @@ class SyncManager:
     async def _recover(self) -> list[SubcloudRow]:
         """Start-up recovery: interrupted or failed initial syncs are requested again.
 
-        See docs/behaviour.md#engine.
-
-        In-progress orch_requests need nothing: they are pending and idempotent, so the first
-        pass of each pair simply applies them again, in id order.
+        Per docs/behaviour.md#engine. In-progress orch_requests need nothing: pending and
+        idempotent, they are applied again by each pair's first pass, in id order.
         """
         rows = await self._db.list_subclouds()
         out = []
@@ -211,9 +203,8 @@ class SyncManager:
     async def sync_now(self, region: str) -> None:
         """Wake a subcloud's actor and return once the pass it runs has ended.
 
-        The request queues behind any wake-up already pending, so everything the actor was
-        woken for before this call (passes, audits, status reports) is done when it returns.
-        Raises :class:`ActorStopped` when the subcloud has no actor.
+        Queued behind pending wake-ups, so all the actor was woken for before (passes, audits,
+        status reports) is done on return. Raises :class:`ActorStopped` if there is no actor.
         """
         ref = self._refs.get(region)
         if ref is None:
@@ -221,10 +212,7 @@ class SyncManager:
         await ref.ask(Wake())
 
     def wake(self, region: str, endpoint_type: str) -> None:
-        """Note new work for a pair and wake its actor; never blocks.
-
-        A full mailbox means a wake is already pending, which will see this pair as dirty.
-        """
+        """Mark a pair dirty and wake its actor, never blocking (full: a pending wake sees it)."""
         handle = self._handles.get(region)
         if handle is None:
             return

@@ -1,24 +1,19 @@
 """One sync pass of one pair: apply its pending requests in id order until none is left.
 
-Why "until none is left": a change committed while a pass runs is picked up by the re-query at
-the end of the same pass (and the actor's wake-up mailbox holds a wake for it anyway), so no
-window exists in which a request waits for the next audit (docs/behaviour.md#lost-wake-up).
+Why "until none is left": a change committed during a pass is picked up by its final re-query (a
+wake is queued anyway), so no request waits for the next audit (docs/behaviour.md#lost-wake-up).
 
-Per request (docs/behaviour.md#request-outcomes-and-retries, with backoff instead of upstream's
-fixed 1 s / 3 s):
+Per request (docs/behaviour.md#request-outcomes-and-retries; backoff, not upstream's 1 s / 3 s):
 
 * success -> ``completed`` (soft-deleted);
 * :class:`SubcloudUnreachable` -> the pass stops; the request keeps its state and place, and
   the actor retries the pair after ``offline_retry_interval``;
-* :class:`TransientSyncError` -> retried with exponential backoff and jitter, up to
-  ``request_max_attempts``, then ``failed``;
+* :class:`TransientSyncError` -> jittered backoff up to ``request_max_attempts``, then ``failed``;
 * :class:`PermanentSyncError` -> ``failed`` at once; :class:`SyncAborted` -> ``aborted``;
 * ``request_time_budget`` spent on one request's attempts -> ``timed-out``.
 
-A request that ends failed does not stop later ones (upstream continues too;
-docs/behaviour.md#sync-pass). ``try_count`` is written *before* each attempt, so a request that
-keeps crashing the actor (a driver bug) is marked failed once it has used its attempts, instead of
-restarting the actor forever.
+A failed request does not stop later ones (as upstream, docs/behaviour.md#sync-pass).
+``try_count`` is written *before* each attempt: one crashing the actor fails after its attempts.
 """
 
 from __future__ import annotations
@@ -93,8 +88,7 @@ class PassResult:
 def backoff_delay(settings: EngineSettings, attempt: int, rng: random.Random) -> float:
     """Delay after failed attempt ``attempt`` (1-based): doubling, capped, with jitter.
 
-    The jitter draws from [delay/2, delay] so many subclouds failing together (a master
-    outage) do not retry in lock-step.
+    Jitter draws from [delay/2, delay]: subclouds failing together do not retry in lock-step.
     """
     delay: float = min(
         settings.request_retry_backoff * 2.0 ** (attempt - 1), settings.request_retry_backoff_max

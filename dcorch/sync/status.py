@@ -1,12 +1,10 @@
 """Reporting a pair's sync status to dcmanager, on change only.
 
-See docs/behaviour.md#sync-status-reporting.
-
-The last value sent and when are stored in ``subcloud_sync`` (``sync_status_reported``,
-``sync_status_report_time``) so a restart does not re-send everything, and an initial sync clears
-them so a re-managed subcloud is always re-announced (bug 2091034). An unchanged status is
-re-announced at most every ``status_report_dedup`` seconds; a change is sent at once. Exactly one
-report per sync pass at most, reflecting its final state (upstream b3e4ea0d, 21360c82, 856c5985).
+Per docs/behaviour.md#sync-status-reporting. The last value sent and its time are kept in
+``subcloud_sync`` (``sync_status_reported``, ``sync_status_report_time``) so a restart does not
+re-send everything; an initial sync clears them so a re-managed subcloud is re-announced (bug
+2091034). Changes are sent at once, an unchanged status at most every ``status_report_dedup``
+seconds, and at most one report per pass, with its final state (b3e4ea0d, 21360c82, 856c5985).
 """
 
 from __future__ import annotations

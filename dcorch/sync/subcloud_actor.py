@@ -1,15 +1,13 @@
 """The sync actor of one managed subcloud: initial sync, audits and sync passes of its pairs.
 
-One actor per subcloud owns every pair of that subcloud, so two syncs (or audits) of one pair can
-never run at once (upstream dd30c8c2, docs/behaviour.md#engine) and nothing has to be locked in the
-database. The actor is driven by one message, :class:`Wake`; *what* to do lives in the
-:class:`SubcloudHandle` the manager shares with it (dirty pairs, due timers, the latest subcloud
-row). That makes wake-ups coalesce: a burst of a thousand commits for one subcloud is handled by one
-or two passes, and a full mailbox just means a wake is already pending.
+One actor owns all of its subcloud's pairs, so two syncs (or audits) of one pair never run at
+once (upstream dd30c8c2, docs/behaviour.md#engine) and nothing is locked in the database. Its one
+message is :class:`Wake`; *what* to do is in the :class:`SubcloudHandle` shared with the manager
+(dirty pairs, due timers, the latest subcloud row). So wake-ups coalesce: a thousand commits for
+one subcloud take one or two passes, and a full mailbox means a wake is already pending.
 
-State that must survive a crash of the actor (timers, dirty pairs) is in the handle, and the
-requests are in the database, so a restarted actor carries on where the crashed one stopped:
-its ``on_start`` marks every pair dirty and wakes itself.
+What must survive a crash (timers, dirty pairs) is in the handle and the requests are in the
+database, so a restarted actor carries on: its ``on_start`` marks every pair dirty and wakes it.
 """
 
 from __future__ import annotations
@@ -116,11 +114,10 @@ class SubcloudSyncActor(Actor[Wake, None]):
         try:
             await self._work()
         except DatabaseError as exc:
-            # The database is down or locked past the unit's own retries. Crashing would burn
-            # the restart intensity that all sync actors share and could stop every subcloud's
-            # sync (see docs/behaviour.md#spinning-on-database-errors); instead keep everything
-            # dirty and come back later, backing off so a long outage costs a few calls per
-            # subcloud, not a spin.
+            # The database is down or locked past the unit's retries. Crashing would burn the
+            # restart intensity all sync actors share and could stop every subcloud's sync
+            # (docs/behaviour.md#spinning-on-database-errors): keep everything dirty and come
+            # back later, backing off so a long outage costs a few calls per subcloud.
             h.db_failures += 1
             delay = min(
                 self._env.settings.offline_retry_interval,
@@ -188,9 +185,8 @@ class SubcloudSyncActor(Actor[Wake, None]):
         h = self._handle
         env = self._env
         if h.subcloud.initial_sync_state == c.INITIAL_SYNC_IN_PROGRESS:
-            # Only this actor runs this subcloud's initial sync, and it is not running now: an
-            # in-progress state was left by an incarnation that crashed (or a database error)
-            # mid-way. Without this it would stay stuck until the process restarts.
+            # Only this actor runs this initial sync, and not now: in-progress was left by a
+            # crashed incarnation (or a database error) and would be stuck until a restart.
             await env.db.set_initial_sync_state(
                 h.region, c.INITIAL_SYNC_IN_PROGRESS, c.INITIAL_SYNC_REQUESTED
             )
@@ -266,8 +262,7 @@ class SubcloudSyncActor(Actor[Wake, None]):
             if not h.enabled:
                 # The manager saw the subcloud go offline/unmanaged: stop like should_stop.
                 raise SubcloudGone(h.region)
-            # Master reads made for this request are shared with every subcloud applying the
-            # same job (clients.MasterReads).
+            # Its master reads are shared with all subclouds applying the job (clients.MasterReads).
             token = current_job.set(request.orch_job_id)
             try:
                 await env.driver(ctx, request)

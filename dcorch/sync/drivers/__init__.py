@@ -1,8 +1,7 @@
 """Sync drivers: apply ONE pending request to ONE subcloud (docs/behaviour.md#sync-drivers).
 
-A driver is idempotent: applying a request twice leaves the subcloud as applying it once
-(creating an object that already exists with the same id replaces it; deleting a missing object
-succeeds). That is what makes "retry everything still pending after a crash" safe.
+Drivers are idempotent (creating an existing object with the same id replaces it; deleting a
+missing one succeeds), which makes "retry everything still pending after a crash" safe.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Identity driver: replicate keystone objects with their master ids.
 
-See docs/behaviour.md#identity-driver.
-
 Creates and full replacements go through the subcloud's dcdbsync as DB records, so ids and
-password hashes are the master's; partial updates and deletes go through the subcloud's keystone
-API. Role assignments and revocation events have their own small handlers.
+password hashes are the master's; partial updates and deletes through its keystone API. Role
+assignments and revocation events have their own handlers (docs/behaviour.md#identity-driver).
 """
 
 from __future__ import annotations
@@ -167,8 +165,7 @@ async def patch_object(ctx: DriverContext, request: PendingRequest) -> None:
 async def delete_object(ctx: DriverContext, request: PendingRequest) -> None:
     """Delete through keystone; a missing object is already the goal.
 
-    Without a mapping the master id is used: objects are replicated with master ids, so an
-    unmapped replica (adopted, or created before a crash wrote the mapping) is still found.
+    Without a mapping: the master id, which replicas carry (adopted, or mapping lost to a crash).
     """
     kind = request.resource_type
     mapping = await ctx.db.get_subcloud_resource(ctx.region, kind, request.master_id)

@@ -1,9 +1,8 @@
 """Platform (sysinv) driver: certificates, the sysadmin iuser and the fernet key repository.
 
 Only ``ssl_ca`` and ``openstack_ca`` certificates are synced (docs/behaviour.md#platform-driver);
-other modes are a successful no-op so they never block the queue. The proxy stores a certificate
-install as the raw multipart upload text, which is parsed here rather than in the proxy so the
-proxy's hot path stays a byte copy.
+other modes succeed as no-ops, never blocking the queue. An install's raw multipart text, stored
+by the proxy, is parsed here, so the proxy's hot path stays a byte copy.
 """
 
 from __future__ import annotations
