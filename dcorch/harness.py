@@ -117,6 +117,7 @@ async def open_dcorch(
             it; ``driver``, ``rng`` and ``seams`` inject faults and determinism.
     """
     settings = settings or Settings()
+    check_master_settings(settings)
     async with AsyncExitStack() as stack:
         sim: SimCloud | None = None
         master: MasterEndpoints | None = None
@@ -150,6 +151,26 @@ async def open_dcorch(
         if sim is not None and engine and register and not presynced:
             await handle.register(list(sim.regions))
         yield handle
+
+
+MASTER_URL_KEYS = ("keystone_url", "sysinv_url", "usm_url", "dcmanager_url")
+
+
+def check_master_settings(settings: Settings) -> None:
+    """Refuse a real master URL beside ``sim.enabled``: the simulator would silently win.
+
+    Raises:
+        ValueError: naming both keys, so the operator knows which one to change.
+    """
+    if not settings.sim.enabled:
+        return
+    for key in MASTER_URL_KEYS:
+        if value := getattr(settings.master, key):
+            raise ValueError(
+                f"master.{key} is set ({value}) but sim.enabled is true, so the simulated "
+                f"System Controller would be used instead: set sim.enabled = false to use the "
+                f"real one, or clear master.{key}"
+            )
 
 
 async def _presync(sim: SimCloud, db: Database) -> None:

@@ -40,6 +40,15 @@ def banner(service: Service, *, token: str = "", sim_lines: list[str] | None = N
             "Then see every subcloud's sync status:",
             f'  curl -s {service.api_url}/v1.0/admin/subclouds -H "X-Auth-Token: $TOKEN"',
         ]
+    else:
+        # Never a real master's token on the console or in a log: say how to get one.
+        lines += [
+            "",
+            "Get a token from the System Controller's keystone, then use the proxies and the API:",
+            f"  openstack --os-auth-url {service.master.keystone} --os-identity-api-version 3 "
+            "token issue",
+            f'  curl -s {service.api_url}/v1.0/admin/subclouds -H "X-Auth-Token: $TOKEN"',
+        ]
     lines += ["", "Ctrl-C stops."]
     return "\n".join(lines)
 

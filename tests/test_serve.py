@@ -1,0 +1,61 @@
+"""``dcorch serve``: what the operator sees, and settings that contradict each other."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from dcorch.metrics import Metrics
+from dcorch.remote.endpoints import MasterEndpoints
+from dcorch.serve import banner, serve_forever
+from dcorch.service import Service
+from dcorch.settings import Settings
+
+
+def test_a_real_master_url_beside_the_simulator_stops_start_up(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = Settings().replace(master={"keystone_url": "http://127.0.0.1:5000"})
+    assert serve_forever(settings) == 1
+    err = capsys.readouterr().err
+    assert "master.keystone_url is set (http://127.0.0.1:5000)" in err
+    assert "sim.enabled is true" in err
+
+
+def _service(master: MasterEndpoints) -> Service:
+    return Service(
+        settings=Settings(),
+        db=cast(Any, None),
+        system=cast(Any, None),
+        sync_manager=None,
+        metrics=Metrics(),
+        master=master,
+        http=cast(Any, None),
+        tokens=cast(Any, None),
+        urls={
+            "identity": "http://127.0.0.1:25000",
+            "platform": "http://127.0.0.1:26385",
+            "api": "http://127.0.0.1:8118",
+        },
+    )
+
+
+def test_banner_with_a_real_master_shows_how_to_get_a_token_not_a_token() -> None:
+    master = MasterEndpoints(
+        "http://10.0.0.2:5000/v3",
+        "http://10.0.0.2:6385/v1",
+        "http://10.0.0.2:8219/v1.0",
+        "http://10.0.0.2:8119/v1.0",
+    )
+    text = banner(_service(master))
+    assert "openstack --os-auth-url http://10.0.0.2:5000/v3" in text
+    assert "token issue" in text
+    assert "TOKEN=" not in text
+
+
+def test_banner_with_the_simulator_shows_its_test_token() -> None:
+    master = MasterEndpoints("http://sim/k/v3", "http://sim/s/v1", "http://sim/d/v1.0", "http://x")
+    text = banner(_service(master), token="sim-admin-token")
+    assert "TOKEN=sim-admin-token" in text
+    assert "token issue" not in text
