@@ -45,6 +45,20 @@ def fault_body(status: int, message: str) -> bytes:
     return json.dumps({"error_message": json.dumps(fault)}).encode()
 
 
+KEYSTONE_TITLES = {401: "Unauthorized", 403: "Forbidden"}
+
+
+def keystone_error_response(status: int, message: str) -> TrioResponse:
+    """A refusal in Keystone's own shape, ``{"error": {"code", "title", "message"}}``.
+
+    The identity proxy answers its own 401/403 like this because keystone clients
+    (keystoneauth, python-keystoneclient, the openstack CLI) parse that shape and print
+    "Unrecognized schema in response body" for any other.
+    """
+    body = {"error": {"code": status, "title": KEYSTONE_TITLES[status], "message": message}}
+    return TrioResponse(json.dumps(body).encode(), status=status, content_type="application/json")
+
+
 def error_response(
     status: int, message: str, headers: dict[str, str] | None = None
 ) -> TrioResponse:

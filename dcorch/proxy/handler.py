@@ -31,7 +31,13 @@ from dcorch import constants as c
 from dcorch.metrics import Metrics
 from dcorch.proxy import forwarding as fw
 from dcorch.proxy.auth import TokenCache
-from dcorch.proxy.errors import BodyTooLarge, Overloaded, ValidationUnavailable, error_response
+from dcorch.proxy.errors import (
+    BodyTooLarge,
+    Overloaded,
+    ValidationUnavailable,
+    error_response,
+    keystone_error_response,
+)
 from dcorch.proxy.fernet_audit import FernetKeySource, extract_audit_id
 from dcorch.proxy.interception import (
     Exchange,
@@ -146,7 +152,7 @@ class ProxyHandler:
             return await self._pass_through(method)
         raw_token = fw.header(headers, b"x-auth-token")
         if not raw_token:
-            return error_response(401, "Missing authentication token")
+            return self._refuse(401, "Missing authentication token")
         token = raw_token.decode("latin-1")
         try:
             info = await self.tokens.validate(token)
@@ -154,13 +160,19 @@ class ProxyHandler:
             logger.warning("%s %s: token validation unavailable (%s)", method, path, exc)
             return error_response(503, "token validation is unavailable")
         if info is None:
-            return error_response(401, "The request you have made requires authentication.")
+            return self._refuse(401, "The request you have made requires authentication.")
         if method not in SAFE_METHODS and not info.is_admin:
-            return error_response(403, "the admin role is required to change resources")
+            return self._refuse(403, "the admin role is required to change resources")
         match = match_route(self.routes, method, path)
         if match is None:
             return await self._pass_through(method)
         return await self._intercept(method, path, match, token)
+
+    def _refuse(self, status: int, message: str) -> TrioResponse:
+        """The proxy's own 401/403, in the shape the clients of this endpoint type parse."""
+        if self.endpoint_type == c.ENDPOINT_TYPE_IDENTITY:
+            return keystone_error_response(status, message)
+        return error_response(status, message)
 
     def _build_request(self, method: str, content: bytes | AsyncIterable[bytes]) -> httpx.Request:
         scope = _scope()
