@@ -315,7 +315,8 @@ class CachedMasterClient(CloudClient):
     """The master's :class:`CloudClient` with shared reads (:class:`MasterReads`).
 
     ``get_record`` is shared per ``orch_job`` while a request is applied (:data:`current_job`
-    set), else not; ``list_records`` and ``get_fernet_keys`` per generation; the rest never.
+    set), else not; the listings (records, fernet keys, role assignments, revocation events,
+    iusers, certificates) per generation; writes never.
     """
 
     reads: MasterReads = field(default_factory=MasterReads)
@@ -341,10 +342,31 @@ class CachedMasterClient(CloudClient):
         fetch = super(CachedMasterClient, self).get_fernet_keys
         return await self.reads.get(("fernet_keys",), fetch)
 
-    async def shared(self, key: str, fetch: Callable[[CloudClient], Awaitable[T]]) -> T:
-        """``fetch(master)`` shared per generation under ``key`` (the audits' listings)."""
-        plain = CloudClient(self.http, self.keystone, self.sysinv, self.dcdbsync)
-        return await self.reads.get(("shared", key), lambda: fetch(plain))
+    async def role_assignments(
+        self,
+        *,
+        project: str | None = None,
+        actor_kind: str | None = None,
+        actor: str | None = None,
+        role: str | None = None,
+    ) -> list[Record]:
+        fetch = super(CachedMasterClient, self).role_assignments
+        return await self.reads.get(
+            ("role_assignments", project, actor_kind, actor, role),
+            lambda: fetch(project=project, actor_kind=actor_kind, actor=actor, role=role),
+        )
+
+    async def list_revoke_events(self) -> list[Record]:
+        return await self.reads.get(
+            ("revoke_events",), super(CachedMasterClient, self).list_revoke_events
+        )
+
+    async def list_iusers(self) -> list[Record]:
+        return await self.reads.get(("iusers",), super(CachedMasterClient, self).list_iusers)
+
+    async def list_certificates(self) -> list[Record]:
+        fetch = super(CachedMasterClient, self).list_certificates
+        return await self.reads.get(("certificates",), fetch)
 
 
 @dataclass(frozen=True, slots=True)

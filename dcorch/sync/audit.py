@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,13 +133,10 @@ class PairAudit:
         )
 
     async def _identity_kind(self, kind: str, result: AuditResult, busy: set[str]) -> None:
-        async def fetch(m: CloudClient) -> list[Record]:
-            return await m.list_records(kind)
-
         # dcorch's rows first: master listings are fetched after the last commit (MasterReads),
         # so a new object never looks "deleted on the master" (stale-cache bug 3aa52731/20f8fd05).
         known = {r.master_id for r in await self._db.list_resources(kind)}
-        listing = await self._master.shared(kind, fetch)
+        listing = await self._master.list_records(kind)
         master = [r for r in listing if not rules.is_excluded(kind, r)]
         sub = await self._remote.list_records(kind)
         by_id = {rules.object_id(kind, r): r for r in sub}
@@ -201,28 +197,17 @@ class PairAudit:
         info = {"user": {"password": self._admin_password}}
         self._order(result, "users", mid, c.OPERATION_PATCH, info)
 
-    async def _listing(self, key: str, fetch: Callable[[CloudClient], Awaitable[Any]]) -> Any:
-        return await self._master.shared(key, fetch)
-
     async def _assignments(self, result: AuditResult, busy: set[str]) -> None:
         """Project-scoped role assignments whose actor, role and project are synced."""
-
-        async def fetch(m: CloudClient) -> list[Record]:
-            return await m.role_assignments()
-
         excluded: set[str] = set()
         for kind in ("users", "roles"):
-
-            async def records(m: CloudClient, kind: str = kind) -> list[Record]:
-                return await m.list_records(kind)
-
             excluded |= {
                 rules.object_id(kind, r)
-                for r in await self._listing(kind, records)
+                for r in await self._master.list_records(kind)
                 if rules.is_excluded(kind, r)
             }
         master = set()
-        for entry in await self._listing("role_assignments", fetch):
+        for entry in await self._master.role_assignments():
             aid = rules.assignment_id(entry)
             if aid and not excluded & set(aid.split("_")):
                 master.add(aid)
@@ -249,10 +234,7 @@ class PairAudit:
     async def _revoke_events(self, result: AuditResult, busy: dict[str, set[str]]) -> None:
         """Revocation events by audit id, then per-user events (keyed by user and time)."""
 
-        async def fetch(m: CloudClient) -> list[Record]:
-            return await m.list_revoke_events()
-
-        master_events = await self._listing("revoke_events", fetch)
+        master_events = await self._master.list_revoke_events()
         sub_events = await self._remote.list_revoke_events()
         by_audit = c.RESOURCE_REVOKE_EVENTS, lambda e: str(e.get("audit_id") or "")
         by_user = c.RESOURCE_REVOKE_EVENTS_FOR_USER, rules.user_event_key
@@ -272,11 +254,7 @@ class PairAudit:
 
     async def _platform(self, result: AuditResult, busy: dict[str, set[str]]) -> None:
         await self._certificates(result, busy.get(c.RESOURCE_CERTIFICATES, set()))
-
-        async def iusers(m: CloudClient) -> list[Record]:
-            return await m.list_iusers()
-
-        master_users = await self._master.shared("iuser", iusers)
+        master_users = await self._master.list_iusers()
         sub_users = await self._remote.list_iusers()
         if master_users and sub_users:
             mu = master_users[0]
@@ -292,10 +270,7 @@ class PairAudit:
                     {"payload": payload},
                 )
 
-        async def keys(m: CloudClient) -> list[Record]:
-            return await m.get_fernet_keys()
-
-        master_keys = await self._master.shared("fernet_repo", keys)
+        master_keys = await self._master.get_fernet_keys()
         if "keys" in busy.get(c.RESOURCE_FERNET_REPO, set()):
             result.findings += 1
         elif master_keys and rules.fernet_digest(master_keys) != rules.fernet_digest(
@@ -310,12 +285,9 @@ class PairAudit:
             )
 
     async def _certificates(self, result: AuditResult, busy: set[str]) -> None:
-        async def certs(m: CloudClient) -> list[Record]:
-            return await m.list_certificates()
-
         master = {
             str(cert["signature"]): cert
-            for cert in await self._master.shared("certificates", certs)
+            for cert in await self._master.list_certificates()
             if rules.synced_certificate(cert)
         }
         present = {str(cert.get("signature")) for cert in await self._remote.list_certificates()}
