@@ -24,10 +24,8 @@ import trio
 from actors import (
     ActorStopped,
     ActorSystem,
-    Backoff,
     ChildSpec,
     NodeSnapshot,
-    RestartIntensity,
     TaskSpec,
     open_actor_system,
 )
@@ -44,6 +42,7 @@ from dcorch.proxy.fernet_audit import SysinvFernetKeys
 from dcorch.remote.endpoints import EndpointResolver, ManagementIpResolver, MasterEndpoints
 from dcorch.remote.http import Credentials, HttpSession, open_http_client
 from dcorch.settings import Settings
+from dcorch.supervision import restart_policy
 from dcorch.sync.drivers import apply_request
 from dcorch.sync.env import Driver
 from dcorch.sync.manager import SyncManager
@@ -183,12 +182,7 @@ async def open_service(
             open_actor_system(
                 *children,
                 name="dcorch",
-                intensity=RestartIntensity(
-                    max_restarts=settings.actors.restart_max, period=settings.actors.restart_period
-                ),
-                backoff=Backoff(
-                    base=settings.actors.restart_backoff, cap=settings.actors.restart_backoff_max
-                ),
+                **restart_policy(settings.actors),
                 shutdown_timeout=settings.service.shutdown_timeout,
             )
         )

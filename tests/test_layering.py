@@ -18,19 +18,22 @@ ALLOWED: dict[str, set[str]] = {
     "dcorch.settings": set(),
     "dcorch.constants": set(),
     "dcorch.work": BASE,
+    "dcorch.supervision": BASE | {"actors"},
     "dcorch.asgi": BASE,
     "dcorch.metrics": BASE,
     "dcorch.proxy": BASE | {"dcorch.proxy", "dcorch.work", "dcorch.asgi", "dcorch.metrics"},
     "dcorch.api": BASE | {"dcorch.api", "dcorch.db", "dcorch.metrics"},
-    "dcorch.db": BASE | {"dcorch.db", "dcorch.work", "actors"},
+    "dcorch.db": BASE | {"dcorch.db", "dcorch.work", "dcorch.supervision", "actors"},
     "dcorch.remote": BASE | {"dcorch.remote", "dcorch.db.rows"},
-    "dcorch.sync": BASE | {"dcorch.sync", "dcorch.db", "dcorch.remote", "dcorch.work", "actors"},
+    "dcorch.sync": BASE
+    | {"dcorch.sync", "dcorch.db", "dcorch.remote", "dcorch.work", "dcorch.supervision"}
+    | {"actors"},
     "dcorch.sim": BASE
     | {"dcorch.sim", "dcorch.asgi", "dcorch.db.rows", "dcorch.remote.endpoints"}
     | {"dcorch.remote.http"},
     "dcorch.service": BASE
     | {"dcorch.api", "dcorch.asgi", "dcorch.db", "dcorch.metrics", "dcorch.proxy"}
-    | {"dcorch.remote", "dcorch.sync", "actors"},
+    | {"dcorch.remote", "dcorch.sync", "dcorch.supervision", "actors"},
     "dcorch.harness": BASE
     | {"dcorch.service", "dcorch.sim", "dcorch.db", "dcorch.remote", "dcorch.sync"}
     | {"dcorch.metrics", "actors"},

@@ -25,7 +25,7 @@ from typing import Any, Concatenate, Final, ParamSpec, TypeVar, final
 import trio
 from sqlalchemy import Connection
 
-from actors import ActorSystem, Backoff, NodeSnapshot, RestartIntensity, TaskSpec, open_actor_system
+from actors import ActorSystem, NodeSnapshot, TaskSpec, open_actor_system
 from dcorch import constants as c
 from dcorch.db import migrate
 from dcorch.db import units_requests as ur
@@ -48,6 +48,7 @@ from dcorch.db.rows import (
 )
 from dcorch.db.runner import DatabaseStatistics, Execute, UnitRunner
 from dcorch.settings import ActorSettings, DatabaseSettings, DispatcherSettings, Settings
+from dcorch.supervision import restart_policy
 from dcorch.work import EnqueueResult, WorkOrder
 
 P = ParamSpec("P")
@@ -134,12 +135,7 @@ async def open_database(
                 TaskSpec(name="dispatcher", fn=writer.run),
                 TaskSpec(name="reads", fn=reads.run),
                 name="database",
-                intensity=RestartIntensity(
-                    max_restarts=supervision.restart_max, period=supervision.restart_period
-                ),
-                backoff=Backoff(
-                    base=supervision.restart_backoff, cap=supervision.restart_backoff_max
-                ),
+                **restart_policy(supervision),
             ) as system:
                 db = Database(runner, execute, writer, reads, system, sqlite=sqlite)
                 try:

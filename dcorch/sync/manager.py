@@ -25,10 +25,8 @@ from actors import (
     ActorSpec,
     ActorStopped,
     ActorSystem,
-    Backoff,
     MailboxFull,
     NodeSnapshot,
-    RestartIntensity,
     open_actor_system,
 )
 from dcorch import constants as c
@@ -41,6 +39,7 @@ from dcorch.remote.clients import CachedMasterClient, StatusReporter
 from dcorch.remote.endpoints import EndpointResolver, MasterEndpoints
 from dcorch.remote.http import HttpSession
 from dcorch.settings import ActorSettings, EngineSettings
+from dcorch.supervision import restart_policy
 from dcorch.sync.drivers import apply_request
 from dcorch.sync.env import Driver, SyncEnv, Timers
 from dcorch.sync.status import Reporter, WallClock
@@ -131,14 +130,8 @@ class SyncManager:
     ) -> None:
         """Recover states, start an actor per managed subcloud, then serve until cancelled."""
         subclouds = await self._recover()
-        a = self._actor_settings
         async with open_actor_system(
-            name="sync",
-            intensity=RestartIntensity(max_restarts=a.restart_max, period=a.restart_period),
-            backoff=Backoff(
-                base=a.restart_backoff, cap=max(a.restart_backoff, a.restart_backoff_max)
-            ),
-            rng=self._rng,
+            name="sync", **restart_policy(self._actor_settings), rng=self._rng
         ) as system:
             self._system = system
             try:
