@@ -68,22 +68,8 @@ class Dcorch(Service):
         return regions
 
     async def register(self, regions: Sequence[str], *, manage: bool = True) -> None:
-        """Add subclouds to dcorch (as the v1 API would) and, with ``manage``, bring them
-        managed and online so their initial sync starts."""
-        manager = self.sync_manager
-        for region in regions:
-            with suppress(SubcloudAlreadyExists):
-                await self.db.add_subcloud(
-                    region, software_version=SOFTWARE_VERSION, management_ip="127.0.0.1"
-                )
-            if manage:
-                await self.db.update_subcloud_states(
-                    region,
-                    management_state=constants.MANAGEMENT_MANAGED,
-                    availability_status=constants.AVAILABILITY_ONLINE,
-                )
-            if manager is not None:
-                await manager.subcloud_changed(region)
+        """Add subclouds to dcorch and, with ``manage``, bring them managed and online."""
+        await register_subclouds(self, regions, manage=manage)
 
     async def wait_converged(
         self,
@@ -151,6 +137,26 @@ async def open_dcorch(
         if sim is not None and engine and register and not presynced:
             await handle.register(list(sim.regions))
         yield handle
+
+
+async def register_subclouds(
+    service: Service, regions: Sequence[str], *, manage: bool = True
+) -> None:
+    """Add subclouds as the v1 API would and, with ``manage``, bring them managed and online so
+    their initial sync starts (an already registered subcloud is just managed again)."""
+    for region in regions:
+        with suppress(SubcloudAlreadyExists):
+            await service.db.add_subcloud(
+                region, software_version=SOFTWARE_VERSION, management_ip="127.0.0.1"
+            )
+        if manage:
+            await service.db.update_subcloud_states(
+                region,
+                management_state=constants.MANAGEMENT_MANAGED,
+                availability_status=constants.AVAILABILITY_ONLINE,
+            )
+        if service.sync_manager is not None:
+            await service.sync_manager.subcloud_changed(region)
 
 
 MASTER_URL_KEYS = ("keystone_url", "sysinv_url", "usm_url", "dcmanager_url")

@@ -19,6 +19,7 @@ from dcorch import constants as c
 from dcorch.db import Database, migrate, open_database
 from dcorch.db.database import NO_SEAMS, DatabaseSeams
 from dcorch.db.rows import PendingRequest
+from dcorch.harness import register_subclouds
 from dcorch.remote.clients import CachedMasterClient, CloudClient, MasterReads
 from dcorch.remote.http import Credentials, HttpSession
 from dcorch.service import Service, open_service
@@ -114,14 +115,7 @@ class Engine:
 
     async def manage(self, *regions: str) -> None:
         """Add subclouds to dcorch and bring them managed + online (initial sync follows)."""
-        for region in regions:
-            await self.db.add_subcloud(region, software_version="24.09", management_ip="10.0.0.1")
-            await self.db.update_subcloud_states(
-                region,
-                management_state=c.MANAGEMENT_MANAGED,
-                availability_status=c.AVAILABILITY_ONLINE,
-            )
-            await self.manager.subcloud_changed(region)
+        await register_subclouds(self.service, regions)
 
     async def wait_enabled(self, *regions: str) -> None:
         """Initial sync done, enable-time audits done, and every pair reported in-sync."""
