@@ -64,12 +64,8 @@ class Dcorch(Service):
     async def add_subclouds(self, count: int, *, manage: bool = True) -> list[str]:
         """Create ``count`` more simulated subclouds and register (and manage) them."""
         regions = self._sim().add_subclouds(count)
-        await self.register(regions, manage=manage)
-        return regions
-
-    async def register(self, regions: Sequence[str], *, manage: bool = True) -> None:
-        """Add subclouds to dcorch and, with ``manage``, bring them managed and online."""
         await register_subclouds(self, regions, manage=manage)
+        return regions
 
     async def wait_converged(
         self,
@@ -97,7 +93,7 @@ async def open_dcorch(
         subclouds: simulated subclouds to create (default ``sim.subclouds``).
         presynced: register the subclouds as already synced and audited (fernet keys set to
             the master's), not managed one by one: thousands start in seconds, not minutes.
-        register: register and manage the subclouds (else the test does: :meth:`Dcorch.register`).
+        register: register and manage the subclouds (else the test calls register_subclouds).
         options: how the service runs (:func:`dcorch.service.open_service`): tests and the
             bench pass ``ephemeral_ports=True``; ``engine=False`` records work without applying
             it; ``driver``, ``rng`` and ``seams`` inject faults and determinism.
@@ -135,7 +131,7 @@ async def open_dcorch(
         )
         handle.token = await _admin_token(client, credentials, service.master)
         if sim is not None and engine and register and not presynced:
-            await handle.register(list(sim.regions))
+            await register_subclouds(handle, list(sim.regions))
         yield handle
 
 
