@@ -1,4 +1,4 @@
-"""The ``dcorch`` command: ``serve``, ``db upgrade|revision``, ``config`` and ``bench``.
+"""The ``dcorch`` command: ``serve``, ``db upgrade|revision``, ``config``, ``dbsync`` and ``bench``.
 
 Subcommands import heavy modules: ``dcorch config``/``db`` start fast; a broken part stops no other.
 """
@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="print the effective settings (secrets masked)")
     config.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    dbsync = commands.add_parser(
+        "dbsync", help="run the DB-sync agent beside a keystone (settings: [dbsync])"
+    )
+    dbsync.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    dbsync.add_argument("--host", help="listen address (overrides dbsync.host)")
+    dbsync.add_argument("--port", type=int, help="listen port (overrides dbsync.port)")
 
     bench = commands.add_parser("bench", help="run the scale benchmarks")
     bench.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -118,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         status: int = serve_forever(settings, upgrade_db=args.upgrade_db)
         return status
+    if args.command == "dbsync":
+        from dcorch.dbsync.agent import serve_dbsync
+
+        agent_status: int = serve_dbsync(settings, host=args.host, port=args.port)
+        return agent_status
     if args.command == "bench":
         from bench.runner import main as bench_main
 

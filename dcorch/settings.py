@@ -139,6 +139,22 @@ class SimSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DbsyncSettings:
+    """The DB-sync agent (``dcorch dbsync``) that runs beside a keystone (docs/dbsync.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8219
+    """8219 beside the System Controller's keystone (upstream's master dcdbsync), 8220 on subclouds."""
+    keystone_database_url: str = ""
+    """The keystone database, as keystone.conf's ``[database] connection`` (sqlite, postgresql,
+    mysql); the agent maps it to the matching asyncio driver."""
+    keystone_url: str = ""
+    """The keystone beside the agent (unversioned or ``/v3``); it validates callers' tokens."""
+    token_cache_ttl: float = 30 * SECONDS
+    max_body_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Every tunable of one dcorch process."""
 
@@ -152,6 +168,7 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     actors: ActorSettings = field(default_factory=ActorSettings)
     sim: SimSettings = field(default_factory=SimSettings)
+    dbsync: DbsyncSettings = field(default_factory=DbsyncSettings)
 
     @property
     def database_url(self) -> str:

@@ -30,6 +30,10 @@ ALLOWED: dict[str, set[str]] = {
     | {"actors"},
     "dcorch.sim": BASE
     | {"dcorch.sim", "dcorch.asgi", "dcorch.db.rows", "dcorch.remote.endpoints"}
+    | {"dcorch.remote.http", "dcorch.dbsync.contract"},
+    "dcorch.dbsync.contract": set(),
+    "dcorch.dbsync": BASE
+    | {"dcorch.dbsync", "dcorch.asgi", "dcorch.db", "dcorch.proxy.auth", "dcorch.proxy.errors"}
     | {"dcorch.remote.http"},
     "dcorch.service": BASE
     | {"dcorch.api", "dcorch.asgi", "dcorch.db", "dcorch.metrics", "dcorch.proxy"}
@@ -38,7 +42,8 @@ ALLOWED: dict[str, set[str]] = {
     | {"dcorch.service", "dcorch.sim", "dcorch.db", "dcorch.remote", "dcorch.sync"}
     | {"dcorch.metrics", "actors"},
     "dcorch.serve": BASE | {"dcorch.service", "dcorch.harness", "dcorch.db.errors"},
-    "dcorch.cli": BASE | {"dcorch.serve", "dcorch.db", "dcorch.proxy.redaction", "bench"},
+    "dcorch.cli": BASE
+    | {"dcorch.serve", "dcorch.db", "dcorch.dbsync", "dcorch.proxy.redaction", "bench"},
 }
 
 

@@ -45,7 +45,7 @@ def fault_body(status: int, message: str) -> bytes:
     return json.dumps({"error_message": json.dumps(fault)}).encode()
 
 
-KEYSTONE_TITLES = {401: "Unauthorized", 403: "Forbidden"}
+KEYSTONE_TITLES = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
 
 
 def keystone_error_response(status: int, message: str) -> TrioResponse:

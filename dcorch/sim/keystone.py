@@ -114,7 +114,7 @@ def update_user(cloud: CloudState, req: Request, params: Params) -> Response:
         if not isinstance(body["password"], str):
             raise KeystoneError(400, "Invalid input for field 'password'.")
         passwords = [password_row(hash_password(body["password"]), cloud.sim.wall_clock())]
-    new = identity.put("user", {"user": user, "local_user": local, "password": passwords})
+    new = identity.put("user", {**rec, "user": user, "local_user": local, "password": passwords})
     if "password" in body or (rec["user"]["enabled"] and not user["enabled"]):
         revoke_user_tokens(cloud, params[0])
     cloud.record(KEYSTONE, "update_user", id=params[0], fields=sorted(body))

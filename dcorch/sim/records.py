@@ -10,13 +10,13 @@ subclouds share one template's default records (copy on write) instead of 10,000
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from dcorch.dbsync.contract import user_event_id as user_event_id
 from dcorch.sim.tokens import hash_password
 
 Record = dict[str, Any]
@@ -51,11 +51,6 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def user_event_id(user_id: str, issued_before: str) -> str:
-    """dcdbsync's id of a per-user revocation event: b64 of ``<user_id>_<issued_before>``."""
-    return base64.urlsafe_b64encode(f"{user_id}_{issued_before}".encode()).decode()
-
-
 def password_row(password_hash: str, now: float) -> Record:
     """One row of keystone's ``password`` table (local_user_id is filled in on insert)."""
     return {
@@ -81,7 +76,7 @@ def make_user(
     default_project_id: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Record:
-    """A user record: ``user`` + ``local_user`` + ``password`` rows."""
+    """A user record: ``user`` + ``local_user`` + ``password`` rows + ``user_option`` rows."""
     uid = user_id or new_id()
     return {
         "user": {
@@ -102,6 +97,7 @@ def make_user(
             "failed_auth_at": None,
         },
         "password": [password_row(password_hash, now)] if password_hash else [],
+        "user_option": [],
     }
 
 

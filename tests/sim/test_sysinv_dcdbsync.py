@@ -142,7 +142,7 @@ async def test_dcdbsync_replicates_master_records(sim: SimCloud, client: httpx.A
     users = (await client.get(f"{mdb}/identity/users/", headers=h)).json()
     assert {u["user"]["id"] for u in users} >= {uid}
     record = (await client.get(f"{mdb}/identity/users/{uid}", headers=h)).json()
-    assert set(record) == {"user", "local_user", "password"}
+    assert set(record) == {"user", "local_user", "password", "user_option"}
     r = await client.post(f"{sdb}/identity/users/", headers=sh, json=record)
     assert r.status_code == 201
     assert r.json()["user"]["id"] == uid
