@@ -99,6 +99,12 @@ def create_dbsync_app(
     async def _http(exc: HTTPException) -> Response:
         return error_response(exc.code or 500, exc.description or exc.name)
 
+    @app.errorhandler(Exception)
+    async def _bug(exc: Exception) -> Response:
+        # The unit's transaction was rolled back: nothing of the call was stored.
+        logger.exception("dbsync.internal_error method=%s path=%s", request.method, request.path)
+        return error_response(500, f"internal error ({type(exc).__name__}); nothing was changed")
+
     async def _body() -> Any:
         raw = await request.get_data(as_text=False)
         if not raw:

@@ -7,6 +7,7 @@ and uses fresh names and ids, so tests do not see each other's objects.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import trio
@@ -24,7 +26,12 @@ from dcorch.settings import Settings
 from tests.realkeystone.keystone import (
     ADMIN_PASSWORD,
     ADMIN_USER,
+    REGION,
+    WSGI_SHIM,
     KeystoneInstance,
+    keystone_manage,
+    make_key_repositories,
+    render_keystone_conf,
     start_in_parallel,
 )
 
@@ -135,3 +142,66 @@ async def open_peer(keystone: KeystoneInstance, **agent_kwargs: Any) -> AsyncIte
 async def wait_a_second() -> None:
     """keystone rejects tokens issued in the second of a revocation event (real-keystone notes)."""
     await trio.sleep(1.1)
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _pg(sql: str) -> None:
+    async def main() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=3)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+
+
+@dataclass
+class PgKeystone:
+    """A real keystone whose database is PostgreSQL, migrated by keystone-manage itself."""
+
+    keystone: KeystoneInstance
+    database_url: str
+    """As keystone.conf names it (``postgresql+psycopg2://``); the agent maps it to asyncpg."""
+
+
+@pytest.fixture(scope="session")
+def pg_keystone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgKeystone]:
+    """keystone-manage db_sync + bootstrap into a fresh PostgreSQL database, then gunicorn."""
+    try:
+        _pg("SELECT 1")
+    except Exception as exc:  # any failure to reach the server means: skip
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable: {exc}")
+    name = f"dcorch_keystone_{uuid.uuid4().hex[:10]}"
+    _pg(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    instance = KeystoneInstance(tmp_path_factory.mktemp("pg-keystone"), name="postgres")
+    try:
+        instance.root.mkdir(parents=True, exist_ok=True)
+        instance.config_file.write_text(
+            render_keystone_conf(
+                url, instance.fernet_keys, instance.credential_keys, log_file=instance.log_file
+            )
+        )
+        make_key_repositories(instance.fernet_keys, instance.credential_keys)
+        (instance.root / "keystone_wsgi.py").write_text(WSGI_SHIM)
+        keystone_manage(instance.config_file, "db_sync")
+        keystone_manage(
+            instance.config_file,
+            "bootstrap",
+            "--bootstrap-password",
+            ADMIN_PASSWORD,
+            "--bootstrap-region-id",
+            REGION,
+            "--bootstrap-public-url",
+            instance.auth_url,
+        )
+        instance.start()  # prepare() keeps the layout above: the config exists
+        yield PgKeystone(instance, url)
+    finally:
+        instance.stop()
+        _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
