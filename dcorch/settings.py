@@ -144,7 +144,8 @@ class DbsyncSettings:
 
     host: str = "127.0.0.1"
     port: int = 8219
-    """8219 beside the System Controller's keystone (upstream's master dcdbsync), 8220 on subclouds."""
+    """8219 beside the System Controller's keystone (upstream's master dcdbsync); 8220 on a
+    subcloud."""
     keystone_database_url: str = ""
     """The keystone database, as keystone.conf's ``[database] connection`` (sqlite, postgresql,
     mysql); the agent maps it to the matching asyncio driver."""

@@ -63,7 +63,9 @@ def async_database_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise AgentConfigError(f"dbsync.keystone_database_url is not a database URL: {url!r}") from None
+        raise AgentConfigError(
+            f"dbsync.keystone_database_url is not a database URL: {url!r}"
+        ) from None
     if parsed.drivername in KEEPS_DRIVER:
         return url
     backend = "mysql" if parsed.get_backend_name() == "mariadb" else parsed.get_backend_name()

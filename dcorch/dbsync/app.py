@@ -131,9 +131,7 @@ def create_dbsync_app(
             return _json(201, await store.create_event(await _body()))
         return _json(200, await store.list_events())
 
-    @app.route(
-        "/v1.0/identity/token-revocation-events/<by>/<ref>", methods=["GET", "DELETE"]
-    )
+    @app.route("/v1.0/identity/token-revocation-events/<by>/<ref>", methods=["GET", "DELETE"])
     async def _event(by: str, ref: str) -> Response:
         if by not in ("audits", "users"):
             raise RecordError(404, f"the resource could not be found: {request.path}")

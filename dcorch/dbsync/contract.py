@@ -128,7 +128,10 @@ def json_value(value: Any) -> Any:
 
 
 def user_event_id(user_id: str, issued_before: str) -> str:
-    """dcdbsync's id of a per-user revocation event: url-safe b64 of ``<user_id>_<issued_before>``."""
+    """dcdbsync's id of a per-user revocation event: url-safe b64 of ``<user_id>_<issued_at>``.
+
+    ``<issued_at>`` is the event's ``issued_before`` in canonical text (:func:`format_datetime`).
+    """
     return base64.urlsafe_b64encode(f"{user_id}_{issued_before}".encode()).decode()
 
 
@@ -283,7 +286,7 @@ def merge_record(kind: str, old: Record, given: Record) -> Record:
         if isinstance(value, dict):
             merged[section] = {**value, **given.get(section, {})}
         else:
-            merged[section] = given[section] if section in given else value
+            merged[section] = given.get(section, value)
     return merged
 
 

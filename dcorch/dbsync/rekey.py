@@ -38,8 +38,8 @@ def rekey(conn: Connection, schema: KeystoneSchema, table_name: str, old: str, n
     conn.execute(insert(table), [copy])
     moved = 0
     for ref in schema.references[table_name]:
-        column = ref.table.c[ref.column]
-        statement = update(ref.table).where(column == old).values({ref.column: new})
+        holder = ref.table.c[ref.column]
+        statement = update(ref.table).where(holder == old).values({ref.column: new})
         if ref.table is table:
             statement = statement.where(table.c.id != new)
         if ref.only_types:

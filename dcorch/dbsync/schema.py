@@ -171,9 +171,9 @@ def _references(metadata: MetaData, target: str) -> tuple[Reference, ...]:
                 if element.column.name == "id":
                     found[(table.name, element.parent.name)] = Reference(table, element.parent.name)
     for name, column, types in LOGICAL_REFERENCES[target]:
-        table = metadata.tables.get(name)
-        if table is not None and column in table.c and (name, column) not in found:
-            found[(name, column)] = Reference(table, column, types)
+        holder = metadata.tables.get(name)
+        if holder is not None and column in holder.c and (name, column) not in found:
+            found[(name, column)] = Reference(holder, column, types)
     return tuple(found.values())
 
 

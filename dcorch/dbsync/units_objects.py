@@ -111,7 +111,9 @@ def get_record(conn: Connection, schema: KeystoneSchema, kind: str, oid: str) ->
         found = _groups(conn, schema, oid)
     else:
         table = KIND_TABLES[kind]
-        found = [{table: row} for row in _rows(conn, schema, table, schema.tables[table].c.id == oid)]
+        found = [
+            {table: row} for row in _rows(conn, schema, table, schema.tables[table].c.id == oid)
+        ]
     if not found:
         raise _not_found(kind, oid)
     return found[0]
@@ -182,9 +184,9 @@ def check_references(conn: Connection, schema: KeystoneSchema, kind: str, rec: R
     table = KIND_TABLES[kind]
     body = rec[table]
     domain = body.get("domain_id")
-    if not (kind == "roles" and domain == NULL_DOMAIN) and isinstance(domain, str):
-        if not _domains(conn, schema, {domain}):
-            raise RecordError(400, f"{table}.domain_id {domain} is not a domain")
+    global_role = kind == "roles" and domain == NULL_DOMAIN
+    if not global_role and isinstance(domain, str) and not _domains(conn, schema, {domain}):
+        raise RecordError(400, f"{table}.domain_id {domain} is not a domain")
     if kind == "projects" and body.get("parent_id") is not None:
         parent = body["parent_id"]
         if parent != body.get("id") and not _exists(conn, schema.tables["project"], parent):

@@ -57,7 +57,7 @@ SECTIONS: Final = {
     "project": ("project",),
     "role": ("role",),
 }
-PLURAL: Final = {plural: table for plural, table in KIND_TABLES.items()}
+PLURAL: Final = dict(KIND_TABLES)
 COLUMN_DEFAULTS: Final = {
     ("password", "self_service"): False,
     ("password", "created_at_int"): 0,
@@ -115,9 +115,9 @@ def _check_references(identity: Identity, kind: str, rec: Record) -> None:
     if not (kind == "role" and domain == NULL_DOMAIN) and domain not in _domains(identity):
         raise RecordError(400, f"{kind}.domain_id {domain} is not a domain")
     parent = body.get("parent_id")
-    if kind == "project" and parent is not None and parent != body["id"]:
-        if parent not in identity.projects and parent not in _domains(identity):
-            raise RecordError(400, f"project.parent_id {parent} does not exist")
+    known = identity.projects.keys() | _domains(identity)
+    if kind == "project" and parent is not None and parent != body["id"] and parent not in known:
+        raise RecordError(400, f"project.parent_id {parent} does not exist")
     if kind == "group":
         missing = sorted(set(rec[GROUP_MEMBERS]) - set(identity.users))
         if missing:
@@ -172,7 +172,7 @@ def create_record(kind: str) -> Handler:
 
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
         given = parse_record(plural, _body(req), KEYSTONE_SPECS)
-        defaults = {"password": [], "user_option": []} if kind == "user" else {}
+        defaults: Record = {"password": [], "user_option": []} if kind == "user" else {}
         rec = complete_record(plural, {**defaults, **given}, KEYSTONE_SPECS)
         identity = cloud.identity
         _check_references(identity, kind, rec)

@@ -38,7 +38,7 @@ from tests.realkeystone.keystone import (
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "tests/dbsync/" in str(item.fspath) and os.environ.get("DCORCH_SKIP_KEYSTONE"):
+        if item.get_closest_marker("keystone") and os.environ.get("DCORCH_SKIP_KEYSTONE"):
             item.add_marker(pytest.mark.skip(reason="DCORCH_SKIP_KEYSTONE is set"))
 
 
@@ -125,7 +125,9 @@ async def keystone_token(
     return await http.post(f"{auth_url}/auth/tokens", json={"auth": auth})
 
 
-async def admin_token(http: httpx.AsyncClient, auth_url: str, password: str = ADMIN_PASSWORD) -> str:
+async def admin_token(
+    http: httpx.AsyncClient, auth_url: str, password: str = ADMIN_PASSWORD
+) -> str:
     response = await keystone_token(http, auth_url, ADMIN_USER, password)
     assert response.status_code == 201, response.text
     return response.headers["X-Subject-Token"]

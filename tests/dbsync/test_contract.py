@@ -19,7 +19,6 @@ The expected status of every step is also asserted, so both being wrong the same
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -74,7 +73,9 @@ async def sim_target(http: httpx.AsyncClient) -> AsyncIterator[Target]:
 
 
 @asynccontextmanager
-async def agent_target(http: httpx.AsyncClient, keystone: KeystoneInstance) -> AsyncIterator[Target]:
+async def agent_target(
+    http: httpx.AsyncClient, keystone: KeystoneInstance
+) -> AsyncIterator[Target]:
     async with open_peer(keystone) as peer:
         from tests.realkeystone.keystone import ADMIN_PASSWORD, ADMIN_USER
 
@@ -107,14 +108,18 @@ class Scenario:
     def __init__(self) -> None:
         self.ids = {k: uuid.uuid4().hex for k in ("u1", "u2", "u3", "u4", "g1", "g2")}
         self.ids |= {k: uuid.uuid4().hex for k in ("p1", "p2", "r1", "r2", "missing")}
-        self.names = {k: f"contract-{k}-{uuid.uuid4().hex[:8]}" for k in ("u1", "u3", "g", "p", "r")}
+        self.names = {
+            k: f"contract-{k}-{uuid.uuid4().hex[:8]}" for k in ("u1", "u3", "g", "p", "r")
+        }
         self.audit = uuid.uuid4().hex[:22]
         self.event_user = uuid.uuid4().hex
         self.steps: list[tuple[str, int]] = []
 
     # -- records ---------------------------------------------------------------------------
 
-    def user(self, key: str, name: str, *, hash_: str = "$2b$04$contract-hash-one") -> dict[str, Any]:
+    def user(
+        self, key: str, name: str, *, hash_: str = "$2b$04$contract-hash-one"
+    ) -> dict[str, Any]:
         return {
             "user": {
                 "id": self.ids[key],
@@ -236,7 +241,9 @@ class Scenario:
         await self.call(t, "empty group", 200, "PUT", f"groups/{ids['g2']}", empty)
 
         await self.call(t, "create project", 201, "POST", "projects/", self.project("p1"))
-        await self.call(t, "replace project", 200, "PUT", f"projects/{ids['p1']}", self.project("p2"))
+        await self.call(
+            t, "replace project", 200, "PUT", f"projects/{ids['p1']}", self.project("p2")
+        )
         await self.call(t, "old project gone", 404, "GET", f"projects/{ids['p1']}")
         await self.call(t, "create role", 201, "POST", "roles/", self.role("r1"))
         await self.call(t, "replace role", 200, "PUT", f"roles/{ids['r1']}", self.role("r2"))
@@ -296,10 +303,14 @@ class Scenario:
         orphan = self.project("p1")
         orphan["project"] |= {"parent_id": "nowhere", "name": "contract-orphan"}
         await self.call(t, "unknown parent", 400, "POST", "projects/", orphan)
-        await self.call(t, "role, unknown section", 400, "POST", "roles/", {**self.role("r1"), "x": 1})
+        await self.call(
+            t, "role, unknown section", 400, "POST", "roles/", {**self.role("r1"), "x": 1}
+        )
         broken = {"user": {"enabled": "no"}, "local_user": {}}
         await self.call(t, "replace, bad type", 400, "PUT", f"users/{ids['u2']}", broken)
-        await self.call(t, "replace, missing", 404, "PUT", f"users/{ids['missing']}", self.user("u4", "m"))
+        await self.call(
+            t, "replace, missing", 404, "PUT", f"users/{ids['missing']}", self.user("u4", "m")
+        )
         await self.call(t, "get missing role", 404, "GET", f"roles/{ids['missing']}")
         await self.call(t, "unknown collection", 404, "GET", "widgets/")
         del names
@@ -315,8 +326,10 @@ class Scenario:
             json={"user": {"name": name, "password": password, "domain_id": "default"}},
         )
         member = made.json()["user"]["id"]
-        role = (await t.http.get(f"{t.keystone}/roles", params={"name": "member"}, headers=admin))
-        project = await t.http.get(f"{t.keystone}/projects", params={"name": "admin"}, headers=admin)
+        role = await t.http.get(f"{t.keystone}/roles", params={"name": "member"}, headers=admin)
+        project = await t.http.get(
+            f"{t.keystone}/projects", params={"name": "admin"}, headers=admin
+        )
         grant = (
             f"{t.keystone}/projects/{project.json()['projects'][0]['id']}/users/{member}"
             f"/roles/{role.json()['roles'][0]['id']}"
@@ -325,16 +338,24 @@ class Scenario:
         login = await keystone_token(t.http, t.keystone, name, password)
         token = login.headers["X-Subject-Token"]
         await self.call(t, "member reads", 403, "GET", "users/", token=token)
-        await self.call(t, "member writes", 403, "POST", "users/", self.user("u4", "m"), token=token)
+        await self.call(
+            t, "member writes", 403, "POST", "users/", self.user("u4", "m"), token=token
+        )
         await self.call(t, "still nothing written", 200, "GET", "users/", only=created)
 
     async def events(self, t: Target) -> None:
         audit, user = self.audit, self.event_user
-        await self.call(t, "create event", 201, "POST", "token-revocation-events/", self.event(audit_id=audit))
+        await self.call(
+            t, "create event", 201, "POST", "token-revocation-events/", self.event(audit_id=audit)
+        )
         path = f"token-revocation-events/audits/{audit}"
         await self.call(t, "get event", 200, "GET", path)
-        await self.call(t, "event twice", 409, "POST", "token-revocation-events/", self.event(audit_id=audit))
-        await self.call(t, "list events", 200, "GET", "token-revocation-events/", only={audit, user})
+        await self.call(
+            t, "event twice", 409, "POST", "token-revocation-events/", self.event(audit_id=audit)
+        )
+        await self.call(
+            t, "list events", 200, "GET", "token-revocation-events/", only={audit, user}
+        )
         await self.call(t, "delete event", 204, "DELETE", path)
         await self.call(t, "event gone", 404, "GET", path)
         await self.call(t, "delete again", 404, "DELETE", path)
@@ -345,14 +366,22 @@ class Scenario:
         other = user_event_id(user, "2026-01-02T03:04:05.000000")
         await self.call(t, "other instant", 404, "GET", f"token-revocation-events/users/{other}")
         await self.call(t, "bad event id", 404, "GET", "token-revocation-events/users/%%%")
-        await self.call(t, "delete user event", 204, "DELETE", f"token-revocation-events/users/{key}")
-        await self.call(t, "empty event", 400, "POST", "token-revocation-events/", {"revocation_event": {}})
+        await self.call(
+            t, "delete user event", 204, "DELETE", f"token-revocation-events/users/{key}"
+        )
+        await self.call(
+            t, "empty event", 400, "POST", "token-revocation-events/", {"revocation_event": {}}
+        )
         no_owner = self.event()
         await self.call(t, "event without owner", 400, "POST", "token-revocation-events/", no_owner)
         unrevoked = self.event(audit_id=audit)
         del unrevoked["revocation_event"]["revoked_at"]
-        await self.call(t, "event without revoked_at", 400, "POST", "token-revocation-events/", unrevoked)
-        await self.call(t, "events unchanged", 200, "GET", "token-revocation-events/", only={audit, user})
+        await self.call(
+            t, "event without revoked_at", 400, "POST", "token-revocation-events/", unrevoked
+        )
+        await self.call(
+            t, "events unchanged", 200, "GET", "token-revocation-events/", only={audit, user}
+        )
 
 
 def _group(gid: str, name: str) -> dict[str, Any]:
@@ -379,8 +408,6 @@ async def test_simulator_and_agent_answer_the_same(
             await scenario.run(sim)
         async with agent_target(http, keystones["subcloud"]) as agent:
             await scenario.run(agent)
-    if os.environ.get("DCORCH_CONTRACT_DUMP"):
-        Path(os.environ["DCORCH_CONTRACT_DUMP"]).write_text(json.dumps(agent.answers, indent=1))
     assert len(sim.answers) == len(agent.answers) > 60
     for mine, real in zip(sim.answers, agent.answers, strict=True):
         assert mine == real, f"step {mine[0]!r}: simulator {mine[1:]} != agent {real[1:]}"

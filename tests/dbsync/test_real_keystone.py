@@ -40,10 +40,14 @@ async def test_a_copied_user_is_served_by_the_other_keystone_and_its_password_wo
     async with open_peer(keystones["master"]) as master, open_peer(keystones["subcloud"]) as sub:
         password = "Secret-" + new_name("pw")
         user = await created(master, "user", {"name": new_name("alice"), "password": password})
-        project = await created(master, "project", {"name": new_name("proj"), "domain_id": "default"})
+        project = await created(
+            master, "project", {"name": new_name("proj"), "domain_id": "default"}
+        )
         role = await created(master, "role", {"name": new_name("role")})
         group = await created(master, "group", {"name": new_name("grp"), "domain_id": "default"})
-        assert (await master.ks("PUT", f"groups/{group['id']}/users/{user['id']}")).status_code == 204
+        assert (
+            await master.ks("PUT", f"groups/{group['id']}/users/{user['id']}")
+        ).status_code == 204
 
         stored = await copy_record(master, sub, "users", user["id"])
         source = (await master.db("GET", f"users/{user['id']}")).json()
@@ -85,7 +89,9 @@ async def test_replace_gives_the_subcloud_object_the_master_id_and_keystone_foll
         password = "Master-" + new_name("pw")
         ids: dict[str, dict[str, str]] = {}
         for side, peer, pw in ((master, master, password), (sub, sub, "subcloud-pw")):
-            project = await created(peer, "project", {"name": names["proj"], "domain_id": "default"})
+            project = await created(
+                peer, "project", {"name": names["proj"], "domain_id": "default"}
+            )
             role = await created(peer, "role", {"name": names["role"]})
             user = await created(
                 peer,
@@ -95,7 +101,9 @@ async def test_replace_gives_the_subcloud_object_the_master_id_and_keystone_foll
             group = await created(peer, "group", {"name": names["grp"], "domain_id": "default"})
             await peer.ks("PUT", f"groups/{group['id']}/users/{user['id']}")
             await peer.ks("PUT", f"projects/{project['id']}/users/{user['id']}/roles/{role['id']}")
-            await peer.ks("PUT", f"projects/{project['id']}/groups/{group['id']}/roles/{role['id']}")
+            await peer.ks(
+                "PUT", f"projects/{project['id']}/groups/{group['id']}/roles/{role['id']}"
+            )
             ids["master" if side is master else "sub"] = {
                 "projects": project["id"],
                 "roles": role["id"],
@@ -128,7 +136,9 @@ async def test_replace_gives_the_subcloud_object_the_master_id_and_keystone_foll
             + (a["role"]["id"],)
             for a in listed
         )
-        assert actors == sorted([("user", m["users"], m["roles"]), ("group", m["groups"], m["roles"])])
+        assert actors == sorted(
+            [("user", m["users"], m["roles"]), ("group", m["groups"], m["roles"])]
+        )
         await wait_a_second()
         login = await keystone_token(
             sub.http, sub.keystone.auth_url, names["user"], password, names["proj"]

@@ -105,7 +105,8 @@ async def test_a_replace_failing_after_all_its_statements_changes_nothing(
         ids = await user_with_links(peer, password)
         record = (await peer.db("GET", f"users/{ids['user']}")).json()
         before, seen = await everything(peer), await keystone_view(peer, ids)
-        assert seen["members"] == [ids["user"]] and len(seen["assignments"]) == 2
+        assert seen["members"] == [ids["user"]]
+        assert len(seen["assignments"]) == 2
 
         moved = {
             **record,
@@ -128,7 +129,9 @@ async def test_a_replace_failing_after_all_its_statements_changes_nothing(
 
         assert await everything(peer) == before
         assert await keystone_view(peer, ids) == seen
-        login = await keystone_token(peer.http, peer.keystone.auth_url, seen["user"][1]["user"]["name"], password, None)
+        login = await keystone_token(
+            peer.http, peer.keystone.auth_url, seen["user"][1]["user"]["name"], password, None
+        )
         assert login.status_code == 201
 
 

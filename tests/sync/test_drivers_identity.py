@@ -246,7 +246,11 @@ async def test_assignment_delete_with_a_malformed_mapping_drops_the_mapping(
 
 async def master_event(rig: DriverRig, audit_id: str) -> None:
     # keystone's revocation_event.revoked_at is NOT NULL: the DB-sync contract requires it
-    event = {"audit_id": audit_id, "issued_before": "2026-01-01T00:00:00", "revoked_at": "2026-01-01T00:00:00"}
+    event = {
+        "audit_id": audit_id,
+        "issued_before": "2026-01-01T00:00:00",
+        "revoked_at": "2026-01-01T00:00:00",
+    }
     await rig.master.create_revoke_event(event)
 
 
