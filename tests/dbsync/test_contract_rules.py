@@ -129,7 +129,11 @@ def test_revocation_events_need_an_owner_and_keystones_not_null_columns() -> Non
     spec = SPECS["revocation_event"]
     times = {"issued_before": "2026-01-01T00:00:00", "revoked_at": "2026-01-01T00:00:01"}
     event = parse_event({"revocation_event": {"id": 3, "audit_id": "a", **times}}, spec)
-    assert event == {"audit_id": "a", **times}
+    canonical = {
+        "issued_before": "2026-01-01T00:00:00.000000",
+        "revoked_at": "2026-01-01T00:00:01.000000",
+    }
+    assert event == {"audit_id": "a", **canonical}
     with pytest.raises(RecordError, match="audit_id or user_id required"):
         parse_event({"revocation_event": times}, spec)
     with pytest.raises(RecordError, match="revoked_at is required"):
