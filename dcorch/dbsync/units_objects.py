@@ -260,25 +260,32 @@ def _write_dependants(
     if kind == "users":
         lu = t["local_user"]
         local = {k: v for k, v in rec["local_user"].items() if k not in ("id", "user_id")}
+        spec = schema.specs["local_user"]
         if created:
-            _insert(conn, schema, "local_user", [{**local, "user_id": oid}])
-        elif local:
-            spec = schema.specs["local_user"]
-            conn.execute(update(lu).where(lu.c.user_id == oid).values(db_values(spec, local)))
-        local_id = conn.execute(select(lu.c.id).where(lu.c.user_id == oid)).scalar_one()
+            values = db_values(spec, {**local, "user_id": oid})
+            key = conn.execute(insert(lu).values(values)).inserted_primary_key
+            assert key is not None
+            local_id = key[0]
+        else:
+            if local:
+                conn.execute(update(lu).where(lu.c.user_id == oid).values(db_values(spec, local)))
+            local_id = conn.execute(select(lu.c.id).where(lu.c.user_id == oid)).scalar_one()
         if "password" in lists:
             pw = t["password"]
-            conn.execute(delete(pw).where(pw.c.local_user_id == local_id))
+            if not created:
+                conn.execute(delete(pw).where(pw.c.local_user_id == local_id))
             rows = [{**p, "local_user_id": local_id} for p in rec.get("password") or []]
             _insert(conn, schema, "password", rows)
         if "user_option" in lists:
             opt = t["user_option"]
-            conn.execute(delete(opt).where(opt.c.user_id == oid))
+            if not created:
+                conn.execute(delete(opt).where(opt.c.user_id == oid))
             rows = [{**o, "user_id": oid} for o in rec.get("user_option") or []]
             _insert(conn, schema, "user_option", rows)
     elif kind == "groups" and GROUP_MEMBERS in lists:
         membership = t["user_group_membership"]
-        conn.execute(delete(membership).where(membership.c.group_id == oid))
+        if not created:
+            conn.execute(delete(membership).where(membership.c.group_id == oid))
         rows = [{"user_id": u, "group_id": oid} for u in rec[GROUP_MEMBERS]]
         if rows:
             conn.execute(insert(membership), rows)
