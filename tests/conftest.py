@@ -25,7 +25,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     any test. A failure is remembered by tests.realkeystone.keystone and raised by every
     keystone test's fixtures: loud, never a silent skip.
     """
-    if _skipping_keystone() or not any(i.get_closest_marker("keystone") for i in session.items):
+    if _skipping_keystone() or session.config.option.collectonly:
+        return
+    if not any(item.get_closest_marker("keystone") for item in session.items):
         return
     from tests.realkeystone.keystone import KeystoneUnavailableError, bootstrapped_db_template
 
