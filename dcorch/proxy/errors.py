@@ -45,13 +45,14 @@ def fault_body(status: int, message: str) -> bytes:
     return json.dumps({"error_message": json.dumps(fault)}).encode()
 
 
-KEYSTONE_TITLES = {401: "Unauthorized", 403: "Forbidden"}
+KEYSTONE_TITLES = {401: "Unauthorized"}
+"""The statuses the identity proxy answers itself (authorization is keystone's own answer)."""
 
 
 def keystone_error_response(status: int, message: str) -> TrioResponse:
     """A refusal in Keystone's own shape, ``{"error": {"code", "title", "message"}}``.
 
-    The identity proxy answers its own 401/403 like this because keystone clients
+    The identity proxy answers its own 401 like this because keystone clients
     (keystoneauth, python-keystoneclient, the openstack CLI) parse that shape and print
     "Unrecognized schema in response body" for any other.
     """
