@@ -38,8 +38,10 @@ from dcorch.db.purge import purge_periodically
 from dcorch.metrics import Metrics
 from dcorch.proxy.app import create_proxy_app, serve_proxy
 from dcorch.proxy.auth import KeystoneTokenValidator, TokenCache
-from dcorch.proxy.fernet_audit import SysinvFernetKeys
+from dcorch.proxy.fernet_audit import CachedFernetKeys, FernetKeysUnavailable
+from dcorch.remote.clients import CloudClient
 from dcorch.remote.endpoints import EndpointResolver, ManagementIpResolver, MasterEndpoints
+from dcorch.remote.errors import SyncError
 from dcorch.remote.http import Credentials, HttpSession, open_http_client
 from dcorch.settings import Settings
 from dcorch.supervision import restart_policy
@@ -175,8 +177,18 @@ async def open_service(
             KeystoneTokenValidator(master.keystone_root, proxy_client),
             ttl=settings.proxy.token_cache_ttl,
         )
+        # The proxies' own calls (fernet keys) authenticate as dcorch, over the proxies' pool.
+        proxy_session = HttpSession(proxy_client, credentials, settings.proxy.forward_timeout)
         children = _children(
-            settings, master, db, manager, tokens, proxy_client, metrics, ephemeral_ports
+            settings,
+            master,
+            db,
+            manager,
+            tokens,
+            proxy_client,
+            proxy_session,
+            metrics,
+            ephemeral_ports,
         )
         system = await stack.enter_async_context(
             open_actor_system(
@@ -214,6 +226,7 @@ def _children(
     manager: SyncManager | None,
     tokens: TokenCache,
     proxy_client: httpx.AsyncClient,
+    proxy_session: HttpSession,
     metrics: Metrics,
     ephemeral_ports: bool,
 ) -> list[ChildSpec]:
@@ -237,7 +250,7 @@ def _children(
     }
     if master.usm:
         upstreams[constants.ENDPOINT_TYPE_USM] = (master.usm, settings.proxy.usm_port)
-    fernet_keys = SysinvFernetKeys(master.sysinv_root, proxy_client)
+    fernet_keys = _master_fernet_keys(CloudClient.for_master(proxy_session, master))
     for endpoint_type, (upstream, port) in upstreams.items():
         app = create_proxy_app(
             endpoint_type,
@@ -265,6 +278,22 @@ def _children(
         TaskSpec(name="api", fn=partial(serve_asgi, api_app, settings.api.host, api_port))
     )
     return children
+
+
+def _master_fernet_keys(master: CloudClient) -> CachedFernetKeys:
+    """The master's fernet keys for the identity proxy, fetched as dcorch itself.
+
+    Not with the client's token: sysinv gives them to admins only, and a user revoking their
+    own token need not be one (docs/behaviour.md#token-revocation-audit-id).
+    """
+
+    async def fetch() -> object:
+        try:
+            return await master.get_fernet_keys()
+        except SyncError as exc:
+            raise FernetKeysUnavailable(str(exc)) from None
+
+    return CachedFernetKeys(fetch)
 
 
 def _walk(node: NodeSnapshot) -> Iterator[NodeSnapshot]:

@@ -37,6 +37,9 @@ VERSION = "v1.0"
 UNAUTHORIZED = "The request you have made requires authentication."
 FORBIDDEN = "You are not authorized to perform the requested action: admin role required."
 OPEN_PATHS = frozenset({"/", "/v1.0", "/v1.0/"})
+ADMIN_ROLE = "admin"
+"""The role a caller's token must carry: the agent writes keystone's tables behind its policy, so
+it is the one check (as upstream's dcdbsync requires an admin context for its writes)."""
 
 
 def _json(status: int, payload: Any) -> Response:
@@ -70,7 +73,7 @@ def create_dbsync_app(
             refusal = keystone_error_response(401, UNAUTHORIZED)
             refusal.headers["WWW-Authenticate"] = f'Keystone uri="{keystone_url}"'
             return refusal
-        if not info.is_admin:
+        if ADMIN_ROLE not in info.roles:
             return keystone_error_response(403, FORBIDDEN)
         return None
 

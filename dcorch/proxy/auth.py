@@ -23,23 +23,18 @@ import trio
 
 from dcorch.proxy.errors import ValidationUnavailable
 
-ADMIN_ROLE = "admin"
 DEFAULT_MAX_ENTRIES = 4096
 
 
 @dataclass(frozen=True, slots=True)
 class TokenInfo:
-    """What the proxy needs to know about a valid token."""
+    """What the proxy knows about a valid token (it checks no role: the master's policy does)."""
 
     roles: frozenset[str]
     """Role names, lower case."""
     expires_at: datetime | None = None
     user_id: str = ""
     project_id: str = ""
-
-    @property
-    def is_admin(self) -> bool:
-        return ADMIN_ROLE in self.roles
 
 
 class TokenValidator(Protocol):

@@ -46,12 +46,14 @@ def fault_body(status: int, message: str) -> bytes:
 
 
 KEYSTONE_TITLES = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
+"""The statuses dcorch answers itself in keystone's shape: the identity proxy's 401 (authorization
+is keystone's own answer there), the DB-sync agent's 401, 403 and 503 (docs/dbsync.md)."""
 
 
 def keystone_error_response(status: int, message: str) -> TrioResponse:
     """A refusal in Keystone's own shape, ``{"error": {"code", "title", "message"}}``.
 
-    The identity proxy answers its own 401/403 like this because keystone clients
+    The identity proxy answers its own 401 like this because keystone clients
     (keystoneauth, python-keystoneclient, the openstack CLI) parse that shape and print
     "Unrecognized schema in response body" for any other.
     """

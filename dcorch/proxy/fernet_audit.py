@@ -5,9 +5,12 @@ inside the encrypted token (docs/behaviour.md#token-revocation-audit-id). A fern
 ``urlsafe_b64(Fernet(msgpack([version, user_id, methods, project_id, expires_at, ...,
 audit_ids])))``, ``=`` padding stripped; audit ids are unpadded urlsafe base64 of random bytes.
 
-Keys: the master's fernet repository, sysinv's ``GET /v1/fernet_repo`` (``{"id", "key"}`` list).
-The real proxy fetched them per revocation (docs/behaviour.md#proxy-weak-spots); they are cached
-by :class:`SysinvFernetKeys`, refetched by :func:`extract_audit_id` if a token fails to decrypt.
+Keys: the master's fernet repository, sysinv's ``GET /v1/fernet_repo`` (``{"id", "key"}`` list),
+fetched with dcorch's own credentials (docs/behaviour.md#token-revocation-audit-id): sysinv gives
+the repository to admins only, and the client may be a non-admin revoking its own token, or its
+token may be gone already. The real proxy fetched them per revocation
+(docs/behaviour.md#proxy-weak-spots); :class:`CachedFernetKeys` keeps them briefly, and
+:func:`extract_audit_id` refetches them if a token fails to decrypt.
 """
 
 from __future__ import annotations
@@ -15,10 +18,9 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-import httpx
 import msgpack
 import trio
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -33,43 +35,51 @@ class AuditIdError(Exception):
     """The token is not a fernet token these keys decrypt, or its payload has no audit id."""
 
 
+class FernetKeysUnavailable(Exception):
+    """The master's fernet keys could not be fetched (sysinv unreachable, refusing, failing)."""
+
+
+KeyFetch = Callable[[], Awaitable[Any]]
+"""Fetches the master's ``/v1/fernet_repo`` answer as dcorch itself (service credentials).
+
+Raises :class:`FernetKeysUnavailable` when it cannot; the service builds it from its one master
+client, so the proxy holds no credentials and makes no authenticated call of its own.
+"""
+
+
 class FernetKeySource(Protocol):
     """Where the master's fernet keys come from."""
 
-    async def get_keys(self, auth_token: str, *, refresh: bool = False) -> Sequence[str]:
+    async def get_keys(self, *, refresh: bool = False) -> Sequence[str]:
         """The current keys (urlsafe base64 text); ``refresh`` bypasses any cache.
 
-        ``auth_token`` (the request's admin token) spares service credentials; raises on failure.
+        Raises:
+            FernetKeysUnavailable: they could not be fetched.
+            AuditIdError: the answer holds no keys.
         """
         ...
 
 
-class SysinvFernetKeys:
-    """Fetch the keys from the master sysinv's ``/v1/fernet_repo`` and cache them briefly."""
+class CachedFernetKeys:
+    """A :class:`FernetKeySource` over a :data:`KeyFetch`, reusing an answer for ``ttl`` s."""
 
     def __init__(
         self,
-        sysinv_url: str,
-        http_client: httpx.AsyncClient,
+        fetch: KeyFetch,
         *,
         ttl: float = FERNET_KEYS_TTL,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
-        self._url = sysinv_url.rstrip("/") + "/v1/fernet_repo"
-        self._client = http_client
+        self._fetch = fetch
         self._ttl = ttl
         self._clock = clock
         self._keys: list[str] = []
         self._expires = float("-inf")
 
-    async def get_keys(self, auth_token: str, *, refresh: bool = False) -> Sequence[str]:
+    async def get_keys(self, *, refresh: bool = False) -> Sequence[str]:
         if not refresh and self._keys and self._clock() < self._expires:
             return self._keys
-        response = await self._client.get(
-            self._url, headers={"X-Auth-Token": auth_token, "Accept": "application/json"}
-        )
-        response.raise_for_status()
-        keys = parse_fernet_repo(response.json())
+        keys = parse_fernet_repo(await self._fetch())
         self._keys = keys
         self._expires = self._clock() + self._ttl
         return keys
@@ -131,28 +141,20 @@ def audit_id_from_payload(payload: bytes) -> str:
     raise AuditIdError("token audit id is empty or of an unknown type")
 
 
-async def extract_audit_id(token: str, source: FernetKeySource, auth_token: str) -> str | None:
+async def extract_audit_id(token: str, source: FernetKeySource) -> str | None:
     """The audit id of ``token``, or ``None`` (logged, never raised) when it cannot be found.
 
     Cached keys first, then refetched ones: a key rotation since the last fetch must not lose it.
     """
     try:
-        keys = await source.get_keys(auth_token)
+        keys = await source.get_keys()
         try:
             return audit_id_from_token(token, keys)
         except AuditIdError:
             pass  # maybe the keys rotated since they were fetched; the refetch is below
-        fresh = await source.get_keys(auth_token, refresh=True)
+        fresh = await source.get_keys(refresh=True)
         return audit_id_from_token(token, fresh)
-    except (AuditIdError, httpx.HTTPError, ValueError) as exc:
-        logger.warning("no audit id for the revoked token: %s", _reason(exc))
+    except (AuditIdError, FernetKeysUnavailable) as exc:
+        # Both messages are ours and name no secret (never a token or a key).
+        logger.warning("no audit id for the revoked token: %s", exc)
         return None
-
-
-def _reason(exc: Exception) -> str:
-    """A log-safe reason: our own messages, or just the class name of anything else."""
-    if isinstance(exc, AuditIdError):
-        return str(exc)
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"fernet_repo answered {exc.response.status_code}"
-    return type(exc).__name__

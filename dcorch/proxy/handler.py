@@ -1,9 +1,12 @@
 """The per-request pipeline of one proxy (docs/behaviour.md#proxy-pipeline).
 
 The ``User-Header: distcloud`` bypass and the version-root shortcut forward unauthenticated; the
-rest needs a valid ``X-Auth-Token`` (and ``admin`` to change anything). An intercepted route is
-forwarded with its body buffered; if the master's status says the change happened, its work
-orders are submitted *before* the client gets the answer. The rest streams through untouched.
+rest needs an ``X-Auth-Token`` the master keystone accepts. Who may do what is the master's
+decision, not the proxy's: keystone's and sysinv's policies answer (a 403 is relayed as is), so
+self-service calls such as a user changing their own password work as they do directly. An
+intercepted route is forwarded with its body buffered; if the master's status says the change
+happened, its work orders are submitted *before* the client gets the answer. The rest streams
+through untouched.
 
 Only logged: method, path, status, a work order's type/operation/id and an internal error's
 traceback, masked by :class:`~dcorch.proxy.redaction.RedactingFilter`.
@@ -52,8 +55,6 @@ from dcorch.work import WorkOrder, WorkSink
 
 logger = logging.getLogger(__name__)
 logger.addFilter(RedactingFilter())
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 COMMITTED = "committed"
 REJECTED = "rejected"
@@ -161,15 +162,13 @@ class ProxyHandler:
             return error_response(503, "token validation is unavailable")
         if info is None:
             return self._refuse(401, "The request you have made requires authentication.")
-        if method not in SAFE_METHODS and not info.is_admin:
-            return self._refuse(403, "the admin role is required to change resources")
         match = match_route(self.routes, method, path)
         if match is None:
             return await self._pass_through(method)
-        return await self._intercept(method, path, match, token)
+        return await self._intercept(method, path, match)
 
     def _refuse(self, status: int, message: str) -> TrioResponse:
-        """The proxy's own 401/403, in the shape the clients of this endpoint type parse."""
+        """The proxy's own 401, in the shape the clients of this endpoint type parse."""
         if self.endpoint_type == c.ENDPOINT_TYPE_IDENTITY:
             return keystone_error_response(status, message)
         return error_response(status, message)
@@ -206,9 +205,7 @@ class ProxyHandler:
             fw.client_headers(upstream.headers, streamed=True),
         )
 
-    async def _intercept(
-        self, method: str, path: str, match: RouteMatch, token: str
-    ) -> TrioResponse:
+    async def _intercept(self, method: str, path: str, match: RouteMatch) -> TrioResponse:
         headers = _headers()
         declared = fw.header(headers, b"content-length")
         try:
@@ -223,10 +220,6 @@ class ProxyHandler:
         except trio.TooSlowError:
             return error_response(408, "the request body did not arrive in time")
         subject = (fw.header(headers, b"x-subject-token") or b"").decode("latin-1")
-        audit_id = None
-        if match.action.rid is Rid.AUDIT_ID and subject and self.fernet_keys is not None:
-            # Before forwarding: a client revoking its own token cannot fetch keys after.
-            audit_id = await extract_audit_id(subject, self.fernet_keys, token)
         response: TrioResponse | None = None
         outcome = FAILED  # unless _forward_and_record returns: an exception is on its way up
         try:
@@ -235,7 +228,7 @@ class ProxyHandler:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + 2 * self.forward_timeout
                 response, outcome = await self._forward_and_record(
-                    method, path, match, body, audit_id
+                    method, path, match, body, subject
                 )
             if response is None:
                 outcome = TIMED_OUT
@@ -249,7 +242,7 @@ class ProxyHandler:
         return response
 
     async def _forward_and_record(
-        self, method: str, path: str, match: RouteMatch, body: bytes, audit_id: str | None
+        self, method: str, path: str, match: RouteMatch, body: bytes, subject: str
     ) -> tuple[TrioResponse, str]:
         """The master's answer (or the proxy's 5xx) and the command's outcome for the metric."""
         upstream = await self.client.send(self._build_request(method, body), stream=True)
@@ -259,6 +252,12 @@ class ProxyHandler:
         outcome = REJECTED
         if status in self.ok_statuses:
             outcome = UNRECORDED
+            audit_id = None
+            if match.action.rid is Rid.AUDIT_ID and subject and self.fernet_keys is not None:
+                # Only once keystone has revoked it: a token keystone refused to revoke needs no
+                # key fetch. The keys come with dcorch's own credentials, so this works after
+                # the client's token is gone and for a non-admin revoking its own token.
+                audit_id = await extract_audit_id(subject, self.fernet_keys)
             content_type = fw.header(_headers(), b"content-type") or b""
             exchange = Exchange(
                 request_body=body,

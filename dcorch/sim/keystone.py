@@ -20,13 +20,16 @@ from dcorch.sim.keystone_assign import (
     role_assignments,
 )
 from dcorch.sim.keystone_auth import (
+    UNAUTHORIZED,
+    check_token,
+    enforce,
     issue_token,
-    require_token,
     revoke_events,
     revoke_token,
     validate_token,
     version_doc,
 )
+from dcorch.sim.keystone_policy import Target
 from dcorch.sim.keystone_views import (
     PROJECT_COLUMNS,
     ROLE_COLUMNS,
@@ -62,7 +65,7 @@ def list_users(cloud: CloudState, req: Request, params: Params) -> Response:
 
 
 def create_user(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, KeystoneError)
+    enforce(cloud, req, "identity:create_user")
     body = body_of(req, "user")
     name = str(name_field(body, True))
     domain_id = str(body.get("domain_id") or DEFAULT_DOMAIN_ID)
@@ -87,13 +90,13 @@ def create_user(cloud: CloudState, req: Request, params: Params) -> Response:
 
 
 def get_user(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, KeystoneError)
+    enforce(cloud, req, "identity:get_user", Target(user_id=params[0]))
     rec = get_or_404(cloud.identity, "user", params[0])
     return json_response(200, {"user": view("user", rec, req)})
 
 
 def update_user(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, KeystoneError)
+    enforce(cloud, req, "identity:update_user")
     identity = cloud.identity
     rec = get_or_404(identity, "user", params[0])
     body = body_of(req, "user")
@@ -122,7 +125,7 @@ def update_user(cloud: CloudState, req: Request, params: Params) -> Response:
 
 
 def delete_user(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, KeystoneError)
+    enforce(cloud, req, "identity:delete_user")
     get_or_404(cloud.identity, "user", params[0])
     cloud.identity.remove("user", params[0])
     cloud.record(KEYSTONE, "delete_user", id=params[0])
@@ -130,15 +133,28 @@ def delete_user(cloud: CloudState, req: Request, params: Params) -> Response:
 
 
 def change_password(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, KeystoneError)
+    """``POST /v3/users/{id}/password``: self-service, proven by the original password.
+
+    Unenforced in keystone (a user whose password expired has no token): no token is needed,
+    though an invalid one is refused like everywhere; an unknown user, a wrong original
+    password or a disabled account is a 401, never a 404 that would confirm a user id.
+    The change revokes the user's tokens, as keystone's does (a ``revoke_events_for_user``).
+    """
+    token = req.header("x-auth-token")
+    if token and check_token(cloud, token) is None:
+        raise KeystoneError(401, UNAUTHORIZED)
     identity = cloud.identity
-    rec = get_or_404(identity, "user", params[0])
     body = body_of(req, "user")
     new, original = body.get("password"), body.get("original_password")
     if not isinstance(new, str) or not isinstance(original, str):
         raise KeystoneError(400, "'password' and 'original_password' are required.")
-    if not rec["password"] or not check_password(original, rec["password"][-1]["password_hash"]):
-        raise KeystoneError(401, "The request you have made requires authentication.")
+    if set(body) - {"password", "original_password"}:
+        raise KeystoneError(400, "Additional properties are not allowed in 'user'.")
+    rec = identity.users.get(params[0])
+    if rec is None or not rec["user"]["enabled"] or not rec["password"]:
+        raise KeystoneError(401, UNAUTHORIZED)
+    if not check_password(original, rec["password"][-1]["password_hash"]):
+        raise KeystoneError(401, UNAUTHORIZED)
     row = password_row(hash_password(new), cloud.sim.wall_clock())
     row["self_service"] = True
     identity.put("user", {**rec, "password": [row]})
@@ -148,7 +164,7 @@ def change_password(cloud: CloudState, req: Request, params: Params) -> Response
 
 
 def user_groups(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, KeystoneError)
+    enforce(cloud, req, "identity:list_groups_for_user", Target(user_id=params[0]))
     get_or_404(cloud.identity, "user", params[0])
     groups = [
         view("group", g, req)
@@ -163,7 +179,7 @@ def user_groups(cloud: CloudState, req: Request, params: Params) -> Response:
 
 def _create(kind: str) -> Handler:
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
-        require_token(cloud, req, KeystoneError)
+        enforce(cloud, req, f"identity:create_{kind}")
         body = body_of(req, kind)
         name = str(name_field(body, True))
         identity = cloud.identity
@@ -203,9 +219,17 @@ def _create(kind: str) -> Handler:
     return handler
 
 
+def _target(cloud: CloudState, kind: str, oid: str) -> Target:
+    """What keystone's get_project / get_role rules look at (a missing object: nothing)."""
+    if kind == "project":
+        return Target(project_id=oid)
+    role = cloud.identity.roles.get(oid) if kind == "role" else None
+    return Target(role_name=role["role"]["name"] if role is not None else None)
+
+
 def _get_one(kind: str) -> Handler:
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
-        require_token(cloud, req, KeystoneError)
+        enforce(cloud, req, f"identity:get_{kind}", _target(cloud, kind, params[0]))
         return json_response(
             200, {kind: view(kind, get_or_404(cloud.identity, kind, params[0]), req)}
         )
@@ -215,7 +239,7 @@ def _get_one(kind: str) -> Handler:
 
 def _update(kind: str) -> Handler:
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
-        require_token(cloud, req, KeystoneError)
+        enforce(cloud, req, f"identity:update_{kind}")
         identity = cloud.identity
         rec = get_or_404(identity, kind, params[0])
         body = body_of(req, kind)
@@ -252,7 +276,7 @@ def _update(kind: str) -> Handler:
 
 def _delete(kind: str) -> Handler:
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
-        require_token(cloud, req, KeystoneError)
+        enforce(cloud, req, f"identity:delete_{kind}")
         get_or_404(cloud.identity, kind, params[0])
         cloud.identity.remove(kind, params[0])
         cloud.record(KEYSTONE, f"delete_{kind}", id=params[0])

@@ -6,11 +6,11 @@ Grants are ``(project, actor_type, actor, role)`` tuples in a set (O(1) grant, c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from dcorch.sim.endpoints import KEYSTONE
 from dcorch.sim.http import KeystoneError, Request, Response, empty_response, json_response
-from dcorch.sim.keystone_auth import domain_view, require_token
+from dcorch.sim.keystone_auth import domain_view, enforce
 from dcorch.sim.keystone_views import Params, get_or_404, view
 from dcorch.sim.records import (
     DEFAULT_DOMAIN_ID,
@@ -18,9 +18,17 @@ from dcorch.sim.records import (
 from dcorch.sim.routes import Handler
 from dcorch.sim.state import CloudState, Identity
 
+MEMBERSHIP_ACTIONS: Final = {
+    "PUT": "identity:add_user_to_group",
+    "DELETE": "identity:remove_user_from_group",
+}
+GRANT_ACTIONS: Final = {"PUT": "identity:create_grant", "DELETE": "identity:revoke_grant"}
+"""Policy actions by method; HEAD and GET are the checks (``check_user_in_group``,
+``check_grant``)."""
+
 
 def group_users(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, KeystoneError)
+    enforce(cloud, req, "identity:list_users_in_group")
     group = get_or_404(cloud.identity, "group", params[0])
     users = [
         view("user", cloud.identity.users[u], req)
@@ -32,7 +40,7 @@ def group_users(cloud: CloudState, req: Request, params: Params) -> Response:
 
 def membership(cloud: CloudState, req: Request, params: Params) -> Response:
     """PUT / DELETE / HEAD ``/v3/groups/{g}/users/{u}``."""
-    require_token(cloud, req, KeystoneError)
+    enforce(cloud, req, MEMBERSHIP_ACTIONS.get(req.method, "identity:check_user_in_group"))
     identity = cloud.identity
     group = get_or_404(identity, "group", params[0])
     get_or_404(identity, "user", params[1])
@@ -58,7 +66,7 @@ def grant(actor_type: str) -> Handler:
     """PUT / DELETE / HEAD / GET ``/v3/projects/{p}/<actor_type>s/{a}/roles/{r}``."""
 
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
-        require_token(cloud, req, KeystoneError)
+        enforce(cloud, req, GRANT_ACTIONS.get(req.method, "identity:check_grant"))
         identity = cloud.identity
         project, actor, role = params
         get_or_404(identity, "project", project)
@@ -87,7 +95,7 @@ def actor_roles(actor_type: str) -> Handler:
     """GET ``/v3/projects/{p}/<actor_type>s/{a}/roles``."""
 
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
-        require_token(cloud, req, KeystoneError)
+        enforce(cloud, req, "identity:list_grants")
         identity = cloud.identity
         get_or_404(identity, "project", params[0])
         get_or_404(identity, actor_type, params[1])
@@ -103,7 +111,7 @@ def actor_roles(actor_type: str) -> Handler:
 
 def role_assignments(cloud: CloudState, req: Request, params: Params) -> Response:
     """GET ``/v3/role_assignments`` with scope.project.id / user.id / group.id / role.id."""
-    require_token(cloud, req, KeystoneError)
+    enforce(cloud, req, "identity:list_role_assignments")
     identity = cloud.identity
     q = req.query
     names = "include_names" in q and q["include_names"].lower() not in {"0", "false"}
@@ -148,7 +156,7 @@ def _add_names(identity: Identity, entry: dict[str, Any], actor_type: str) -> No
 
 
 def list_domains(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, KeystoneError)
+    enforce(cloud, req, "identity:list_domains")
     domain = {
         **domain_view(DEFAULT_DOMAIN_ID),
         "enabled": True,

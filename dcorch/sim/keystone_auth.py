@@ -18,6 +18,7 @@ from dcorch.sim.http import (
     empty_response,
     json_response,
 )
+from dcorch.sim.keystone_policy import Target, authorize
 from dcorch.sim.records import (
     DEFAULT_DOMAIN_ID,
     DEFAULT_DOMAIN_NAME,
@@ -80,6 +81,16 @@ def require_token(cloud: CloudState, req: Request, error: type[HttpError]) -> To
     if payload is None:
         raise error(401, UNAUTHORIZED)
     return payload
+
+
+def enforce(
+    cloud: CloudState, req: Request, action: str, target: Target | None = None
+) -> TokenPayload:
+    """The caller's token, if it is valid (else 401) and keystone's policy allows ``action``
+    on ``target`` (else 403): what every enforced keystone API does first."""
+    token = require_token(cloud, req, KeystoneError)
+    authorize(cloud, token, action, target)
+    return token
 
 
 def version_doc(cloud: CloudState, req: Request, params: tuple[str, ...]) -> Response:
@@ -245,18 +256,25 @@ def service_catalog(cloud: CloudState, req: Request) -> list[dict[str, Any]]:
     return catalog
 
 
-def _subject(cloud: CloudState, req: Request) -> tuple[str, TokenPayload]:
-    require_token(cloud, req, KeystoneError)
+def _subject(cloud: CloudState, req: Request, action: str) -> tuple[str, TokenPayload]:
+    """The X-Subject-Token, once the caller may act on it.
+
+    In keystone's order: the caller's token (401), the subject (404), then the policy (403),
+    whose "token subject" rule lets every user validate and revoke their own tokens.
+    """
+    caller = require_token(cloud, req, KeystoneError)
     token = req.header("x-subject-token")
     subject = check_token(cloud, token)
     if token is None or subject is None:
         raise KeystoneError(404, "Failed to validate token")
+    authorize(cloud, caller, action, Target(subject_user_id=subject.user_id))
     return token, subject
 
 
 def validate_token(cloud: CloudState, req: Request, params: tuple[str, ...]) -> Response:
     """``GET /v3/auth/tokens`` (200 + body) and ``HEAD`` (200 without body); 404 if invalid."""
-    token, subject = _subject(cloud, req)
+    action = "identity:check_token" if req.method == "HEAD" else "identity:validate_token"
+    token, subject = _subject(cloud, req, action)
     headers = [(b"x-subject-token", token.encode())]
     if req.method == "HEAD":
         return empty_response(200, headers)
@@ -266,7 +284,7 @@ def validate_token(cloud: CloudState, req: Request, params: tuple[str, ...]) -> 
 
 def revoke_token(cloud: CloudState, req: Request, params: tuple[str, ...]) -> Response:
     """``DELETE /v3/auth/tokens``: record a revocation event for the token's audit id."""
-    _, subject = _subject(cloud, req)
+    _, subject = _subject(cloud, req, "identity:revoke_token")
     identity = cloud.identity
     event = make_revocation_event(
         identity.next_event_id,
@@ -282,7 +300,7 @@ def revoke_token(cloud: CloudState, req: Request, params: tuple[str, ...]) -> Re
 
 def revoke_events(cloud: CloudState, req: Request, params: tuple[str, ...]) -> Response:
     """``GET /v3/OS-REVOKE/events``: keystone's own view of the revocation list."""
-    require_token(cloud, req, KeystoneError)
+    enforce(cloud, req, "identity:list_revoke_events")
     events = [
         {k: v for k, v in e.items() if v is not None and k != "id"}
         for e in cloud.identity.revocations.values()

@@ -10,7 +10,7 @@ import json
 from typing import Any, Final
 
 from dcorch.sim.http import KeystoneError, Request, Response, json_response
-from dcorch.sim.keystone_auth import require_token
+from dcorch.sim.keystone_auth import enforce
 from dcorch.sim.records import (
     NULL_DOMAIN,
     Record,
@@ -109,7 +109,7 @@ def check_unique(identity: Identity, kind: str, domain_id: str, name: str, oid: 
 
 
 def listing(cloud: CloudState, req: Request, kind: str, filters: dict[str, str]) -> Response:
-    require_token(cloud, req, KeystoneError)
+    enforce(cloud, req, f"identity:list_{PLURAL[kind]}")
     items = [view(kind, r, req) for r in cloud.identity.tables[kind].values()]
     for key, wanted in filters.items():
         items = [i for i in items if str(i.get(key)) == wanted]

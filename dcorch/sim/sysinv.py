@@ -1,6 +1,9 @@
 """sysinv v1 subset: certificates, the sysadmin ``iuser`` and the fernet key repository.
 
-Error bodies use sysinv's ``{"error_message": "{\\"faultstring\\": ...}"}`` shape.
+Error bodies use sysinv's ``{"error_message": "{\\"faultstring\\": ...}"}`` shape. Access follows
+StarlingX's base rules: a change needs the ``admin`` role, a read ``admin`` or ``reader``, on a
+token of the ``admin`` or ``services`` project (403 otherwise; the simulator has no implied roles,
+so ``admin`` is accepted for reads explicitly).
 ``PUT /v1/fernet_repo`` replaces keystone's signing keys, changing which tokens validate.
 """
 
@@ -15,9 +18,11 @@ from dcorch.sim.certs import parse_multipart, parse_pem_certs
 from dcorch.sim.endpoints import SYSINV
 from dcorch.sim.http import Request, Response, SysinvError, json_response
 from dcorch.sim.keystone_auth import require_token
+from dcorch.sim.keystone_policy import has_role
 from dcorch.sim.records import Record, iso
 from dcorch.sim.routes import RouteTable
 from dcorch.sim.state import CloudState
+from dcorch.sim.tokens import TokenPayload
 
 Params = tuple[str, ...]
 CERT_MODES: Final = frozenset(
@@ -27,6 +32,29 @@ CA_MODES: Final = frozenset({"ssl_ca", "openstack_ca"})
 IUSER_FIELDS: Final = frozenset(
     {"root_sig", "passwd_hash", "passwd_expiry_days", "passwd_last_change", "reserved_1"}
 )
+SYSTEM_PROJECTS: Final = frozenset({"admin", "services"})
+FORBIDDEN: Final = "Access was denied to this resource."
+"""webob's text for the 403 sysinv's access hook raises."""
+
+
+def _allowed(cloud: CloudState, req: Request, roles: tuple[str, ...]) -> TokenPayload:
+    """The caller's token (401 if invalid) holding one of ``roles`` on a system project (403)."""
+    token = require_token(cloud, req, SysinvError)
+    project = cloud.identity.projects.get(token.project_id or "")
+    in_system_project = project is not None and project["project"]["name"] in SYSTEM_PROJECTS
+    if not in_system_project or not any(has_role(cloud.identity, token, r) for r in roles):
+        raise SysinvError(403, FORBIDDEN)
+    return token
+
+
+def require_admin(cloud: CloudState, req: Request) -> TokenPayload:
+    """What a change needs: ``admin`` on the admin or services project."""
+    return _allowed(cloud, req, ("admin",))
+
+
+def require_reader(cloud: CloudState, req: Request) -> TokenPayload:
+    """What a read needs: ``admin`` or ``reader`` on the admin or services project."""
+    return _allowed(cloud, req, ("admin", "reader"))
 
 
 def version_doc(cloud: CloudState, req: Request, params: Params) -> Response:
@@ -43,7 +71,7 @@ def version_doc(cloud: CloudState, req: Request, params: Params) -> Response:
 
 def install_certificate(cloud: CloudState, req: Request, params: Params) -> Response:
     """``POST /v1/certificate/certificate_install`` (multipart: file, mode, passphrase)."""
-    require_token(cloud, req, SysinvError)
+    require_admin(cloud, req)
     try:
         form = parse_multipart(req.body, req.header("content-type") or "")
     except ValueError as exc:
@@ -97,7 +125,7 @@ def install_certificate(cloud: CloudState, req: Request, params: Params) -> Resp
 
 
 def list_certificates(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, SysinvError)
+    require_reader(cloud, req)
     return json_response(200, {"certificates": list(cloud.platform.certificates.values())})
 
 
@@ -109,13 +137,13 @@ def _cert(cloud: CloudState, cert_uuid: str) -> Record:
 
 
 def get_certificate(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, SysinvError)
+    require_reader(cloud, req)
     return json_response(200, _cert(cloud, params[0]))
 
 
 def delete_certificate(cloud: CloudState, req: Request, params: Params) -> Response:
     """``DELETE /v1/certificate/{uuid}``: 200 with the removed certificate."""
-    require_token(cloud, req, SysinvError)
+    require_admin(cloud, req)
     cert = _cert(cloud, params[0])
     del cloud.platform.certificates[params[0]]
     cloud.record(SYSINV, "delete_certificate", signature=cert["signature"])
@@ -123,12 +151,12 @@ def delete_certificate(cloud: CloudState, req: Request, params: Params) -> Respo
 
 
 def list_iusers(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, SysinvError)
+    require_reader(cloud, req)
     return json_response(200, {"iusers": [cloud.platform.iuser]})
 
 
 def get_iuser(cloud: CloudState, req: Request, params: Params) -> Response:
-    require_token(cloud, req, SysinvError)
+    require_reader(cloud, req)
     if params[0] != cloud.platform.iuser["uuid"]:
         raise SysinvError(404, f"No iuser with uuid {params[0]}")
     return json_response(200, cloud.platform.iuser)
@@ -136,7 +164,7 @@ def get_iuser(cloud: CloudState, req: Request, params: Params) -> Response:
 
 def patch_iuser(cloud: CloudState, req: Request, params: Params) -> Response:
     """``PATCH`` / ``PUT /v1/iuser/{uuid}`` with a JSON-patch list (``replace`` ops)."""
-    require_token(cloud, req, SysinvError)
+    require_admin(cloud, req)
     platform = cloud.platform
     if params[0] != platform.iuser["uuid"]:
         raise SysinvError(404, f"No iuser with uuid {params[0]}")
@@ -164,13 +192,13 @@ def _key_list(cloud: CloudState) -> list[dict[str, Any]]:
 
 def get_fernet_repo(cloud: CloudState, req: Request, params: Params) -> Response:
     """``GET /v1/fernet_repo``: the key list ``[{"id": int, "key": str}]``."""
-    require_token(cloud, req, SysinvError)
+    require_reader(cloud, req)
     return json_response(200, _key_list(cloud))
 
 
 def set_fernet_repo(cloud: CloudState, req: Request, params: Params) -> Response:
     """``POST`` (201) / ``PUT`` (200) ``/v1/fernet_repo``: replace the whole key set."""
-    require_token(cloud, req, SysinvError)
+    require_admin(cloud, req)
     body = req.json(SysinvError)
     if not isinstance(body, list) or not body:
         raise SysinvError(400, "Fernet keys must be a non-empty list of {id, key}")

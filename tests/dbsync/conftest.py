@@ -8,7 +8,6 @@ and uses fresh names and ids, so tests do not see each other's objects.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ import trio
 from dcorch.db.database import NO_SEAMS, DatabaseSeams
 from dcorch.dbsync.agent import DbsyncAgent, open_dbsync_agent
 from dcorch.settings import Settings
+from tests.realkeystone.conftest import KeystoneFactory
 from tests.realkeystone.keystone import (
     ADMIN_PASSWORD,
     ADMIN_USER,
@@ -32,25 +32,17 @@ from tests.realkeystone.keystone import (
     keystone_manage,
     make_key_repositories,
     render_keystone_conf,
-    start_in_parallel,
 )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("keystone") and os.environ.get("DCORCH_SKIP_KEYSTONE"):
-            item.add_marker(pytest.mark.skip(reason="DCORCH_SKIP_KEYSTONE is set"))
 
 
 @pytest.fixture(scope="session")
 def keystones(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, KeystoneInstance]]:
     """Two running keystones, ``master`` and ``subcloud``, each with its own database."""
-    root = tmp_path_factory.mktemp("keystones")
-    instances = {name: KeystoneInstance(root / name, name=name) for name in ("master", "subcloud")}
-    start_in_parallel(instances.values())
-    yield instances
-    for instance in instances.values():
-        instance.stop()
+    factory = KeystoneFactory(tmp_path_factory)
+    try:
+        yield {k.name: k for k in factory.many("master", "subcloud")}
+    finally:
+        factory.stop_all()
 
 
 def new_name(prefix: str) -> str:

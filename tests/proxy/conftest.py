@@ -16,10 +16,9 @@ from hypercorn.config import Config
 from dcorch.metrics import Metrics
 from dcorch.proxy.app import create_proxy_app, serve_proxy
 from dcorch.proxy.auth import KeystoneTokenValidator, TokenCache
-from dcorch.proxy.fernet_audit import SysinvFernetKeys
 from dcorch.remote.http import open_http_client
 from dcorch.settings import ProxySettings, TlsSettings
-from tests.proxy.fakes import FakeMaster, FakeSink
+from tests.proxy.fakes import FakeMaster, FakeSink, service_fernet_keys
 
 StartProxy = Callable[..., Awaitable[str]]
 
@@ -94,7 +93,7 @@ def start_proxy(
             token_cache=TokenCache(validator, ttl=proxy_settings.token_cache_ttl),
             settings=proxy_settings,
             http_client=master_client,
-            fernet_keys_source=SysinvFernetKeys(master_url, side_client),
+            fernet_keys_source=service_fernet_keys(master_url, side_client),
             metrics=metrics,
         )
         urls = await nursery.start(partial(serve_proxy, app, "127.0.0.1", 0))

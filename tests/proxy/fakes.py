@@ -16,15 +16,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import msgpack
 import trio
 from cryptography.fernet import Fernet, MultiFernet
 
 from dcorch.proxy.errors import Overloaded
+from dcorch.proxy.fernet_audit import CachedFernetKeys, FernetKeysUnavailable
 from dcorch.work import EnqueueResult, WorkOrder
 
 ADMIN_TOKEN = "gAAAAA-admin-token-0123456789"
 MEMBER_TOKEN = "gAAAAA-member-token-0123456789"
+SERVICE_TOKEN = "gAAAAA-dcorch-service-token-0123"
+"""The token dcorch's own calls carry (the service's session plays it in production)."""
 BIG_SIZE = 5 * 1024 * 1024
 BIG_BODY = bytes(range(256)) * (BIG_SIZE // 256)
 SINGULAR = {"users": "user", "groups": "group", "roles": "role", "projects": "project"}
@@ -187,6 +191,23 @@ class FakeMaster:
         if method in ("PUT", "DELETE", "POST") and path.startswith("/v3/"):
             return Canned(204)
         return _json(404, {"error": {"code": 404, "message": "not found"}})
+
+
+def service_fernet_keys(
+    master_url: str, client: httpx.AsyncClient, **cache: Any
+) -> CachedFernetKeys:
+    """The master's keys fetched as dcorch itself, as the service's key source does."""
+
+    async def fetch() -> Any:
+        headers = {"X-Auth-Token": SERVICE_TOKEN}
+        try:
+            response = await client.get(master_url + "/v1/fernet_repo", headers=headers)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise FernetKeysUnavailable(f"fernet_repo: {type(exc).__name__}") from None
+        return response.json()
+
+    return CachedFernetKeys(fetch, **cache)
 
 
 def _is_side_call(seen: Seen) -> bool:

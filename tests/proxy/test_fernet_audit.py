@@ -15,13 +15,19 @@ from cryptography.fernet import Fernet
 
 from dcorch.proxy.fernet_audit import (
     AuditIdError,
-    SysinvFernetKeys,
+    FernetKeysUnavailable,
     audit_id_from_payload,
     audit_id_from_token,
     extract_audit_id,
     parse_fernet_repo,
 )
-from tests.proxy.fakes import FakeMaster, keystone_audit_id, make_fernet_token
+from tests.proxy.fakes import (
+    SERVICE_TOKEN,
+    FakeMaster,
+    keystone_audit_id,
+    make_fernet_token,
+    service_fernet_keys,
+)
 
 AUDIT = b"\xfb\xff\x00audit-bytes!"
 
@@ -96,7 +102,7 @@ class ScriptedKeys:
         self.cached, self.fresh = list(cached), list(fresh)
         self.calls: list[bool] = []
 
-    async def get_keys(self, auth_token: str, *, refresh: bool = False) -> Sequence[str]:
+    async def get_keys(self, *, refresh: bool = False) -> Sequence[str]:
         self.calls.append(refresh)
         return self.fresh if refresh else self.cached
 
@@ -105,14 +111,14 @@ async def test_extract_refetches_once_after_rotation() -> None:
     new = key()
     source = ScriptedKeys(cached=[key()], fresh=[new])
     token = make_fernet_token([new], AUDIT)
-    assert await extract_audit_id(token, source, "admin") == keystone_audit_id(AUDIT)
+    assert await extract_audit_id(token, source) == keystone_audit_id(AUDIT)
     assert source.calls == [False, True]
 
 
 async def test_extract_gives_none_when_nothing_decrypts(caplog: pytest.LogCaptureFixture) -> None:
     source = ScriptedKeys(cached=[key()], fresh=[key()])
     token = make_fernet_token([key()], AUDIT)
-    assert await extract_audit_id(token, source, "admin") is None
+    assert await extract_audit_id(token, source) is None
     assert source.calls == [False, True]
     assert token not in caplog.text
 
@@ -122,18 +128,34 @@ async def test_sysinv_keys_are_cached_briefly(
 ) -> None:
     # Real sockets, so no autojump clock (it would fire the HTTP timeouts): inject a clock.
     now = [0.0]
-    source = SysinvFernetKeys(master_url, side_client, ttl=60, clock=lambda: now[0])
-    assert await source.get_keys("admin") == master.fernet_keys
+    source = service_fernet_keys(master_url, side_client, ttl=60, clock=lambda: now[0])
+    assert await source.get_keys() == master.fernet_keys
     now[0] = 59.0
-    await source.get_keys("admin")
+    await source.get_keys()
     assert master.key_fetches == 1
     now[0] = 60.0
-    await source.get_keys("admin")
+    await source.get_keys()
     assert master.key_fetches == 2
-    await source.get_keys("admin", refresh=True)
+    await source.get_keys(refresh=True)
     assert master.key_fetches == 3
     [fetch] = [s for s in master.seen if s.path == "/v1/fernet_repo"][:1]
-    assert fetch.header("x-auth-token") == "admin"
+    assert fetch.header("x-auth-token") == SERVICE_TOKEN
+
+
+class FailingKeys:
+    """A key source whose master sysinv cannot be asked."""
+
+    async def get_keys(self, *, refresh: bool = False) -> Sequence[str]:
+        raise FernetKeysUnavailable("GET https://sysinv/v1/fernet_repo: 403")
+
+
+async def test_extract_gives_none_when_the_keys_are_unavailable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = make_fernet_token([key()], AUDIT)
+    assert await extract_audit_id(token, FailingKeys()) is None
+    assert "fernet_repo: 403" in caplog.text
+    assert token not in caplog.text
 
 
 def test_keystone_style_padding_is_restored() -> None:

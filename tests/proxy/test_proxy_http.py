@@ -26,6 +26,7 @@ from tests.proxy.fakes import (
     BIG_BODY,
     MEMBER_TOKEN,
     REQUEST_ID,
+    SERVICE_TOKEN,
     Canned,
     FakeMaster,
     FakeSink,
@@ -494,16 +495,119 @@ async def test_validation_uses_the_client_token_as_both_tokens(
     assert check.header("x-subject-token") == ADMIN_TOKEN
 
 
-async def test_non_admin_token_may_read_but_not_change(
+KEYSTONE_403 = json.dumps(
+    {
+        "error": {
+            "code": 403,
+            "message": "You are not authorized to perform the requested action: "
+            "identity:create_user.",
+            "title": "Forbidden",
+        }
+    }
+).encode()
+SYSINV_403 = json.dumps({"error_message": "Access was denied to this resource."}).encode()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "method", "path", "body", "refusal"),
+    [
+        ("identity", "POST", "/v3/users", b'{"user": {"name": "u"}}', KEYSTONE_403),
+        ("platform", "PATCH", "/v1/iuser/3c2b", b'[{"op": "replace"}]', SYSINV_403),
+    ],
+)
+async def test_the_master_decides_a_non_admin_write(
+    start_proxy: StartProxy,
+    client: httpx.AsyncClient,
+    master: FakeMaster,
+    sink: FakeSink,
+    metrics: Metrics,
+    endpoint: str,
+    method: str,
+    path: str,
+    body: bytes,
+    refusal: bytes,
+) -> None:
+    """No admin rule of the proxy's own: the write reaches the master, whose 403 is relayed."""
+    base = await start_proxy(endpoint)
+    headers = {"X-Auth-Token": MEMBER_TOKEN, "Content-Type": "application/json"}
+    master.responses[(method, path)] = Canned(
+        403, refusal, [(b"content-type", b"application/json"), (b"x-master", b"policy")]
+    )
+    response = await client.request(method, base + path, content=body, headers=headers)
+    assert response.status_code == 403
+    assert response.content == refusal
+    assert response.headers["x-master"] == "policy"
+    [forwarded] = master.forwarded
+    assert (forwarded.method, forwarded.path, forwarded.body) == (method, path, body)
+    assert forwarded.header("x-auth-token") == MEMBER_TOKEN
+    assert sink.calls == 0
+    assert metrics.proxied_commands.values == {
+        (("endpoint_type", endpoint), ("outcome", "rejected")): 1.0
+    }
+
+
+async def test_a_write_the_master_lets_a_non_admin_make_is_recorded(
     start_proxy: StartProxy, client: httpx.AsyncClient, master: FakeMaster, sink: FakeSink
 ) -> None:
+    """A user changing their own password: keystone says yes, so the work is recorded."""
     base = await start_proxy()
-    headers = {"X-Auth-Token": MEMBER_TOKEN}
-    assert (await client.get(base + "/v3/users", headers=headers)).status_code == 200
-    response = await client.post(base + "/v3/users", content=b'{"user": {}}', headers=headers)
+    body = b'{"user": {"password": "New-Secret", "original_password": "Old-Secret"}}'
+    headers = {"X-Auth-Token": MEMBER_TOKEN, "Content-Type": "application/json"}
+    response = await client.post(
+        base + "/v3/users/u-member/password", content=body, headers=headers
+    )
+    assert response.status_code == 204
+    assert sink.orders == [order("users", "patch", "u-member", body.decode())]
+
+
+async def test_a_non_admin_revoking_its_own_token_is_recorded_with_service_keys(
+    start_proxy: StartProxy, client: httpx.AsyncClient, master: FakeMaster, sink: FakeSink
+) -> None:
+    """The keys come with dcorch's credentials, after keystone revoked the token."""
+    audit = b"\x05" * 16
+    own = make_fernet_token(master.fernet_keys, audit)
+    master.tokens[own] = master.tokens[MEMBER_TOKEN]
+    base = await start_proxy()
+    response = await client.delete(
+        base + "/v3/auth/tokens", headers={"X-Auth-Token": own, "X-Subject-Token": own}
+    )
+    assert response.status_code == 204
+    audit_id = keystone_audit_id(audit)
+    assert sink.orders == [
+        order("revoke_events", "post", audit_id, {"token_revoke_event": {"audit_id": audit_id}})
+    ]
+    order_seen = [
+        (s.method, s.path) for s in master.seen if s.method != "GET" or "fernet" in s.path
+    ]
+    assert order_seen == [("DELETE", "/v3/auth/tokens"), ("GET", "/v1/fernet_repo")]
+    [fetch] = [s for s in master.seen if s.path == "/v1/fernet_repo"]
+    assert fetch.header("x-auth-token") == SERVICE_TOKEN
+
+
+async def test_a_revocation_keystone_refuses_fetches_no_keys_and_records_nothing(
+    start_proxy: StartProxy, client: httpx.AsyncClient, master: FakeMaster, sink: FakeSink
+) -> None:
+    other = make_fernet_token(master.fernet_keys, b"\x06" * 16)
+    base = await start_proxy()
+    refusal = json.dumps(
+        {
+            "error": {
+                "code": 403,
+                "message": "You are not authorized to perform the requested action: "
+                "identity:revoke_token.",
+                "title": "Forbidden",
+            }
+        }
+    ).encode()
+    master.responses[("DELETE", "/v3/auth/tokens")] = Canned(
+        403, refusal, [(b"content-type", b"application/json")]
+    )
+    response = await client.delete(
+        base + "/v3/auth/tokens", headers={"X-Auth-Token": MEMBER_TOKEN, "X-Subject-Token": other}
+    )
     assert response.status_code == 403
-    assert response.json()["error"]["code"] == 403
-    assert [s.method for s in master.forwarded] == ["GET"]
+    assert response.content == refusal
+    assert master.key_fetches == 0
     assert sink.calls == 0
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "sqlite_url",
     "start_in_parallel",
     "stop_all",
+    "stop_in_parallel",
 ]
 
 ADMIN_USER = "admin"
@@ -704,8 +705,17 @@ def stop_all() -> None:
     """Stop every instance still running in this process (atexit runs it too)."""
     with _running_lock:
         running = list(_running)
-    for instance in running:
-        instance.stop()
+    stop_in_parallel(running)
+
+
+def stop_in_parallel(instances: Iterable[KeystoneInstance]) -> None:
+    """Stop several instances at once (each takes about a second of graceful shutdown)."""
+    chosen = list(instances)
+    if not chosen:
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(chosen)) as pool:
+        for future in [pool.submit(instance.stop) for instance in chosen]:
+            future.result()
 
 
 atexit.register(stop_all)

@@ -1,4 +1,8 @@
-"""Security: no, expired, revoked and non-admin tokens are refused and enqueue nothing."""
+"""Security: no, expired, revoked and non-admin tokens are refused and enqueue nothing.
+
+Bad tokens are the proxy's own 401; a non-admin's writes are refused by the master keystone's
+policy, whose 403 the proxy relays (docs/behaviour.md#proxy-pipeline).
+"""
 
 from __future__ import annotations
 
@@ -110,6 +114,10 @@ async def test_bad_tokens_are_refused_and_enqueue_nothing() -> None:
             ):
                 response = await dc.client.request(method, url, headers=headers, **kwargs)
                 assert response.status_code == status, (label, method, response.text)
+                if label == "non-admin":  # keystone's ForbiddenAction, relayed
+                    action = {"POST": "create", "PATCH": "update", "DELETE": "delete"}[method]
+                    message = response.json()["error"]["message"]
+                    assert message.endswith(f"action: identity:{action}_user."), message
                 refused += 1
             if label != "non-admin":  # the v1 API needs a valid token, not a role
                 response = await dc.client.post(api, json={"subcloud": "intruder"}, headers=headers)

@@ -120,6 +120,11 @@ async def test_user_crud_and_password_change(sim: SimCloud, client: httpx.AsyncC
     assert r.json()["user"]["enabled"] is False
     assert (await client.get(f"{ks}/users/{uid}", headers=h)).json()["user"]["description"] == "d"
 
+    change = {"user": {"password": "pw2", "original_password": "pw1"}}
+    r = await client.post(f"{ks}/users/{uid}/password", headers=h, json=change)
+    assert r.status_code == 401  # a disabled account cannot change its password (keystone)
+    r = await client.patch(f"{ks}/users/{uid}", headers=h, json={"user": {"enabled": True}})
+    assert r.status_code == 200
     r = await client.post(
         f"{ks}/users/{uid}/password",
         headers=h,
@@ -142,7 +147,7 @@ async def test_user_crud_and_password_change(sim: SimCloud, client: httpx.AsyncC
     assert r.status_code == 404
     assert r.json()["error"]["message"] == f"Could not find user: {uid}."
     ops = [o["op"] for o in sim.subcloud("subcloud2").operations]
-    assert ops == ["create_user", "update_user", "change_password", "delete_user"]
+    assert ops == ["create_user", "update_user", "update_user", "change_password", "delete_user"]
     counters = sim.subcloud("subcloud2").counters
     assert counters is not None
     assert counters["POST keystone users"] == 3
