@@ -92,7 +92,8 @@ async def open_database(
         database: database tunables; defaults to ``target.database`` or the built-in defaults.
         dispatcher: the dispatcher's tunables; defaults like ``database``.
         check_schema: unless the database is at the code's migration head, refuse to start
-            (:class:`SchemaOutOfDate`); only migration tooling turns this off.
+            (:class:`SchemaOutOfDate`); off for migration tooling and for the DB-sync agent,
+            whose database is keystone's (``docs/dbsync.md``).
         observe_latency: told each work order submission's seconds from queue to commit.
         seams: fault injection for tests.
 

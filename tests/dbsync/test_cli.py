@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -111,3 +112,17 @@ def test_dcorch_dbsync_serves_until_sigterm(keystones: dict[str, KeystoneInstanc
     assert process.returncode == 0, err
     assert f"dcorch dbsync is running: http://127.0.0.1:{port}/v1.0" in out
     assert token not in out + err
+
+
+def test_dcorch_config_shows_the_agent_settings_with_the_database_password_masked() -> None:
+    env = {
+        "DCORCH_DBSYNC_KEYSTONE_DATABASE_URL": "postgresql://keystone:db-Secret-9@db:5432/keystone",
+        "DCORCH_DBSYNC_PORT": "8220",
+    }
+    done = run_cli("config", env=env)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)["dbsync"]
+    assert shown["keystone_database_url"] == "postgresql://keystone:******@db:5432/keystone"
+    assert shown["port"] == 8220
+    assert shown["keystone_url"] == ""
+    assert "db-Secret-9" not in done.stdout
