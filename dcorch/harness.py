@@ -100,6 +100,8 @@ async def open_dcorch(
     """
     settings = settings or Settings()
     check_master_settings(settings)  # a real master URL beside the simulator stops start-up
+    if subclouds is not None and not settings.sim.enabled:
+        raise ValueError("subclouds= creates simulated subclouds, but sim.enabled is false")
     async with AsyncExitStack() as stack:
         sim: SimCloud | None = None
         master: MasterEndpoints | None = None

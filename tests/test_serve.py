@@ -58,6 +58,15 @@ async def test_the_harness_refuses_a_real_master_url_beside_the_simulator() -> N
             raise AssertionError("started despite the contradiction")
 
 
+async def test_the_harness_refuses_simulated_subclouds_without_the_simulator() -> None:
+    settings = Settings().replace(
+        sim={"enabled": False}, master={"keystone_url": "http://127.0.0.1:1"}
+    )
+    with pytest.raises(ValueError, match=r"subclouds= .* sim\.enabled is false"):
+        async with open_dcorch(settings, subclouds=2, ephemeral_ports=True):
+            raise AssertionError("started despite the contradiction")
+
+
 def _service(master: MasterEndpoints) -> Service:
     return Service(
         settings=Settings(),
