@@ -38,9 +38,19 @@ from dcorch.db.purge import purge_periodically
 from dcorch.metrics import Metrics
 from dcorch.proxy.app import create_proxy_app, serve_proxy
 from dcorch.proxy.auth import KeystoneTokenValidator, TokenCache
-from dcorch.proxy.fernet_audit import CachedFernetKeys, FernetKeysUnavailable
+from dcorch.proxy.fernet_audit import (
+    CachedFernetKeys,
+    FernetKeySource,
+    FernetKeysUnavailable,
+    NoFernetKeys,
+)
 from dcorch.remote.clients import CloudClient
-from dcorch.remote.endpoints import EndpointResolver, ManagementIpResolver, MasterEndpoints
+from dcorch.remote.endpoints import (
+    EndpointResolver,
+    GivenFirstResolver,
+    ManagementIpResolver,
+    MasterEndpoints,
+)
 from dcorch.remote.errors import SyncError
 from dcorch.remote.http import Credentials, HttpSession, open_http_client
 from dcorch.settings import Settings
@@ -48,6 +58,7 @@ from dcorch.supervision import restart_policy
 from dcorch.sync.drivers import apply_request
 from dcorch.sync.env import Driver
 from dcorch.sync.manager import SyncManager
+from dcorch.sync.status import UnreportedStatus
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +127,8 @@ async def open_service(
     Args:
         settings: the process settings.
         master: the System Controller's services (default: from ``settings.master``).
-        subclouds: where each subcloud's services are (default: its management IP).
+        subclouds: where each subcloud's services are, unless given through the v1 API
+            (default: the ``[subcloud]`` template on its management IP).
         ephemeral_ports: free ports (tests, bench), a temporary SQLite file unless ``database.url``.
         upgrade_db: migrate the schema first; without it, a schema behind stops start-up.
         engine: run the sync engine; without it work is recorded but not applied.
@@ -126,7 +138,9 @@ async def open_service(
         seams: database fault injection for tests.
     """
     master = master or MasterEndpoints.from_settings(settings.master)
-    subclouds = subclouds or ManagementIpResolver()
+    template = None if subclouds else ManagementIpResolver.from_settings(settings.subcloud)
+    resolver = GivenFirstResolver(subclouds or template or ManagementIpResolver())
+    _log_endpoints(master, template)
     async with AsyncExitStack() as stack:
         if not settings.database.url and settings.service.data_dir == "data" and ephemeral_ports:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="dcorch-"))
@@ -165,8 +179,9 @@ async def open_service(
                 settings.engine,
                 actor_settings=settings.actors,
                 http=session,
-                resolver=subclouds,
+                resolver=resolver,
                 master=master,
+                reporter=None if master.dcmanager else UnreportedStatus(),
                 driver=driver or apply_request,
                 rng=rng,
             )
@@ -189,6 +204,7 @@ async def open_service(
             proxy_session,
             metrics,
             ephemeral_ports,
+            address_required=template is not None,
         )
         system = await stack.enter_async_context(
             open_actor_system(
@@ -229,8 +245,14 @@ def _children(
     proxy_session: HttpSession,
     metrics: Metrics,
     ephemeral_ports: bool,
+    *,
+    address_required: bool,
 ) -> list[ChildSpec]:
-    """The supervised children of the service, in start order."""
+    """The supervised children of the service, in start order.
+
+    ``address_required``: subcloud URLs come from the template, so the v1 API refuses a subcloud
+    with neither a management IP nor a URL for each service it needs.
+    """
     children: list[ChildSpec] = [
         TaskSpec(
             name="purge",
@@ -246,11 +268,19 @@ def _children(
         children.append(TaskSpec(name="sync", fn=manager.run))
     upstreams = {
         constants.ENDPOINT_TYPE_IDENTITY: (master.keystone_root, settings.proxy.identity_port),
-        constants.ENDPOINT_TYPE_PLATFORM: (master.sysinv_root, settings.proxy.platform_port),
     }
+    if master.sysinv:
+        upstreams[constants.ENDPOINT_TYPE_PLATFORM] = (
+            master.sysinv_root,
+            settings.proxy.platform_port,
+        )
     if master.usm:
         upstreams[constants.ENDPOINT_TYPE_USM] = (master.usm, settings.proxy.usm_port)
-    fernet_keys = _master_fernet_keys(CloudClient.for_master(proxy_session, master))
+    fernet_keys: FernetKeySource = (
+        _master_fernet_keys(CloudClient.for_master(proxy_session, master))
+        if master.sysinv
+        else NoFernetKeys()
+    )
     for endpoint_type, (upstream, port) in upstreams.items():
         app = create_proxy_app(
             endpoint_type,
@@ -272,7 +302,14 @@ def _children(
     async def token_check(token: str) -> bool:
         return await tokens.validate(token) is not None
 
-    api_app = create_api_app(db, token_check=token_check, events=manager, metrics=metrics)
+    api_app = create_api_app(
+        db,
+        token_check=token_check,
+        events=manager,
+        metrics=metrics,
+        endpoint_types=master.sync_endpoint_types,
+        address_required=address_required,
+    )
     api_port = 0 if ephemeral_ports else settings.api.port
     children.append(
         TaskSpec(name="api", fn=partial(serve_asgi, api_app, settings.api.host, api_port))
@@ -294,6 +331,29 @@ def _master_fernet_keys(master: CloudClient) -> CachedFernetKeys:
             raise FernetKeysUnavailable(str(exc)) from None
 
     return CachedFernetKeys(fetch)
+
+
+def _log_endpoints(master: MasterEndpoints, template: ManagementIpResolver | None) -> None:
+    """Say once, at start-up, every URL the service will use and what it leaves out."""
+    logger.info(
+        "endpoints.master keystone=%s dbsync=%s sysinv=%s dcmanager=%s usm=%s",
+        master.keystone,
+        master.dcdbsync,
+        master.sysinv or "(none)",
+        master.dcmanager or "(none)",
+        master.usm or "(none)",
+    )
+    if template is not None:
+        urls = template.template()
+        logger.info(
+            "endpoints.subcloud_template keystone=%s sysinv=%s dcdbsync=%s "
+            "(unless given when the subcloud is added)",
+            urls.keystone,
+            urls.sysinv,
+            urls.dcdbsync,
+        )
+    for note in master.notes():
+        logger.info("endpoints.note %s", note)
 
 
 def _walk(node: NodeSnapshot) -> Iterator[NodeSnapshot]:

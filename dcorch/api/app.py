@@ -3,8 +3,9 @@
 Routes (all under ``/v1.0/<project_id>`` need a token the master keystone validates):
 
 - ``GET /`` version document, no token (``POST/PUT/PATCH/DELETE /`` are 405)
-- ``POST .../subclouds`` add, ``GET .../subclouds`` list with per-endpoint sync status
-- ``GET|PUT|DELETE .../subclouds/<region>`` show, update states, delete
+- ``POST .../subclouds`` add (optionally with its service URLs and endpoint types),
+  ``GET .../subclouds`` list with per-endpoint sync status
+- ``GET|PUT|DELETE .../subclouds/<region>`` show, update states, IP or URLs, delete
 - ``GET|PUT .../subclouds/<region>/initial-sync`` read or re-request the initial sync
 - ``GET .../subclouds/<region>/sync-status`` per-endpoint sync status
 - ``GET .../subclouds/<region>/orch-requests?state=...`` pending or failed work
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from quart import Response, jsonify, request
@@ -32,6 +33,7 @@ from dcorch.api import validation
 from dcorch.api.openapi import openapi_document
 from dcorch.api.validation import BadRequest
 from dcorch.db import errors as db_errors
+from dcorch.db.rows import GivenEndpoints
 from dcorch.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -84,8 +86,16 @@ def create_api_app(
     token_check: TokenCheck,
     events: SubcloudEvents | None = None,
     metrics: Metrics | None = None,
+    endpoint_types: Sequence[str] = constants.SYNC_ENDPOINT_TYPES,
+    address_required: bool = False,
 ) -> QuartTrio:
-    """Build the dcorch v1 API app around a running database (``dcorch.db.Database``)."""
+    """Build the dcorch v1 API app around a running database (``dcorch.db.Database``).
+
+    ``endpoint_types``: what the System Controller syncs (a new subcloud's default, and what an
+    add may choose from). ``address_required``: subcloud URLs come from a template on the
+    management IP, so a subcloud needs one unless every service it uses is given a URL.
+    """
+    enabled = tuple(endpoint_types)
     app = QuartTrio("dcorch.api")
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     sink: SubcloudEvents = events or NoEvents()
@@ -174,7 +184,7 @@ def create_api_app(
         return validation.check_fields(validation.parse_json_object(raw), spec)
 
     async def _subcloud_view(region: str) -> dict[str, Any]:
-        subcloud = _plain(await db.get_subcloud(region))
+        subcloud = _subcloud_plain(await db.get_subcloud(region))
         syncs = await db.list_subcloud_syncs(region)
         subcloud["sync_status"] = {s.endpoint_type: _sync_view(s) for s in syncs}
         return dict(subcloud)
@@ -184,8 +194,18 @@ def create_api_app(
         body = await _body(validation.ADD_SUBCLOUD)
         region = validation.check_region(body["subcloud"])
         ip = validation.check_ip(body["management_ip"]) if "management_ip" in body else ""
+        urls = validation.check_endpoints(body.get("endpoints", {}))
+        types = enabled
+        if "endpoint_types" in body:
+            types = validation.check_endpoint_types(body["endpoint_types"], enabled)
+        if address_required:
+            validation.check_address(ip, GivenEndpoints(**urls), types)
         await db.add_subcloud(
-            region, software_version=body.get("software_version", ""), management_ip=ip
+            region,
+            software_version=body.get("software_version", ""),
+            management_ip=ip,
+            endpoint_types=types,
+            endpoints=urls,
         )
         await sink.subcloud_changed(region)
         return jsonify({"added": {"subcloud": region}})
@@ -199,7 +219,7 @@ def create_api_app(
             by_region.setdefault(sync.subcloud_name, {})[sync.endpoint_type] = _sync_view(sync)
         views = []
         for subcloud in subclouds:
-            view = _plain(subcloud)
+            view = _subcloud_plain(subcloud)
             view["sync_status"] = by_region.get(subcloud.region_name, {})
             views.append(view)
         return jsonify({"subclouds": views})
@@ -215,12 +235,20 @@ def create_api_app(
             raise BadRequest("nothing to update")
         if "management_ip" in body:
             validation.check_ip(body["management_ip"])
-        await db.get_subcloud(region)
-        if "software_version" in body or "management_ip" in body:
+        urls = validation.check_endpoints(body["endpoints"]) if "endpoints" in body else None
+        current = await db.get_subcloud(region)
+        if address_required and ("management_ip" in body or urls is not None):
+            validation.check_address(
+                body.get("management_ip", current.management_ip),
+                current.endpoints if urls is None else GivenEndpoints(**urls),
+                current.endpoint_types,
+            )
+        if "software_version" in body or "management_ip" in body or urls is not None:
             await db.update_subcloud(
                 region,
                 software_version=body.get("software_version"),
                 management_ip=body.get("management_ip"),
+                endpoints=urls,
             )
         if "management_state" in body or "availability_status" in body:
             await db.update_subcloud_states(
@@ -298,6 +326,13 @@ def create_api_app(
         return jsonify({"subcloud": region, "orch_requests": items})
 
     return app
+
+
+def _subcloud_plain(subcloud: Any) -> dict[str, Any]:
+    """A subcloud row as JSON; ``endpoints`` lists only the URLs given for it."""
+    view: dict[str, Any] = _plain(subcloud)
+    view["endpoints"] = subcloud.endpoints.given()
+    return view
 
 
 def _sync_view(sync: Any) -> dict[str, Any]:

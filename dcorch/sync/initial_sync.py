@@ -3,7 +3,8 @@
 1. CAS ``requested -> in-progress`` (0 rows: someone else changed it; stop);
 2. unless ``subsequent_sync``, ID reconciliation: objects of the same name and domain but another
    id, and always the ``admin``/``sysinv``/``dcmanager`` users, get the master's record (dcdbsync);
-3. distribute the master's fernet keys (errors only logged: a later audit repairs them);
+3. distribute the master's fernet keys if the subcloud syncs the platform endpoint type (keys live
+   in sysinv; errors only logged: a later audit repairs them);
 4. reset the pairs' audit and report fields: the audit runs at once, the status is re-announced;
 5. CAS ``in-progress -> completed`` (with ``subsequent_sync`` set) or ``-> failed``; if it fails,
    the subcloud was unmanaged or went offline meanwhile: nothing more is done.
@@ -54,7 +55,8 @@ async def run_initial_sync(
         ):
             await reconcile_identity_ids(remote, master)
             reconciled = True
-        await distribute_fernet_keys(region, remote, master)
+        if c.ENDPOINT_TYPE_PLATFORM in subcloud.endpoint_types:
+            await distribute_fernet_keys(region, remote, master)
         for ept in subcloud.endpoint_types:
             await db.update_subcloud_sync(
                 region,

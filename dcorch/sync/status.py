@@ -33,6 +33,17 @@ class Reporter(Protocol):
     ) -> None: ...
 
 
+class UnreportedStatus:
+    """The reporter when the master has no dcmanager (``master.dcmanager_url`` empty).
+
+    Every report "succeeds" without leaving the process, so :class:`StatusBook` still keeps each
+    pair's status in ``subcloud_sync`` for the v1 API, and nothing retries a report forever.
+    """
+
+    async def report(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> None:
+        return None
+
+
 class StatusBook:
     """The last report of each pair of one subcloud, mirrored from the database."""
 
