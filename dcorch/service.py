@@ -42,7 +42,6 @@ from dcorch.proxy.fernet_audit import (
     CachedFernetKeys,
     FernetKeySource,
     FernetKeysUnavailable,
-    NoFernetKeys,
 )
 from dcorch.remote.clients import CloudClient
 from dcorch.remote.endpoints import (
@@ -276,11 +275,9 @@ def _children(
         )
     if master.usm:
         upstreams[constants.ENDPOINT_TYPE_USM] = (master.usm, settings.proxy.usm_port)
-    fernet_keys: FernetKeySource = (
-        _master_fernet_keys(CloudClient.for_master(proxy_session, master))
-        if master.sysinv
-        else NoFernetKeys()
-    )
+    fernet_keys: FernetKeySource | None = None  # no sysinv: keystone names the audit id
+    if master.sysinv:
+        fernet_keys = _master_fernet_keys(CloudClient.for_master(proxy_session, master))
     for endpoint_type, (upstream, port) in upstreams.items():
         app = create_proxy_app(
             endpoint_type,

@@ -85,13 +85,6 @@ class CachedFernetKeys:
         return keys
 
 
-class NoFernetKeys:
-    """The key source of a master without sysinv: a revoked token's audit id cannot be found."""
-
-    async def get_keys(self, *, refresh: bool = False) -> Sequence[str]:
-        raise AuditIdError("the master has no sysinv fernet repository (master.sysinv_url empty)")
-
-
 def parse_fernet_repo(body: Any) -> list[str]:
     """The key texts of a ``/v1/fernet_repo`` answer (a list of ``{"id", "key"}``)."""
     if isinstance(body, dict):  # tolerate a wrapped list, {"keys": [...]}
