@@ -199,11 +199,12 @@ async def test_a_member_is_refused_what_keystone_gives_admins_only(
 async def test_a_bad_body_is_a_400_before_the_policy_check(world: World) -> None:
     """Keystone validates a create's or update's body first (its schema decorators)."""
     token = {"X-Auth-Token": await world.login("alice", "alice-pw-1")}
-    for method, path, body in [
+    cases: list[tuple[str, str, Any]] = [
         ("POST", "users", None),
         ("POST", "groups", {"group": {}}),
         ("PATCH", f"users/{world.member_id}", {"x": 1}),
-    ]:
+    ]
+    for method, path, body in cases:
         response = await world.client.request(
             method, f"{world.ks}/{path}", json=body, headers=token
         )
