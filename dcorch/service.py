@@ -296,8 +296,9 @@ def _children(
             )
         )
 
-    async def token_check(token: str) -> bool:
-        return await tokens.validate(token) is not None
+    async def token_check(token: str) -> frozenset[str] | None:
+        info = await tokens.validate(token)
+        return None if info is None else info.roles
 
     api_app = create_api_app(
         db,

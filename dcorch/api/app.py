@@ -59,7 +59,11 @@ class NoEvents:
         return None
 
 
-TokenCheck = Callable[[str], Awaitable[bool]]
+TokenCheck = Callable[[str], Awaitable[frozenset[str] | None]]
+"""A token's role names (lower case), or None when it is invalid, expired or revoked."""
+
+ADMIN_ROLE = "admin"
+"""What every ``/v1.0`` route needs: the v1 API has no master behind it whose policy decides."""
 
 
 def _plain(value: Any) -> Any:
@@ -109,8 +113,11 @@ def create_api_app(
         token = request.headers.get("X-Auth-Token", "")
         if not token:
             return _error(401, "unauthorized", "missing authentication token")
-        if not await token_check(token):
+        roles = await token_check(token)
+        if roles is None:
             return _error(401, "unauthorized", "invalid or expired authentication token")
+        if ADMIN_ROLE not in roles:
+            return _error(403, "forbidden", "the admin role is required for the dcorch API")
         return None
 
     @app.after_request
