@@ -41,6 +41,7 @@ from dcorch.proxy.auth import KeystoneTokenValidator, TokenCache
 from dcorch.proxy.fernet_audit import SysinvFernetKeys
 from dcorch.remote.endpoints import EndpointResolver, ManagementIpResolver, MasterEndpoints
 from dcorch.remote.http import Credentials, HttpSession, open_http_client
+from dcorch.remote.master_health import MasterHealth
 from dcorch.settings import Settings
 from dcorch.supervision import restart_policy
 from dcorch.sync.drivers import apply_request
@@ -70,6 +71,8 @@ class Service:
     """The one cache of validated client tokens (proxies and v1 API)."""
     urls: dict[str, str]
     """``identity``, ``platform``, ``usm`` (proxies) and ``api`` -> base URL."""
+    master_health: MasterHealth | None = None
+    """The engine's view of the master's services (``/health``, ``/metrics``)."""
 
     @property
     def identity_url(self) -> str:
@@ -157,6 +160,11 @@ async def open_service(
             project_name=settings.master.project_name,
         )
         session = HttpSession(engine_client, credentials, settings.engine.subcloud_http_timeout)
+        health = MasterHealth(
+            master,
+            backoff=settings.engine.request_retry_backoff,
+            backoff_max=settings.engine.request_retry_backoff_max,
+        )
         manager = (
             SyncManager(
                 db,
@@ -167,6 +175,7 @@ async def open_service(
                 master=master,
                 driver=driver or apply_request,
                 rng=rng,
+                health=health,
             )
             if engine
             else None
@@ -176,7 +185,7 @@ async def open_service(
             ttl=settings.proxy.token_cache_ttl,
         )
         children = _children(
-            settings, master, db, manager, tokens, proxy_client, metrics, ephemeral_ports
+            settings, master, db, manager, tokens, proxy_client, metrics, health, ephemeral_ports
         )
         system = await stack.enter_async_context(
             open_actor_system(
@@ -192,7 +201,7 @@ async def open_service(
                 bound = system.lookup_task(spec.name).value
                 assert isinstance(bound, list), bound
                 urls[spec.name.removeprefix("proxy-")] = str(bound[0])
-        _add_runtime_gauges(metrics, db, system, manager)
+        _add_runtime_gauges(metrics, db, system, manager, health)
         logger.info("dcorch.started urls=%s", urls)
         yield Service(
             settings=settings,
@@ -204,6 +213,7 @@ async def open_service(
             http=session,
             tokens=tokens,
             urls=urls,
+            master_health=health,
         )
 
 
@@ -215,6 +225,7 @@ def _children(
     tokens: TokenCache,
     proxy_client: httpx.AsyncClient,
     metrics: Metrics,
+    health: MasterHealth,
     ephemeral_ports: bool,
 ) -> list[ChildSpec]:
     """The supervised children of the service, in start order."""
@@ -259,7 +270,14 @@ def _children(
     async def token_check(token: str) -> bool:
         return await tokens.validate(token) is not None
 
-    api_app = create_api_app(db, token_check=token_check, events=manager, metrics=metrics)
+    api_app = create_api_app(
+        db,
+        token_check=token_check,
+        events=manager,
+        metrics=metrics,
+        master_health=health,
+        initial_sync_failures=manager,
+    )
     api_port = 0 if ephemeral_ports else settings.api.port
     children.append(
         TaskSpec(name="api", fn=partial(serve_asgi, api_app, settings.api.host, api_port))
@@ -274,9 +292,14 @@ def _walk(node: NodeSnapshot) -> Iterator[NodeSnapshot]:
 
 
 def _add_runtime_gauges(
-    metrics: Metrics, db: Database, system: ActorSystem, manager: SyncManager | None
+    metrics: Metrics,
+    db: Database,
+    system: ActorSystem,
+    manager: SyncManager | None,
+    health: MasterHealth,
 ) -> None:
-    """Queue depths and restart counts, read from the live objects at scrape time."""
+    """Queue depths, restart counts and the master's health, read from the live objects at
+    scrape time."""
 
     def trees() -> list[NodeSnapshot]:
         found = [system.snapshot(), db.snapshot()]
@@ -300,3 +323,21 @@ def _add_runtime_gauges(
 
     metrics.add_gauge("dcorch_mailbox_depth", "messages waiting in bounded queues", depths)
     metrics.add_gauge("dcorch_actor_restarts", "restarts in each supervision tree", restarts)
+    metrics.add_gauge(
+        "dcorch_master_up", "master dependency reachable (1) or down (0)", health.up_series
+    )
+    metrics.add_counter(
+        "dcorch_master_failures_total",
+        "failed engine calls to each master dependency",
+        health.failure_series,
+    )
+
+    def untargeted() -> Iterator[tuple[dict[str, str], float]]:
+        for (ept, rtype, op), count in sorted(db.dispatcher.stats.untargeted.items()):
+            yield {"endpoint_type": ept, "resource_type": rtype, "operation": op}, float(count)
+
+    metrics.add_counter(
+        "dcorch_work_orders_untargeted_total",
+        "committed work orders that found no eligible subcloud",
+        untargeted,
+    )
