@@ -102,7 +102,9 @@ async def run_initial_sync(
             )
         final = InitialSyncOutcome.COMPLETED
     except SyncError as exc:
-        logger.warning("initial_sync.failed region=%s url=%s error=%s", region, exc.url, exc)
+        # A master outage is logged once by its tracker (WARNING); this line still names it.
+        level = logging.INFO if isinstance(exc, MasterUnavailable) else logging.WARNING
+        logger.log(level, "initial_sync.failed region=%s url=%s error=%s", region, exc.url, exc)
         if on_failure is not None:
             on_failure(exc)
         final = InitialSyncOutcome.FAILED

@@ -219,14 +219,25 @@ class SyncManager:
         self._tell(region)
 
     def master_recovered(self, dependency: str) -> None:
-        """A master dependency is back: retry now every pair that stopped waiting for it."""
+        """A master dependency is back: retry now every pair that stopped waiting for it, audit
+        now the pairs whose audit failed on it or whose requests it timed out, and retry the
+        initial syncs it failed."""
+        now = trio.current_time()
         for region, handle in list(self._handles.items()):
-            if handle.master_wait:
-                for ept in handle.master_wait:
-                    handle.retry_at.pop(ept, None)
-                handle.dirty |= handle.master_wait
-                handle.master_wait.clear()
+            failure = handle.initial_sync_failure
+            if failure is not None and failure.master_dependency is not None:
+                handle.initial_retry_at = now  # its hold-off was for the master: over
                 self._tell(region)
+            if not (handle.master_wait or handle.audit_after_master):
+                continue
+            for ept in handle.master_wait:
+                handle.retry_at.pop(ept, None)
+            for ept in handle.audit_after_master:
+                handle.audit_at[ept] = now
+            handle.dirty |= handle.master_wait | handle.audit_after_master
+            handle.master_wait.clear()
+            handle.audit_after_master.clear()
+            self._tell(region)
 
     def initial_sync_failure(self, region: str) -> dict[str, object] | None:
         """Why the subcloud's last initial sync failed (None: it did not), for the v1 API."""

@@ -78,6 +78,9 @@ class PassResult:
     master_retry_at: float | None = None
     """Set when the pass stopped on :class:`MasterUnavailable`: when to try the pair again
     (the master's next probe, or the deadline of the request it stopped at, if earlier)."""
+    master_timeouts: int = 0
+    """Requests this pass timed out because the master was down (the audit after the master
+    is back queues their work again)."""
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     """Request id -> how it ended (requests left pending are absent)."""
     remaining: list[PendingRequest] = field(default_factory=list)
@@ -132,10 +135,12 @@ class PairSync:
         self._limiter = limiter
         self._rng = rng
         self._wall_clock = wall_clock
+        self._result = PassResult()
 
     async def run_pass(self, apply: Apply) -> PassResult:
         """Apply pending requests in id order until none is left (or the subcloud is gone)."""
         result = PassResult()
+        self._result = result
         while True:
             live = await self._db.pending_requests(
                 self.region, self.endpoint_type, states=LIVE_STATES
@@ -217,6 +222,7 @@ class PairSync:
                         exc.dependency,
                         exc.url,
                     )
+                    self._result.master_timeouts += 1
                     return await self._finish(request, Outcome.TIMED_OUT)
                 await self._db.update_requests([RequestUpdate(request.id, try_count=tries - 1)])
                 raise _WaitForMaster(min(exc.retry_at, deadline)) from exc

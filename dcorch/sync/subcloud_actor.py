@@ -25,7 +25,7 @@ from dcorch import constants as c
 from dcorch.db.errors import DatabaseError
 from dcorch.db.rows import PendingRequest, SubcloudRow, SubcloudSyncRow
 from dcorch.remote.clients import CloudClient, current_job
-from dcorch.remote.errors import SubcloudUnreachable, SyncError
+from dcorch.remote.errors import MasterUnavailable, SubcloudUnreachable, SyncError
 from dcorch.sync.audit import PairAudit
 from dcorch.sync.drivers import DriverContext
 from dcorch.sync.env import SyncEnv
@@ -53,6 +53,9 @@ class SubcloudHandle:
     master_wait: set[str] = field(default_factory=set)
     """Endpoint types whose last pass stopped because the master is down: woken at once when
     it is back (:meth:`dcorch.sync.manager.SyncManager.master_recovered`)."""
+    audit_after_master: set[str] = field(default_factory=set)
+    """Endpoint types to audit as soon as the master is back: their audit failed on the
+    master, or a pass timed requests out because of it (the audit queues that work again)."""
     audit_at: dict[str, float] = field(default_factory=dict)
     """Endpoint type -> when its next audit is due (absent: not known yet)."""
     initial_retry_at: float | None = None
@@ -178,6 +181,17 @@ class SubcloudSyncActor(Actor[Wake, None]):
             times.append(h.db_retry_at)
         return min(times, default=math.inf)
 
+    def _master_is_up(self) -> bool:
+        health = self._env.master.health
+        return health is not None and health.is_up
+
+    def _audit_after_master(self, endpoint_type: str) -> None:
+        """Audit the pair once the master is back (now, if it came back meanwhile)."""
+        if self._master_is_up():
+            self._handle.audit_at[endpoint_type] = trio.current_time()
+        else:
+            self._handle.audit_after_master.add(endpoint_type)
+
     def _remote(self) -> CloudClient:
         return CloudClient.for_subcloud(
             self._env.http, self._env.resolver.endpoints_for(self._handle.subcloud)
@@ -261,6 +275,17 @@ class SubcloudSyncActor(Actor[Wake, None]):
                 async with env.limiter:
                     await audit.run()
                 status = c.AUDIT_COMPLETED
+                h.audit_after_master.discard(endpoint_type)
+            except MasterUnavailable as exc:
+                # The master's outage is logged once by its tracker; audit again when it is back.
+                self._audit_after_master(endpoint_type)
+                logger.info(
+                    "audit.failed region=%s endpoint=%s url=%s error=%s",
+                    h.region,
+                    endpoint_type,
+                    exc.url,
+                    exc,
+                )
             except SyncError as exc:
                 logger.warning(
                     "audit.failed region=%s endpoint=%s error=%s", h.region, endpoint_type, exc
@@ -303,8 +328,13 @@ class SubcloudSyncActor(Actor[Wake, None]):
         if not result.reachable:
             h.retry_at[endpoint_type] = trio.current_time() + env.settings.offline_retry_interval
         elif result.master_retry_at is not None:
-            h.retry_at[endpoint_type] = result.master_retry_at
-            h.master_wait.add(endpoint_type)
+            if self._master_is_up():  # it came back during the pass: at once
+                h.retry_at[endpoint_type] = trio.current_time()
+            else:
+                h.retry_at[endpoint_type] = result.master_retry_at
+                h.master_wait.add(endpoint_type)
+        if result.master_timeouts:
+            self._audit_after_master(endpoint_type)
         failed = any(
             r.state != c.ORCH_REQUEST_QUEUED and r.state != c.ORCH_REQUEST_IN_PROGRESS
             for r in result.remaining

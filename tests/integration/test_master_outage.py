@@ -167,6 +167,12 @@ async def test_master_dbsync_outage_times_work_out_within_its_budget_then_recove
             for state in (c.ORCH_REQUEST_QUEUED, c.ORCH_REQUEST_TIMED_OUT):
                 assert await requests_for(dc, region, kept, state) == []
 
+        # The pairs that timed work out are audited once the master is back: the audit queues
+        # the lost change again (it would otherwise wait for engine.audit_interval, 20 min).
+        await dc.wait_converged(timeout=15)
+        for region in regions:
+            assert lost in dc.sim.subcloud(region).identity.users
+
         down = messages(caplog, "master.down")
         assert len(down) == 1, down
         assert down[0].startswith(
