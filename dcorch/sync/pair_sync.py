@@ -199,6 +199,7 @@ class PairSync:
                 [RequestUpdate(request.id, state=c.ORCH_REQUEST_IN_PROGRESS, try_count=tries)]
             )
             late = trio.current_time() >= deadline
+            stop: SubcloudUnreachable | _WaitForMaster | None = None
             try:
                 # A late request's one attempt is not cut (see the module docstring).
                 with trio.move_on_at(math.inf if late else deadline):
@@ -209,10 +210,8 @@ class PairSync:
                     "sync.timed_out region=%s id=%d cause=attempt-cut", self.region, request.id
                 )
                 return await self._finish(request, Outcome.TIMED_OUT)
-            except SubcloudUnreachable:
-                # Not the request's fault: give the attempt back and keep its place.
-                await self._db.update_requests([RequestUpdate(request.id, try_count=tries - 1)])
-                raise
+            except SubcloudUnreachable as exc:
+                stop = exc
             except MasterUnavailable as exc:
                 if trio.current_time() >= deadline:
                     logger.info(
@@ -224,8 +223,8 @@ class PairSync:
                     )
                     self._result.master_timeouts += 1
                     return await self._finish(request, Outcome.TIMED_OUT)
-                await self._db.update_requests([RequestUpdate(request.id, try_count=tries - 1)])
-                raise _WaitForMaster(min(exc.retry_at, deadline)) from exc
+                stop = _WaitForMaster(min(exc.retry_at, deadline))
+                stop.__cause__ = exc
             except SyncAborted as exc:
                 logger.warning(
                     "sync.aborted region=%s id=%d error=%s", self.region, request.id, exc
@@ -251,6 +250,10 @@ class PairSync:
                         "sync.timed_out region=%s id=%d cause=retries", self.region, request.id
                     )
                     return await self._finish(request, Outcome.TIMED_OUT)
+            if stop is not None:
+                # Not the request's fault: give the attempt back and keep its place.
+                await self._db.update_requests([RequestUpdate(request.id, try_count=tries - 1)])
+                raise stop
         return await self._finish(request, Outcome.FAILED)
 
     async def _finish(self, request: PendingRequest, outcome: Outcome) -> Outcome:
