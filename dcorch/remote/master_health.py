@@ -200,7 +200,9 @@ class MasterHealth:
             if reason is None or culprit is None:
                 self._succeeded(needed)  # it answered: a 404 or a bad record is not an outage
                 raise
-            self._succeeded(tuple(n for n in needed if n != culprit))
+            if culprit != KEYSTONE:
+                self._succeeded((KEYSTONE,))  # the token came through (the target failed)
+            # (if the token failed, the target was never asked: its state stays as it was)
             retry_at = self._failed(culprit, failed_url, reason, probe=culprit in probes)
             raise MasterUnavailable(culprit, failed_url, reason, retry_at=retry_at) from exc
         else:

@@ -215,3 +215,28 @@ async def test_a_cancelled_probe_lets_the_next_caller_probe(
     assert await master.list_certificates() == []
     assert health.is_up
     assert len(sent.to("/master/sysinv/")) == 3
+
+
+async def test_a_refused_token_says_nothing_of_the_service_behind_it(
+    sim: SimCloud,
+    http: HttpSession,
+    health: MasterHealth,
+    caplog: pytest.LogCaptureFixture,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    caplog.set_level(logging.INFO, logger="dcorch.remote.master_health")
+    master = master_client(sim, http, health)
+    sim.set_master_faults("dcdbsync", offline=True)
+    with pytest.raises(MasterUnavailable, match="master dbsync"):
+        await master.get_record("users", "nobody")
+    # keystone goes too, and the next call (dbsync's probe) needs a new token
+    sim.set_master_faults("keystone", offline=True)
+    http.forget_token(sim.endpoints.master_keystone)
+    await trio.sleep(BACKOFF)
+    with pytest.raises(MasterUnavailable, match="master keystone") as info:
+        await master.get_record("users", "nobody")
+    assert info.value.url == f"{sim.endpoints.master_keystone}/auth/tokens"
+    assert not health.state("keystone").up
+    assert not health.state("dbsync").up  # never asked, so not "back"
+    assert lines(caplog, "master.up") == []
+    assert len(lines(caplog, "master.down")) == 2
