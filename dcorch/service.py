@@ -52,6 +52,7 @@ from dcorch.remote.endpoints import (
 )
 from dcorch.remote.errors import SyncError
 from dcorch.remote.http import Credentials, HttpSession, open_http_client
+from dcorch.remote.master_health import MasterHealth
 from dcorch.settings import Settings
 from dcorch.supervision import restart_policy
 from dcorch.sync.drivers import apply_request
@@ -82,6 +83,8 @@ class Service:
     """The one cache of validated client tokens (proxies and v1 API)."""
     urls: dict[str, str]
     """``identity``, ``platform``, ``usm`` (proxies) and ``api`` -> base URL."""
+    master_health: MasterHealth | None = None
+    """The engine's view of the master's services (``/health``, ``/metrics``)."""
 
     @property
     def identity_url(self) -> str:
@@ -172,6 +175,11 @@ async def open_service(
             project_name=settings.master.project_name,
         )
         session = HttpSession(engine_client, credentials, settings.engine.subcloud_http_timeout)
+        health = MasterHealth(
+            master,
+            backoff=settings.engine.request_retry_backoff,
+            backoff_max=settings.engine.request_retry_backoff_max,
+        )
         manager = (
             SyncManager(
                 db,
@@ -183,6 +191,7 @@ async def open_service(
                 reporter=None if master.dcmanager else UnreportedStatus(),
                 driver=driver or apply_request,
                 rng=rng,
+                health=health,
             )
             if engine
             else None
@@ -202,6 +211,7 @@ async def open_service(
             proxy_client,
             proxy_session,
             metrics,
+            health,
             ephemeral_ports,
             address_required=template is not None,
         )
@@ -219,7 +229,7 @@ async def open_service(
                 bound = system.lookup_task(spec.name).value
                 assert isinstance(bound, list), bound
                 urls[spec.name.removeprefix("proxy-")] = str(bound[0])
-        _add_runtime_gauges(metrics, db, system, manager)
+        _add_runtime_gauges(metrics, db, system, manager, health)
         logger.info("dcorch.started urls=%s", urls)
         yield Service(
             settings=settings,
@@ -231,6 +241,7 @@ async def open_service(
             http=session,
             tokens=tokens,
             urls=urls,
+            master_health=health,
         )
 
 
@@ -243,6 +254,7 @@ def _children(
     proxy_client: httpx.AsyncClient,
     proxy_session: HttpSession,
     metrics: Metrics,
+    health: MasterHealth,
     ephemeral_ports: bool,
     *,
     address_required: bool,
@@ -307,6 +319,8 @@ def _children(
         metrics=metrics,
         endpoint_types=master.sync_endpoint_types,
         address_required=address_required,
+        master_health=health,
+        initial_sync_failures=manager,
     )
     api_port = 0 if ephemeral_ports else settings.api.port
     children.append(
@@ -361,9 +375,14 @@ def _walk(node: NodeSnapshot) -> Iterator[NodeSnapshot]:
 
 
 def _add_runtime_gauges(
-    metrics: Metrics, db: Database, system: ActorSystem, manager: SyncManager | None
+    metrics: Metrics,
+    db: Database,
+    system: ActorSystem,
+    manager: SyncManager | None,
+    health: MasterHealth,
 ) -> None:
-    """Queue depths and restart counts, read from the live objects at scrape time."""
+    """Queue depths, restart counts and the master's health, read from the live objects at
+    scrape time."""
 
     def trees() -> list[NodeSnapshot]:
         found = [system.snapshot(), db.snapshot()]
@@ -387,3 +406,21 @@ def _add_runtime_gauges(
 
     metrics.add_gauge("dcorch_mailbox_depth", "messages waiting in bounded queues", depths)
     metrics.add_gauge("dcorch_actor_restarts", "restarts in each supervision tree", restarts)
+    metrics.add_gauge(
+        "dcorch_master_up", "master dependency reachable (1) or down (0)", health.up_series
+    )
+    metrics.add_counter(
+        "dcorch_master_failures_total",
+        "failed engine calls to each master dependency",
+        health.failure_series,
+    )
+
+    def untargeted() -> Iterator[tuple[dict[str, str], float]]:
+        for (ept, rtype, op), count in sorted(db.dispatcher.stats.untargeted.items()):
+            yield {"endpoint_type": ept, "resource_type": rtype, "operation": op}, float(count)
+
+    metrics.add_counter(
+        "dcorch_work_orders_untargeted_total",
+        "committed work orders that found no eligible subcloud",
+        untargeted,
+    )

@@ -6,10 +6,12 @@ Routes (all under ``/v1.0/<project_id>`` need a token the master keystone valida
 - ``POST .../subclouds`` add (optionally with its service URLs and endpoint types),
   ``GET .../subclouds`` list with per-endpoint sync status
 - ``GET|PUT|DELETE .../subclouds/<region>`` show, update states, IP or URLs, delete
-- ``GET|PUT .../subclouds/<region>/initial-sync`` read or re-request the initial sync
+- ``GET|PUT .../subclouds/<region>/initial-sync`` read (with the last failure) or re-request it
 - ``GET .../subclouds/<region>/sync-status`` per-endpoint sync status
 - ``GET .../subclouds/<region>/orch-requests?state=...`` pending or failed work
-- ``GET /metrics`` Prometheus text, ``GET /health`` liveness with a database check
+- ``GET /metrics`` Prometheus text, ``GET /health`` liveness with a database check and the
+  master's health (200 ``degraded`` while a master service is down, 503 only when the database
+  is unreachable: docs/behaviour.md#master-outage)
 - ``GET /openapi.json`` the OpenAPI 3 description of all of the above (no token)
 
 Errors are JSON ``{"error": <kind>, "detail": <what is wrong>}`` built in one place from
@@ -59,6 +61,18 @@ class NoEvents:
         return None
 
 
+class MasterHealthView(Protocol):
+    """The engine's view of the master's services (``dcorch.remote.master_health``)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class InitialSyncFailures(Protocol):
+    """Why a subcloud's last initial sync failed (the sync manager keeps it)."""
+
+    def initial_sync_failure(self, region: str) -> dict[str, object] | None: ...
+
+
 TokenCheck = Callable[[str], Awaitable[frozenset[str] | None]]
 """A token's role names (lower case), or None when it is invalid, expired or revoked."""
 
@@ -92,6 +106,8 @@ def create_api_app(
     metrics: Metrics | None = None,
     endpoint_types: Sequence[str] = constants.SYNC_ENDPOINT_TYPES,
     address_required: bool = False,
+    master_health: MasterHealthView | None = None,
+    initial_sync_failures: InitialSyncFailures | None = None,
 ) -> QuartTrio:
     """Build the dcorch v1 API app around a running database (``dcorch.db.Database``).
 
@@ -166,7 +182,15 @@ def create_api_app(
         except Exception as exc:
             logger.warning("health.db_failed error=%s", type(exc).__name__)
             return _error(503, "unavailable", "database not reachable")
-        return jsonify({"status": "ok", "orch_requests": counts})
+        body: dict[str, Any] = {"status": "ok", "orch_requests": counts}
+        if master_health is not None:
+            # A master outage is not this process's fault: restarting it would not help, so
+            # liveness stays 200 and the body says what is degraded.
+            master = master_health.status()
+            body["master"] = master
+            if master["status"] != "up":
+                body["status"] = "degraded"
+        return jsonify(body)
 
     @app.get("/openapi.json")
     async def _openapi() -> Response:
@@ -275,7 +299,15 @@ def create_api_app(
     @app.get("/v1.0/<project_id>/subclouds/<region>/initial-sync")
     async def _initial_sync(project_id: str, region: str) -> Response:
         subcloud = await db.get_subcloud(region)
-        return jsonify({"subcloud": region, "initial_sync_state": subcloud.initial_sync_state})
+        failures = initial_sync_failures
+        failure = failures.initial_sync_failure(region) if failures is not None else None
+        return jsonify(
+            {
+                "subcloud": region,
+                "initial_sync_state": subcloud.initial_sync_state,
+                "last_error": failure,
+            }
+        )
 
     @app.put("/v1.0/<project_id>/subclouds/<region>/initial-sync")
     async def _request_initial_sync(project_id: str, region: str) -> Response:
