@@ -42,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     db.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     db.add_argument("action", choices=["upgrade", "revision"])
 
-    config = commands.add_parser("config", help="print the effective settings (secrets masked)")
+    config = commands.add_parser(
+        "config", help="print the effective settings and every URL used (secrets masked)"
+    )
     config.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     dbsync = commands.add_parser(
@@ -84,6 +86,28 @@ def _masked_url_password(value: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{hostinfo}"))
 
 
+def _show_config(settings: Settings) -> int:
+    """Print the settings and, under ``endpoints``, every URL the service would use.
+
+    Settings that would stop start-up are still printed (that is what one debugs with), then the
+    reason goes to stderr and the exit status is 1, as ``dcorch serve`` would fail.
+    """
+    from dcorch.remote.endpoints import describe_endpoints
+
+    shown: dict[str, Any] = settings_as_dict(settings)
+    problem = ""
+    try:
+        shown["endpoints"] = describe_endpoints(settings)
+    except ValueError as exc:
+        problem = str(exc)
+        shown["endpoints"] = {"error": problem}
+    print(json.dumps(_masked(shown), indent=2))
+    if problem:
+        print(f"dcorch: cannot start: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.service.log_level.upper(),
@@ -104,13 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         if getattr(args, "subclouds", None) is not None:
+            if not settings.sim.enabled:
+                raise SettingsError("--subclouds sets sim.subclouds, but sim.enabled is false")
             settings = settings.replace(sim={"subclouds": args.subclouds})
     except SettingsError as exc:
         print(f"dcorch: {exc}", file=sys.stderr)
         return 2
     if args.command == "config":
-        print(json.dumps(_masked(settings_as_dict(settings)), indent=2))
-        return 0
+        return _show_config(settings)
     _configure_logging(settings)
     if args.command == "db":
         from dcorch.db import migrate

@@ -26,7 +26,7 @@ from dcorch.db.database import Database
 from dcorch.db.errors import SubcloudAlreadyExists
 from dcorch.db.schema import utcnow
 from dcorch.db.seeding import seed_eligible_subclouds
-from dcorch.remote.endpoints import MasterEndpoints
+from dcorch.remote.endpoints import MasterEndpoints, check_master_settings
 from dcorch.remote.http import Credentials, open_http_client
 from dcorch.service import Service, ServiceOptions, open_service
 from dcorch.settings import Settings
@@ -99,7 +99,9 @@ async def open_dcorch(
             it; ``driver``, ``rng`` and ``seams`` inject faults and determinism.
     """
     settings = settings or Settings()
-    check_master_settings(settings)
+    check_master_settings(settings)  # a real master URL beside the simulator stops start-up
+    if subclouds is not None and not settings.sim.enabled:
+        raise ValueError("subclouds= creates simulated subclouds, but sim.enabled is false")
     async with AsyncExitStack() as stack:
         sim: SimCloud | None = None
         master: MasterEndpoints | None = None
@@ -143,7 +145,10 @@ async def register_subclouds(
     for region in regions:
         with suppress(SubcloudAlreadyExists):
             await service.db.add_subcloud(
-                region, software_version=SOFTWARE_VERSION, management_ip="127.0.0.1"
+                region,
+                software_version=SOFTWARE_VERSION,
+                management_ip="127.0.0.1",
+                endpoint_types=service.master.sync_endpoint_types,
             )
         if manage:
             await service.db.update_subcloud_states(
@@ -153,26 +158,6 @@ async def register_subclouds(
             )
         if service.sync_manager is not None:
             await service.sync_manager.subcloud_changed(region)
-
-
-MASTER_URL_KEYS = ("keystone_url", "sysinv_url", "usm_url", "dcmanager_url")
-
-
-def check_master_settings(settings: Settings) -> None:
-    """Refuse a real master URL beside ``sim.enabled``: the simulator would silently win.
-
-    Raises:
-        ValueError: naming both keys, so the operator knows which one to change.
-    """
-    if not settings.sim.enabled:
-        return
-    for key in MASTER_URL_KEYS:
-        if value := getattr(settings.master, key):
-            raise ValueError(
-                f"master.{key} is set ({value}) but sim.enabled is true, so the simulated "
-                f"System Controller would be used instead: set sim.enabled = false to use the "
-                f"real one, or clear master.{key}"
-            )
 
 
 async def _presync(sim: SimCloud, db: Database) -> None:

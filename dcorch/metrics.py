@@ -80,15 +80,19 @@ GaugeSource = Callable[[], Iterable[tuple[dict[str, str], float]]]
 
 @dataclass
 class Gauge:
-    """A gauge read from a callback at scrape time (mailbox depths, requests by state)."""
+    """A series read from a callback at scrape time (mailbox depths, requests by state).
+
+    ``kind`` ``counter``: a count kept by its owner (the master's failures), rendered as one.
+    """
 
     name: str
     help: str
     source: GaugeSource
+    kind: str = "gauge"
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} gauge"
+        yield f"# TYPE {self.name} {self.kind}"
         for labels, value in self.source():
             yield f"{self.name}{_labels(tuple(sorted(labels.items())))} {value}"
 
@@ -112,6 +116,10 @@ class Metrics:
 
     def add_gauge(self, name: str, help_text: str, source: GaugeSource) -> None:
         self.gauges.append(Gauge(name, help_text, source))
+
+    def add_counter(self, name: str, help_text: str, source: GaugeSource) -> None:
+        """A counter whose values its owner keeps (read at scrape time)."""
+        self.gauges.append(Gauge(name, help_text, source, kind="counter"))
 
     def render(self, extra: Iterable[Gauge] = ()) -> str:
         lines: list[str] = []

@@ -38,16 +38,27 @@ from dcorch.db.purge import purge_periodically
 from dcorch.metrics import Metrics
 from dcorch.proxy.app import create_proxy_app, serve_proxy
 from dcorch.proxy.auth import KeystoneTokenValidator, TokenCache
-from dcorch.proxy.fernet_audit import CachedFernetKeys, FernetKeysUnavailable
+from dcorch.proxy.fernet_audit import (
+    CachedFernetKeys,
+    FernetKeySource,
+    FernetKeysUnavailable,
+)
 from dcorch.remote.clients import CloudClient
-from dcorch.remote.endpoints import EndpointResolver, ManagementIpResolver, MasterEndpoints
+from dcorch.remote.endpoints import (
+    EndpointResolver,
+    GivenFirstResolver,
+    ManagementIpResolver,
+    MasterEndpoints,
+)
 from dcorch.remote.errors import SyncError
 from dcorch.remote.http import Credentials, HttpSession, open_http_client
+from dcorch.remote.master_health import MasterHealth
 from dcorch.settings import Settings
 from dcorch.supervision import restart_policy
 from dcorch.sync.drivers import apply_request
 from dcorch.sync.env import Driver
 from dcorch.sync.manager import SyncManager
+from dcorch.sync.status import UnreportedStatus
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +83,8 @@ class Service:
     """The one cache of validated client tokens (proxies and v1 API)."""
     urls: dict[str, str]
     """``identity``, ``platform``, ``usm`` (proxies) and ``api`` -> base URL."""
+    master_health: MasterHealth | None = None
+    """The engine's view of the master's services (``/health``, ``/metrics``)."""
 
     @property
     def identity_url(self) -> str:
@@ -116,7 +129,8 @@ async def open_service(
     Args:
         settings: the process settings.
         master: the System Controller's services (default: from ``settings.master``).
-        subclouds: where each subcloud's services are (default: its management IP).
+        subclouds: where each subcloud's services are, unless given through the v1 API
+            (default: the ``[subcloud]`` template on its management IP).
         ephemeral_ports: free ports (tests, bench), a temporary SQLite file unless ``database.url``.
         upgrade_db: migrate the schema first; without it, a schema behind stops start-up.
         engine: run the sync engine; without it work is recorded but not applied.
@@ -126,7 +140,9 @@ async def open_service(
         seams: database fault injection for tests.
     """
     master = master or MasterEndpoints.from_settings(settings.master)
-    subclouds = subclouds or ManagementIpResolver()
+    template = None if subclouds else ManagementIpResolver.from_settings(settings.subcloud)
+    resolver = GivenFirstResolver(subclouds or template or ManagementIpResolver())
+    _log_endpoints(master, template)
     async with AsyncExitStack() as stack:
         if not settings.database.url and settings.service.data_dir == "data" and ephemeral_ports:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="dcorch-"))
@@ -159,16 +175,23 @@ async def open_service(
             project_name=settings.master.project_name,
         )
         session = HttpSession(engine_client, credentials, settings.engine.subcloud_http_timeout)
+        health = MasterHealth(
+            master,
+            backoff=settings.engine.request_retry_backoff,
+            backoff_max=settings.engine.request_retry_backoff_max,
+        )
         manager = (
             SyncManager(
                 db,
                 settings.engine,
                 actor_settings=settings.actors,
                 http=session,
-                resolver=subclouds,
+                resolver=resolver,
                 master=master,
+                reporter=None if master.dcmanager else UnreportedStatus(),
                 driver=driver or apply_request,
                 rng=rng,
+                health=health,
             )
             if engine
             else None
@@ -188,7 +211,9 @@ async def open_service(
             proxy_client,
             proxy_session,
             metrics,
+            health,
             ephemeral_ports,
+            address_required=template is not None,
         )
         system = await stack.enter_async_context(
             open_actor_system(
@@ -204,7 +229,7 @@ async def open_service(
                 bound = system.lookup_task(spec.name).value
                 assert isinstance(bound, list), bound
                 urls[spec.name.removeprefix("proxy-")] = str(bound[0])
-        _add_runtime_gauges(metrics, db, system, manager)
+        _add_runtime_gauges(metrics, db, system, manager, health)
         logger.info("dcorch.started urls=%s", urls)
         yield Service(
             settings=settings,
@@ -216,6 +241,7 @@ async def open_service(
             http=session,
             tokens=tokens,
             urls=urls,
+            master_health=health,
         )
 
 
@@ -228,9 +254,16 @@ def _children(
     proxy_client: httpx.AsyncClient,
     proxy_session: HttpSession,
     metrics: Metrics,
+    health: MasterHealth,
     ephemeral_ports: bool,
+    *,
+    address_required: bool,
 ) -> list[ChildSpec]:
-    """The supervised children of the service, in start order."""
+    """The supervised children of the service, in start order.
+
+    ``address_required``: subcloud URLs come from the template, so the v1 API refuses a subcloud
+    with neither a management IP nor a URL for each service it needs.
+    """
     children: list[ChildSpec] = [
         TaskSpec(
             name="purge",
@@ -246,11 +279,17 @@ def _children(
         children.append(TaskSpec(name="sync", fn=manager.run))
     upstreams = {
         constants.ENDPOINT_TYPE_IDENTITY: (master.keystone_root, settings.proxy.identity_port),
-        constants.ENDPOINT_TYPE_PLATFORM: (master.sysinv_root, settings.proxy.platform_port),
     }
+    if master.sysinv:
+        upstreams[constants.ENDPOINT_TYPE_PLATFORM] = (
+            master.sysinv_root,
+            settings.proxy.platform_port,
+        )
     if master.usm:
         upstreams[constants.ENDPOINT_TYPE_USM] = (master.usm, settings.proxy.usm_port)
-    fernet_keys = _master_fernet_keys(CloudClient.for_master(proxy_session, master))
+    fernet_keys: FernetKeySource | None = None  # no sysinv: keystone names the audit id
+    if master.sysinv:
+        fernet_keys = _master_fernet_keys(CloudClient.for_master(proxy_session, master))
     for endpoint_type, (upstream, port) in upstreams.items():
         app = create_proxy_app(
             endpoint_type,
@@ -269,10 +308,20 @@ def _children(
             )
         )
 
-    async def token_check(token: str) -> bool:
-        return await tokens.validate(token) is not None
+    async def token_check(token: str) -> frozenset[str] | None:
+        info = await tokens.validate(token)
+        return None if info is None else info.roles
 
-    api_app = create_api_app(db, token_check=token_check, events=manager, metrics=metrics)
+    api_app = create_api_app(
+        db,
+        token_check=token_check,
+        events=manager,
+        metrics=metrics,
+        endpoint_types=master.sync_endpoint_types,
+        address_required=address_required,
+        master_health=health,
+        initial_sync_failures=manager,
+    )
     api_port = 0 if ephemeral_ports else settings.api.port
     children.append(
         TaskSpec(name="api", fn=partial(serve_asgi, api_app, settings.api.host, api_port))
@@ -296,6 +345,29 @@ def _master_fernet_keys(master: CloudClient) -> CachedFernetKeys:
     return CachedFernetKeys(fetch)
 
 
+def _log_endpoints(master: MasterEndpoints, template: ManagementIpResolver | None) -> None:
+    """Say once, at start-up, every URL the service will use and what it leaves out."""
+    logger.info(
+        "endpoints.master keystone=%s dbsync=%s sysinv=%s dcmanager=%s usm=%s",
+        master.keystone,
+        master.dcdbsync,
+        master.sysinv or "(none)",
+        master.dcmanager or "(none)",
+        master.usm or "(none)",
+    )
+    if template is not None:
+        urls = template.template()
+        logger.info(
+            "endpoints.subcloud_template keystone=%s sysinv=%s dcdbsync=%s "
+            "(unless given when the subcloud is added)",
+            urls.keystone,
+            urls.sysinv,
+            urls.dcdbsync,
+        )
+    for note in master.notes():
+        logger.info("endpoints.note %s", note)
+
+
 def _walk(node: NodeSnapshot) -> Iterator[NodeSnapshot]:
     yield node
     for child in node.children:
@@ -303,9 +375,14 @@ def _walk(node: NodeSnapshot) -> Iterator[NodeSnapshot]:
 
 
 def _add_runtime_gauges(
-    metrics: Metrics, db: Database, system: ActorSystem, manager: SyncManager | None
+    metrics: Metrics,
+    db: Database,
+    system: ActorSystem,
+    manager: SyncManager | None,
+    health: MasterHealth,
 ) -> None:
-    """Queue depths and restart counts, read from the live objects at scrape time."""
+    """Queue depths, restart counts and the master's health, read from the live objects at
+    scrape time."""
 
     def trees() -> list[NodeSnapshot]:
         found = [system.snapshot(), db.snapshot()]
@@ -329,3 +406,21 @@ def _add_runtime_gauges(
 
     metrics.add_gauge("dcorch_mailbox_depth", "messages waiting in bounded queues", depths)
     metrics.add_gauge("dcorch_actor_restarts", "restarts in each supervision tree", restarts)
+    metrics.add_gauge(
+        "dcorch_master_up", "master dependency reachable (1) or down (0)", health.up_series
+    )
+    metrics.add_counter(
+        "dcorch_master_failures_total",
+        "failed engine calls to each master dependency",
+        health.failure_series,
+    )
+
+    def untargeted() -> Iterator[tuple[dict[str, str], float]]:
+        for (ept, rtype, op), count in sorted(db.dispatcher.stats.untargeted.items()):
+            yield {"endpoint_type": ept, "resource_type": rtype, "operation": op}, float(count)
+
+    metrics.add_counter(
+        "dcorch_work_orders_untargeted_total",
+        "committed work orders that found no eligible subcloud",
+        untargeted,
+    )

@@ -69,13 +69,31 @@ class ProxySettings:
 class MasterSettings:
     keystone_url: str = ""
     """Empty means the simulated System Controller's keystone (``sim.enabled`` must be true)."""
+    dbsync_url: str = ""
+    """Empty: ``keystone_url``'s host, port 8219 (where a System Controller runs dcdbsync)."""
     sysinv_url: str = ""
+    """Empty with ``sim.enabled`` false: no platform endpoint type (a Keystone-only master)."""
     usm_url: str = ""
     dcmanager_url: str = ""
+    """Empty with ``sim.enabled`` false: sync status is kept in the database, not reported."""
     region_name: str = "RegionOne"
     username: str = "admin"
     password: str = "admin-password"
     project_name: str = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class SubcloudSettings:
+    """The template of a subcloud's service URLs: ``scheme://<management IP>:<port>``.
+
+    Used for every service the v1 API was not given an explicit URL for when the subcloud was
+    added; the defaults are a StarlingX subcloud's admin endpoints (docs/behaviour.md).
+    """
+
+    scheme: str = "https"
+    keystone_port: int = 5001
+    sysinv_port: int = 6386
+    dcdbsync_port: int = 8220
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +181,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     proxy: ProxySettings = field(default_factory=ProxySettings)
     master: MasterSettings = field(default_factory=MasterSettings)
+    subcloud: SubcloudSettings = field(default_factory=SubcloudSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)

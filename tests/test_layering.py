@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = {"dcorch.settings", "dcorch.constants"}
+BASE = {"dcorch.settings", "dcorch.constants", "dcorch.urls"}
 ALLOWED: dict[str, set[str]] = {
     "dcorch.settings": set(),
     "dcorch.constants": set(),
+    "dcorch.urls": set(),
     "dcorch.work": BASE,
     "dcorch.supervision": BASE | {"actors"},
     "dcorch.asgi": BASE,
@@ -43,7 +44,8 @@ ALLOWED: dict[str, set[str]] = {
     | {"dcorch.metrics", "actors"},
     "dcorch.serve": BASE | {"dcorch.service", "dcorch.harness", "dcorch.db.errors"},
     "dcorch.cli": BASE
-    | {"dcorch.serve", "dcorch.db", "dcorch.dbsync", "dcorch.proxy.redaction", "bench"},
+    | {"dcorch.serve", "dcorch.db", "dcorch.dbsync", "dcorch.proxy.redaction", "bench"}
+    | {"dcorch.remote.endpoints"},
 }
 
 

@@ -6,6 +6,7 @@ from typing import Any, cast
 
 import pytest
 
+from dcorch.harness import open_dcorch
 from dcorch.metrics import Metrics
 from dcorch.remote.endpoints import MasterEndpoints
 from dcorch.serve import banner, serve_forever
@@ -21,6 +22,49 @@ def test_a_real_master_url_beside_the_simulator_stops_start_up(
     err = capsys.readouterr().err
     assert "master.keystone_url is set (http://127.0.0.1:5000)" in err
     assert "sim.enabled is true" in err
+
+
+@pytest.mark.parametrize(
+    ("sections", "keys"),
+    [
+        ({"master": {"dbsync_url": "http://127.0.0.1:8219"}}, ("master.dbsync_url", "sim.enabled")),
+        ({"master": {"sysinv_url": "http://127.0.0.1:6385"}}, ("master.sysinv_url", "sim.enabled")),
+        ({"subcloud": {"scheme": "http"}}, ("subcloud.scheme", "sim.enabled")),
+        ({"sim": {"enabled": False}}, ("master.keystone_url", "sim.enabled")),
+        (
+            {"sim": {"enabled": False}, "master": {"keystone_url": "http://127.0.0.1:1"}}
+            | {"subcloud": {"scheme": "gopher"}},
+            ("subcloud.scheme",),
+        ),
+    ],
+)
+def test_contradicting_or_missing_endpoint_settings_stop_start_up(
+    capsys: pytest.CaptureFixture[str],
+    sections: dict[str, dict[str, object]],
+    keys: tuple[str, ...],
+) -> None:
+    settings = Settings().replace(service={"data_dir": "/nonexistent/never-created"}, **sections)
+    assert serve_forever(settings) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dcorch: cannot start: ")
+    for key in keys:
+        assert key in err
+
+
+async def test_the_harness_refuses_a_real_master_url_beside_the_simulator() -> None:
+    settings = Settings().replace(master={"dcmanager_url": "http://127.0.0.1:8119"})
+    with pytest.raises(ValueError, match=r"master\.dcmanager_url is set .* sim\.enabled is true"):
+        async with open_dcorch(settings, ephemeral_ports=True):
+            raise AssertionError("started despite the contradiction")
+
+
+async def test_the_harness_refuses_simulated_subclouds_without_the_simulator() -> None:
+    settings = Settings().replace(
+        sim={"enabled": False}, master={"keystone_url": "http://127.0.0.1:1"}
+    )
+    with pytest.raises(ValueError, match=r"subclouds= .* sim\.enabled is false"):
+        async with open_dcorch(settings, subclouds=2, ephemeral_ports=True):
+            raise AssertionError("started despite the contradiction")
 
 
 def _service(master: MasterEndpoints) -> Service:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,6 +134,7 @@ def test_cli_config_masks_secret_values_but_not_urls_or_durations(
     path.write_text(
         "[database]\n"
         'url = "postgresql+asyncpg://dcorch:db-Secret-1@db.example:5432/dcorch"\n'
+        "[sim]\nenabled = false\n"
         "[master]\n"
         'keystone_url = "http://controller:5000"\n'
         'password = "master-Secret-2"\n'
@@ -146,3 +148,136 @@ def test_cli_config_masks_secret_values_but_not_urls_or_durations(
     assert shown["master"]["username"] == "admin"
     assert shown["master"]["password"] == "******"
     assert shown["database"]["url"] == "postgresql+asyncpg://dcorch:******@db.example:5432/dcorch"
+
+
+def _config(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, str]:
+    """Run ``dcorch config`` on a file; returns the status, the printed JSON and stderr."""
+    path = tmp_path / "dcorch.toml"
+    path.write_text(text)
+    status = main(["config", "--config", str(path)])
+    out, err = capsys.readouterr()
+    return status, json.loads(out), err
+
+
+def test_cli_config_shows_every_url_of_a_keystone_only_master(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, shown, _ = _config(
+        tmp_path,
+        '[sim]\nenabled = false\n[master]\nkeystone_url = "http://u:Secret-3@controller:5000/v3"\n',
+        capsys,
+    )
+    assert status == 0
+    endpoints = shown["endpoints"]
+    assert endpoints["master"] == {
+        "keystone": "http://u:******@controller:5000/v3",
+        "dbsync": "http://controller:8219/v1.0",  # derived, and shown as such
+        "sysinv": "",
+        "dcmanager": "",
+        "usm": "",
+    }
+    assert endpoints["subcloud_template"] == {
+        "keystone": "https://<management_ip>:5001/v3",
+        "sysinv": "https://<management_ip>:6386/v1",
+        "dcdbsync": "https://<management_ip>:8220/v1.0",
+    }
+    assert endpoints["sync_endpoint_types"] == ["identity"]
+    notes = "\n".join(endpoints["notes"])
+    assert "master.dbsync_url is empty" in notes
+    assert "master.sysinv_url is empty: platform endpoint type off" in notes
+    assert "master.dcmanager_url is empty" in notes
+    assert "Secret-3" not in json.dumps(shown)
+
+
+def test_cli_config_shows_configured_dbsync_and_subcloud_template(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, shown, _ = _config(
+        tmp_path,
+        "[sim]\nenabled = false\n[master]\n"
+        'keystone_url = "https://ks.example:5000"\n'
+        'dbsync_url = "http://db.example:9000/"\n'
+        'sysinv_url = "https://ks.example:6385/v1"\n'
+        'dcmanager_url = "https://ks.example:8119"\n'
+        'usm_url = "https://ks.example:5497/"\n'
+        '[subcloud]\nscheme = "http"\nkeystone_port = 15000\n',
+        capsys,
+    )
+    assert status == 0
+    endpoints = shown["endpoints"]
+    assert endpoints["master"] == {
+        "keystone": "https://ks.example:5000/v3",
+        "dbsync": "http://db.example:9000/v1.0",
+        "sysinv": "https://ks.example:6385/v1",
+        "dcmanager": "https://ks.example:8119/v1.0",
+        "usm": "https://ks.example:5497",
+    }
+    assert endpoints["subcloud_template"]["keystone"] == "http://<management_ip>:15000/v3"
+    assert endpoints["subcloud_template"]["sysinv"] == "http://<management_ip>:6386/v1"
+    assert endpoints["sync_endpoint_types"] == ["platform", "identity"]
+    assert endpoints["notes"] == []
+    assert shown["subcloud"]["keystone_port"] == 15000
+
+
+def test_new_keys_come_from_the_environment_too() -> None:
+    settings = load_settings(
+        environ={
+            "DCORCH_MASTER_DBSYNC_URL": "http://127.0.0.1:8219",
+            "DCORCH_SUBCLOUD_SCHEME": "http",
+            "DCORCH_SUBCLOUD_DCDBSYNC_PORT": "18220",
+        }
+    )
+    assert settings.master.dbsync_url == "http://127.0.0.1:8219"
+    assert settings.subcloud.scheme == "http"
+    assert settings.subcloud.dcdbsync_port == 18220
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[master]\ndbsync_url = "http://127.0.0.1:8219"\n',
+            "master.dbsync_url is set (http://127.0.0.1:8219) but sim.enabled is true",
+        ),
+        (
+            "[subcloud]\nsysinv_port = 16386\n",
+            "subcloud.sysinv_port is set (16386) but sim.enabled is true",
+        ),
+        ("[sim]\nenabled = false\n", "master.keystone_url must be set when sim.enabled is false"),
+        (
+            '[sim]\nenabled = false\n[master]\nkeystone_url = "controller:5000"\n',
+            "master.keystone_url must be an absolute http(s) URL, got 'controller:5000'",
+        ),
+        (
+            '[sim]\nenabled = false\n[master]\nkeystone_url = "http://ks:5000"\n'
+            'dbsync_url = "ks:8219"\n',
+            "master.dbsync_url must be an absolute http(s) URL",
+        ),
+        (
+            '[sim]\nenabled = false\n[master]\nkeystone_url = "http://ks:5000"\n'
+            '[subcloud]\nscheme = "ftp"\n',
+            "subcloud.scheme must be http or https, got 'ftp'",
+        ),
+        (
+            '[sim]\nenabled = false\n[master]\nkeystone_url = "http://ks:5000"\n'
+            "[subcloud]\nkeystone_port = 70000\n",
+            "subcloud.keystone_port must be a port (1-65535), got 70000",
+        ),
+    ],
+)
+def test_cli_config_says_why_settings_would_not_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    status, shown, err = _config(tmp_path, text, capsys)
+    assert status == 1
+    assert shown["endpoints"]["error"].startswith(message)
+    assert err.startswith(f"dcorch: cannot start: {message}")
+
+
+def test_serve_subclouds_flag_without_the_simulator_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dcorch.toml"
+    path.write_text('[sim]\nenabled = false\n[master]\nkeystone_url = "http://ks:5000"\n')
+    assert main(["--config", str(path), "serve", "--subclouds", "3"]) == 2
+    assert "--subclouds sets sim.subclouds, but sim.enabled is false" in capsys.readouterr().err

@@ -3,12 +3,15 @@
 Routes (all under ``/v1.0/<project_id>`` need a token the master keystone validates):
 
 - ``GET /`` version document, no token (``POST/PUT/PATCH/DELETE /`` are 405)
-- ``POST .../subclouds`` add, ``GET .../subclouds`` list with per-endpoint sync status
-- ``GET|PUT|DELETE .../subclouds/<region>`` show, update states, delete
-- ``GET|PUT .../subclouds/<region>/initial-sync`` read or re-request the initial sync
+- ``POST .../subclouds`` add (optionally with its service URLs and endpoint types),
+  ``GET .../subclouds`` list with per-endpoint sync status
+- ``GET|PUT|DELETE .../subclouds/<region>`` show, update states, IP or URLs, delete
+- ``GET|PUT .../subclouds/<region>/initial-sync`` read (with the last failure) or re-request it
 - ``GET .../subclouds/<region>/sync-status`` per-endpoint sync status
 - ``GET .../subclouds/<region>/orch-requests?state=...`` pending or failed work
-- ``GET /metrics`` Prometheus text, ``GET /health`` liveness with a database check
+- ``GET /metrics`` Prometheus text, ``GET /health`` liveness with a database check and the
+  master's health (200 ``degraded`` while a master service is down, 503 only when the database
+  is unreachable: docs/behaviour.md#master-outage)
 - ``GET /openapi.json`` the OpenAPI 3 description of all of the above (no token)
 
 Errors are JSON ``{"error": <kind>, "detail": <what is wrong>}`` built in one place from
@@ -20,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from quart import Response, jsonify, request
@@ -32,6 +35,7 @@ from dcorch.api import validation
 from dcorch.api.openapi import openapi_document
 from dcorch.api.validation import BadRequest
 from dcorch.db import errors as db_errors
+from dcorch.db.rows import GivenEndpoints
 from dcorch.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -57,7 +61,23 @@ class NoEvents:
         return None
 
 
-TokenCheck = Callable[[str], Awaitable[bool]]
+class MasterHealthView(Protocol):
+    """The engine's view of the master's services (``dcorch.remote.master_health``)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class InitialSyncFailures(Protocol):
+    """Why a subcloud's last initial sync failed (the sync manager keeps it)."""
+
+    def initial_sync_failure(self, region: str) -> dict[str, object] | None: ...
+
+
+TokenCheck = Callable[[str], Awaitable[frozenset[str] | None]]
+"""A token's role names (lower case), or None when it is invalid, expired or revoked."""
+
+ADMIN_ROLE = "admin"
+"""What every ``/v1.0`` route needs: the v1 API has no master behind it whose policy decides."""
 
 
 def _plain(value: Any) -> Any:
@@ -84,8 +104,18 @@ def create_api_app(
     token_check: TokenCheck,
     events: SubcloudEvents | None = None,
     metrics: Metrics | None = None,
+    endpoint_types: Sequence[str] = constants.SYNC_ENDPOINT_TYPES,
+    address_required: bool = False,
+    master_health: MasterHealthView | None = None,
+    initial_sync_failures: InitialSyncFailures | None = None,
 ) -> QuartTrio:
-    """Build the dcorch v1 API app around a running database (``dcorch.db.Database``)."""
+    """Build the dcorch v1 API app around a running database (``dcorch.db.Database``).
+
+    ``endpoint_types``: what the System Controller syncs (a new subcloud's default, and what an
+    add may choose from). ``address_required``: subcloud URLs come from a template on the
+    management IP, so a subcloud needs one unless every service it uses is given a URL.
+    """
+    enabled = tuple(endpoint_types)
     app = QuartTrio("dcorch.api")
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     sink: SubcloudEvents = events or NoEvents()
@@ -99,8 +129,11 @@ def create_api_app(
         token = request.headers.get("X-Auth-Token", "")
         if not token:
             return _error(401, "unauthorized", "missing authentication token")
-        if not await token_check(token):
+        roles = await token_check(token)
+        if roles is None:
             return _error(401, "unauthorized", "invalid or expired authentication token")
+        if ADMIN_ROLE not in roles:
+            return _error(403, "forbidden", "the admin role is required for the dcorch API")
         return None
 
     @app.after_request
@@ -149,7 +182,15 @@ def create_api_app(
         except Exception as exc:
             logger.warning("health.db_failed error=%s", type(exc).__name__)
             return _error(503, "unavailable", "database not reachable")
-        return jsonify({"status": "ok", "orch_requests": counts})
+        body: dict[str, Any] = {"status": "ok", "orch_requests": counts}
+        if master_health is not None:
+            # A master outage is not this process's fault: restarting it would not help, so
+            # liveness stays 200 and the body says what is degraded.
+            master = master_health.status()
+            body["master"] = master
+            if master["status"] != "up":
+                body["status"] = "degraded"
+        return jsonify(body)
 
     @app.get("/openapi.json")
     async def _openapi() -> Response:
@@ -174,7 +215,7 @@ def create_api_app(
         return validation.check_fields(validation.parse_json_object(raw), spec)
 
     async def _subcloud_view(region: str) -> dict[str, Any]:
-        subcloud = _plain(await db.get_subcloud(region))
+        subcloud = _subcloud_plain(await db.get_subcloud(region))
         syncs = await db.list_subcloud_syncs(region)
         subcloud["sync_status"] = {s.endpoint_type: _sync_view(s) for s in syncs}
         return dict(subcloud)
@@ -184,8 +225,18 @@ def create_api_app(
         body = await _body(validation.ADD_SUBCLOUD)
         region = validation.check_region(body["subcloud"])
         ip = validation.check_ip(body["management_ip"]) if "management_ip" in body else ""
+        urls = validation.check_endpoints(body.get("endpoints", {}))
+        types = enabled
+        if "endpoint_types" in body:
+            types = validation.check_endpoint_types(body["endpoint_types"], enabled)
+        if address_required:
+            validation.check_address(ip, GivenEndpoints(**urls), types)
         await db.add_subcloud(
-            region, software_version=body.get("software_version", ""), management_ip=ip
+            region,
+            software_version=body.get("software_version", ""),
+            management_ip=ip,
+            endpoint_types=types,
+            endpoints=urls,
         )
         await sink.subcloud_changed(region)
         return jsonify({"added": {"subcloud": region}})
@@ -199,7 +250,7 @@ def create_api_app(
             by_region.setdefault(sync.subcloud_name, {})[sync.endpoint_type] = _sync_view(sync)
         views = []
         for subcloud in subclouds:
-            view = _plain(subcloud)
+            view = _subcloud_plain(subcloud)
             view["sync_status"] = by_region.get(subcloud.region_name, {})
             views.append(view)
         return jsonify({"subclouds": views})
@@ -215,12 +266,20 @@ def create_api_app(
             raise BadRequest("nothing to update")
         if "management_ip" in body:
             validation.check_ip(body["management_ip"])
-        await db.get_subcloud(region)
-        if "software_version" in body or "management_ip" in body:
+        urls = validation.check_endpoints(body["endpoints"]) if "endpoints" in body else None
+        current = await db.get_subcloud(region)
+        if address_required and ("management_ip" in body or urls is not None):
+            validation.check_address(
+                body.get("management_ip", current.management_ip),
+                current.endpoints if urls is None else GivenEndpoints(**urls),
+                current.endpoint_types,
+            )
+        if "software_version" in body or "management_ip" in body or urls is not None:
             await db.update_subcloud(
                 region,
                 software_version=body.get("software_version"),
                 management_ip=body.get("management_ip"),
+                endpoints=urls,
             )
         if "management_state" in body or "availability_status" in body:
             await db.update_subcloud_states(
@@ -240,7 +299,15 @@ def create_api_app(
     @app.get("/v1.0/<project_id>/subclouds/<region>/initial-sync")
     async def _initial_sync(project_id: str, region: str) -> Response:
         subcloud = await db.get_subcloud(region)
-        return jsonify({"subcloud": region, "initial_sync_state": subcloud.initial_sync_state})
+        failures = initial_sync_failures
+        failure = failures.initial_sync_failure(region) if failures is not None else None
+        return jsonify(
+            {
+                "subcloud": region,
+                "initial_sync_state": subcloud.initial_sync_state,
+                "last_error": failure,
+            }
+        )
 
     @app.put("/v1.0/<project_id>/subclouds/<region>/initial-sync")
     async def _request_initial_sync(project_id: str, region: str) -> Response:
@@ -298,6 +365,13 @@ def create_api_app(
         return jsonify({"subcloud": region, "orch_requests": items})
 
     return app
+
+
+def _subcloud_plain(subcloud: Any) -> dict[str, Any]:
+    """A subcloud row as JSON; ``endpoints`` lists only the URLs given for it."""
+    view: dict[str, Any] = _plain(subcloud)
+    view["endpoints"] = subcloud.endpoints.given()
+    return view
 
 
 def _sync_view(sync: Any) -> dict[str, Any]:

@@ -19,6 +19,9 @@ _ORCH_REQUEST_STATES = ("queued", "in-progress", "failed", "timed-out", "aborted
 def _body_schema(spec: dict[str, FieldSpec]) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for name, field in spec.items():
+        if field.schema is not None:
+            properties[name] = dict(field.schema)
+            continue
         prop: dict[str, Any] = {"type": _JSON_TYPES[field.type]}
         if field.choices is not None:
             prop["enum"] = list(field.choices)

@@ -9,10 +9,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dcorch import constants
+from dcorch.db.rows import SERVICES, GivenEndpoints
+from dcorch.urls import http_url_problem
+
+_JSON_NAMES: dict[type, str] = {dict: "JSON object", list: "JSON list"}
 
 _REGION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
@@ -26,6 +31,8 @@ class FieldSpec:
     type: type
     required: bool = False
     choices: tuple[str, ...] | None = None
+    schema: dict[str, Any] | None = None
+    """The OpenAPI schema of a structured field (an object or array), checked by the handler."""
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -53,7 +60,8 @@ def check_fields(body: dict[str, Any], spec: dict[str, FieldSpec]) -> dict[str, 
             continue
         value = body[name]
         if not isinstance(value, field.type) or isinstance(value, bool) != (field.type is bool):
-            raise BadRequest(f"{name} must be a {field.type.__name__}, got {type(value).__name__}")
+            expected = _JSON_NAMES.get(field.type, field.type.__name__)
+            raise BadRequest(f"{name} must be a {expected}, got {type(value).__name__}")
         if field.choices is not None and value not in field.choices:
             raise BadRequest(f"{name} must be one of {', '.join(field.choices)}, got {value!r}")
     return body
@@ -74,10 +82,92 @@ def check_ip(text: str, name: str = "management_ip") -> str:
     return text
 
 
+def check_endpoints(value: dict[str, Any]) -> dict[str, str]:
+    """``{"keystone"|"sysinv"|"dcdbsync": absolute http(s) URL}``; trailing ``/`` dropped."""
+    unknown = sorted(set(value) - set(SERVICES))
+    if unknown:
+        raise BadRequest(
+            f"endpoints: unknown service(s) {', '.join(unknown)} (known: {', '.join(SERVICES)})"
+        )
+    urls: dict[str, str] = {}
+    for name, url in value.items():
+        if not isinstance(url, str):
+            raise BadRequest(f"endpoints.{name} must be a string, got {type(url).__name__}")
+        if problem := http_url_problem(url):
+            raise BadRequest(f"endpoints.{name} {problem}")
+        urls[name] = url.rstrip("/")
+    return urls
+
+
+def check_endpoint_types(value: list[Any], enabled: Sequence[str]) -> tuple[str, ...]:
+    """A non-empty subset of the endpoint types this System Controller syncs, in its order."""
+    if not value:
+        raise BadRequest(f"endpoint_types must name at least one of {', '.join(enabled)}")
+    for item in value:
+        if not isinstance(item, str):
+            raise BadRequest(f"endpoint_types must hold strings, got {type(item).__name__}")
+        if item not in enabled:
+            why = (
+                " (off: master.sysinv_url is empty)"
+                if item in constants.SYNC_ENDPOINT_TYPES
+                else ""
+            )
+            raise BadRequest(
+                f"endpoint_types: {item!r} is not synced here{why}; "
+                f"choose from {', '.join(enabled)}"
+            )
+    if len(set(value)) != len(value):
+        raise BadRequest("endpoint_types must not repeat a type")
+    return tuple(e for e in enabled if e in value)
+
+
+SERVICES_NEEDED = {
+    constants.ENDPOINT_TYPE_IDENTITY: ("keystone", "dcdbsync"),
+    constants.ENDPOINT_TYPE_PLATFORM: ("keystone", "sysinv"),
+}
+"""The subcloud services each endpoint type's sync talks to."""
+
+
+def check_address(
+    management_ip: str, endpoints: GivenEndpoints, endpoint_types: Sequence[str]
+) -> None:
+    """Without a management IP the template has no host: each needed service must be given."""
+    if management_ip:
+        return
+    given = endpoints.given()
+    needed = sorted({s for e in endpoint_types for s in SERVICES_NEEDED.get(e, ("keystone",))})
+    missing = [s for s in needed if s not in given]
+    if missing:
+        raise BadRequest(
+            "management_ip required: the subcloud URL template builds "
+            f"{', '.join(missing)} from it (or give endpoints.{', endpoints.'.join(missing)})"
+        )
+
+
+_ENDPOINTS_SCHEMA = {
+    "type": "object",
+    "properties": {name: {"type": "string", "format": "uri"} for name in SERVICES},
+    "additionalProperties": False,
+    "description": "URLs of this subcloud's services (with or without the version); "
+    "a service not given comes from the [subcloud] template on the management IP",
+}
+
 ADD_SUBCLOUD = {
     "subcloud": FieldSpec(str, required=True),
     "management_ip": FieldSpec(str),
     "software_version": FieldSpec(str),
+    "endpoints": FieldSpec(dict, schema=_ENDPOINTS_SCHEMA),
+    "endpoint_types": FieldSpec(
+        list,
+        schema={
+            "type": "array",
+            "items": {"type": "string", "enum": list(constants.SYNC_ENDPOINT_TYPES)},
+            "minItems": 1,
+            "uniqueItems": True,
+            "description": "the endpoint types this subcloud syncs (default: every one the "
+            "System Controller syncs; platform needs master.sysinv_url)",
+        },
+    ),
 }
 
 UPDATE_STATES = {
@@ -89,6 +179,7 @@ UPDATE_STATES = {
     ),
     "software_version": FieldSpec(str),
     "management_ip": FieldSpec(str),
+    "endpoints": FieldSpec(dict, schema=_ENDPOINTS_SCHEMA),
 }
 
 INITIAL_SYNC = {

@@ -15,7 +15,7 @@ crash loses nothing queued. ``docs/database.md`` explains the threads and transa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -238,10 +238,19 @@ class Database:
         software_version: str = "",
         management_ip: str = "",
         endpoint_types: Sequence[str] = c.SYNC_ENDPOINT_TYPES,
+        endpoints: Mapping[str, str] | None = None,
     ) -> SubcloudRow:
-        """Create a subcloud and its sync rows; :class:`SubcloudAlreadyExists` if present."""
+        """Create a subcloud and its sync rows; :class:`SubcloudAlreadyExists` if present.
+
+        ``endpoints``: service (``keystone``, ``sysinv``, ``dcdbsync``) -> URL given for it.
+        """
         return await self.run(
-            us.add_subcloud, region_name, software_version, management_ip, tuple(endpoint_types)
+            us.add_subcloud,
+            region_name,
+            software_version,
+            management_ip,
+            tuple(endpoint_types),
+            dict(endpoints or {}),
         )
 
     async def get_subcloud(self, region_name: str) -> SubcloudRow:
@@ -286,9 +295,16 @@ class Database:
         *,
         software_version: str | None = None,
         management_ip: str | None = None,
+        endpoints: Mapping[str, str] | None = None,
     ) -> SubcloudRow:
-        """Change the software version and/or management IP."""
-        return await self.run(us.update_subcloud, region_name, software_version, management_ip)
+        """Change the software version, management IP and/or given endpoints (``{}``: none)."""
+        return await self.run(
+            us.update_subcloud,
+            region_name,
+            software_version,
+            management_ip,
+            None if endpoints is None else dict(endpoints),
+        )
 
     async def delete_subcloud(self, region_name: str) -> None:
         """Delete a subcloud with its sync rows, resource mappings and orch_requests."""

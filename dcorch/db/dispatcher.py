@@ -74,6 +74,9 @@ class DispatcherStatistics:
     unit_batches: int = 0
     units: int = 0
     unit_fallbacks: int = 0
+    untargeted: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """(endpoint type, resource type, operation) -> committed orders that found no eligible
+    subcloud (``dcorch_work_orders_untargeted_total``)."""
 
 
 class Dispatcher:
@@ -241,7 +244,28 @@ class Dispatcher:
             if self._observe is not None:
                 self._observe(now - submission.arrived)
             submission.reply.resolve(outcome.Value(list(mine)))
+        for order, result in zip(orders, results, strict=True):
+            if not result.target_regions:
+                self._untargeted(order, result)
         return Committed.of(results, orders)
+
+    def _untargeted(self, order: WorkOrder, result: EnqueueResult) -> None:
+        """Say so when committed work reaches nobody: no subcloud was eligible for it.
+
+        Not an error (docs/behaviour.md#eligible-subclouds: such subclouds catch up through
+        their initial sync and audit), but silent work that reaches nobody hides a
+        misconfiguration, such as subclouds whose initial sync keeps failing.
+        """
+        key = (order.endpoint_type, order.resource_type, order.operation_type)
+        self.stats.untargeted[key] = self.stats.untargeted.get(key, 0) + 1
+        logger.info(
+            "dispatcher.no_eligible_targets endpoint=%s resource=%s operation=%s source=%s job=%d",
+            order.endpoint_type,
+            order.resource_type,
+            order.operation_type,
+            order.source_resource_id,
+            result.orch_job_id,
+        )
 
     # -- units -----------------------------------------------------------------------------
 

@@ -6,8 +6,33 @@ asyncio thread: every value is immutable and safe to pass between actors. Timest
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+
+SERVICES = ("keystone", "sysinv", "dcdbsync")
+"""The services of a subcloud dcorch talks to (the fields of :class:`GivenEndpoints`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GivenEndpoints:
+    """Service roots given for one subcloud through the v1 API (``""``: from the template).
+
+    Stored in ``subcloud.capabilities`` beside ``endpoint_types`` (no schema change).
+    """
+
+    keystone: str = ""
+    sysinv: str = ""
+    dcdbsync: str = ""
+
+    @classmethod
+    def from_mapping(cls, urls: Mapping[str, object]) -> GivenEndpoints:
+        """From stored JSON; unknown keys and non-text values are ignored (never raised)."""
+        return cls(**{k: v for k, v in urls.items() if k in SERVICES and isinstance(v, str)})
+
+    def given(self) -> dict[str, str]:
+        """Only the services that were given, ``{"keystone": url, ...}``."""
+        return {name: url for name in SERVICES if (url := getattr(self, name))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +54,8 @@ class SubcloudRow:
     """From ``capabilities.endpoint_types``: the pairs this subcloud syncs."""
     created_at: datetime | None
     updated_at: datetime | None
+    endpoints: GivenEndpoints = GivenEndpoints()
+    """From ``capabilities.endpoints``: URLs that win over the template, service by service."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dcorch import constants as c
 from dcorch.db.errors import SubcloudAlreadyExists, SubcloudNotFound, SubcloudSyncNotFound
-from dcorch.db.rows import SubcloudRow, SubcloudSyncRow
+from dcorch.db.rows import GivenEndpoints, SubcloudRow, SubcloudSyncRow
 from dcorch.db.schema import (
     new_uuid,
     orch_request,
@@ -39,12 +39,18 @@ SUBCLOUD_SYNC_FIELDS = frozenset(
 """Columns :func:`update_subcloud_sync` may write."""
 
 
-def subcloud_row(m: RowMapping) -> SubcloudRow:
-    """Build a :class:`SubcloudRow` from a ``subcloud`` mapping."""
+def _capabilities(m: RowMapping) -> dict[str, Any]:
     try:
         caps = json.loads(m["capabilities"] or "{}")
     except ValueError:
-        caps = {}
+        return {}
+    return caps if isinstance(caps, dict) else {}
+
+
+def subcloud_row(m: RowMapping) -> SubcloudRow:
+    """Build a :class:`SubcloudRow` from a ``subcloud`` mapping."""
+    caps = _capabilities(m)
+    endpoints = caps.get("endpoints")
     return SubcloudRow(
         id=m["id"],
         uuid=m["uuid"],
@@ -58,6 +64,7 @@ def subcloud_row(m: RowMapping) -> SubcloudRow:
         endpoint_types=tuple(caps.get("endpoint_types", ())),
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        endpoints=GivenEndpoints.from_mapping(endpoints if isinstance(endpoints, dict) else {}),
     )
 
 
@@ -93,10 +100,17 @@ def add_subcloud(
     software_version: str,
     management_ip: str,
     endpoint_types: Sequence[str],
+    endpoints: Mapping[str, str] | None = None,
 ) -> SubcloudRow:
-    """Insert a subcloud (offline, unmanaged, initial sync none) and one sync row per endpoint."""
+    """Insert a subcloud (offline, unmanaged, initial sync none) and one sync row per endpoint.
+
+    ``endpoints`` (service -> URL, validated by the caller) are kept in ``capabilities``.
+    """
     now = utcnow()
-    caps = json.dumps({"endpoint_types": list(endpoint_types)})
+    values: dict[str, Any] = {"endpoint_types": list(endpoint_types)}
+    if endpoints:
+        values["endpoints"] = dict(endpoints)
+    caps = json.dumps(values)
     try:
         # A savepoint keeps the transaction usable after the duplicate (PostgreSQL aborts it).
         with conn.begin_nested():
@@ -202,15 +216,29 @@ def set_initial_sync_state(
 
 
 def update_subcloud(
-    conn: Connection, region: str, software_version: str | None, management_ip: str | None
+    conn: Connection,
+    region: str,
+    software_version: str | None,
+    management_ip: str | None,
+    endpoints: Mapping[str, str] | None = None,
 ) -> SubcloudRow:
-    """Change the software version and/or management IP of a subcloud."""
+    """Change the software version, management IP and/or given endpoints of a subcloud.
+
+    ``endpoints`` replaces the given URLs as a whole (``{}``: back to the template); the rest of
+    ``capabilities`` (``endpoint_types``) is kept.
+    """
     m = _fetch(conn, region, for_update=True)
     values: dict[str, Any] = {}
     if software_version is not None:
         values["software_version"] = software_version
     if management_ip is not None:
         values["management_ip"] = management_ip
+    if endpoints is not None:
+        caps = _capabilities(m)
+        caps.pop("endpoints", None)
+        if endpoints:
+            caps["endpoints"] = dict(endpoints)
+        values["capabilities"] = json.dumps(caps)
     if values:
         conn.execute(update(subcloud).where(subcloud.c.id == m["id"]).values(**values))
     return subcloud_row(_fetch(conn, region))

@@ -57,16 +57,15 @@ def create_proxy_app(
         settings: the proxy section of the settings.
         http_client: the client for the master, following no redirects and reading no proxy
             variables (:func:`dcorch.remote.http.open_http_client`); the caller closes it.
-        fernet_keys_source: the master's fernet keys, to find a revoked token's audit id.
+        fernet_keys_source: the master's fernet keys, to find a revoked token's audit id; None
+            (a master without sysinv): keystone tells it, asked before the revocation.
         metrics: counts proxied commands for the v1 API's ``/metrics`` (None: a private one).
 
     Raises:
-        ValueError: unknown endpoint type, or ``identity`` without a fernet key source.
+        ValueError: unknown endpoint type.
     """
     if endpoint_type not in ROUTES:
         raise ValueError(f"endpoint_type must be one of {sorted(ROUTES)}, got {endpoint_type!r}")
-    if endpoint_type == c.ENDPOINT_TYPE_IDENTITY and fernet_keys_source is None:
-        raise ValueError("fernet_keys_source is required for the identity proxy")
     stored = (
         settings.identity_sync_endpoint
         if endpoint_type == c.ENDPOINT_TYPE_IDENTITY

@@ -35,6 +35,8 @@ class TokenInfo:
     expires_at: datetime | None = None
     user_id: str = ""
     project_id: str = ""
+    audit_ids: tuple[str, ...] = ()
+    """The token's own audit id first (keystone's ``audit_ids``): what revocation events name."""
 
 
 class TokenValidator(Protocol):
@@ -98,6 +100,7 @@ def parse_token_body(body: Any) -> TokenInfo:
         expires_at=expires_at,
         user_id=str(user.get("id", "")) if isinstance(user, Mapping) else "",
         project_id=str(project.get("id", "")) if isinstance(project, Mapping) else "",
+        audit_ids=tuple(str(a) for a in token.get("audit_ids") or () if isinstance(a, str)),
     )
 
 

@@ -222,13 +222,16 @@ class ProxyHandler:
         subject = (fw.header(headers, b"x-subject-token") or b"").decode("latin-1")
         response: TrioResponse | None = None
         outcome = FAILED  # unless _forward_and_record returns: an exception is on its way up
+        known_audit_id = None
+        if match.action.rid is Rid.AUDIT_ID and subject and self.fernet_keys is None:
+            known_audit_id = await self._audit_id_from_keystone(subject)
         try:
             # Once the request is on its way to the master, finish it and record the work even
             # if the client goes away; the deadline bounds how long a shutdown can be held up.
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + 2 * self.forward_timeout
                 response, outcome = await self._forward_and_record(
-                    method, path, match, body, subject
+                    method, path, match, body, subject, known_audit_id
                 )
             if response is None:
                 outcome = TIMED_OUT
@@ -241,8 +244,27 @@ class ProxyHandler:
             return error_response(504, "the change could not be completed in time")
         return response
 
+    async def _audit_id_from_keystone(self, subject: str) -> str | None:
+        """A token's audit id from the master keystone, asked before it is revoked.
+
+        For a master without sysinv (no fernet repository to decrypt it with): a valid token
+        may validate itself, so this needs no admin; an invalid one has nothing to revoke.
+        """
+        try:
+            info = await self.tokens.validate(subject)
+        except ValidationUnavailable as exc:
+            logger.warning("no audit id for the token to revoke: keystone unavailable (%s)", exc)
+            return None
+        return info.audit_ids[0] if info is not None and info.audit_ids else None
+
     async def _forward_and_record(
-        self, method: str, path: str, match: RouteMatch, body: bytes, subject: str
+        self,
+        method: str,
+        path: str,
+        match: RouteMatch,
+        body: bytes,
+        subject: str,
+        known_audit_id: str | None = None,
     ) -> tuple[TrioResponse, str]:
         """The master's answer (or the proxy's 5xx) and the command's outcome for the metric."""
         upstream = await self.client.send(self._build_request(method, body), stream=True)
@@ -252,7 +274,7 @@ class ProxyHandler:
         outcome = REJECTED
         if status in self.ok_statuses:
             outcome = UNRECORDED
-            audit_id = None
+            audit_id = known_audit_id
             if match.action.rid is Rid.AUDIT_ID and subject and self.fernet_keys is not None:
                 # Only once keystone has revoked it: a token keystone refused to revoke needs no
                 # key fetch. The keys come with dcorch's own credentials, so this works after

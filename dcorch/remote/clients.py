@@ -2,7 +2,9 @@
 
 A :class:`CloudClient` is a cheap value (endpoints + the shared :class:`HttpSession`) built per
 subcloud per pass, so a management-IP change is picked up on the next pass and only keystone
-tokens are cached. The master uses it too, plus :class:`StatusReporter` for dcmanager.
+tokens are cached. The master uses it too, plus :class:`StatusReporter` for dcmanager; with a
+:class:`~dcorch.remote.master_health.MasterHealth` their calls are tracked there, and an
+unreachable or failing master service is raised as :class:`MasterUnavailable`.
 
 Every method raises only :mod:`dcorch.remote.errors` exceptions (mapped in :mod:`.http`).
 """
@@ -16,12 +18,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+import httpx
 import outcome
 import trio
 
 from dcorch.remote.endpoints import MasterEndpoints, SubcloudEndpoints
 from dcorch.remote.errors import PermanentSyncError, TransientSyncError
 from dcorch.remote.http import HttpSession
+from dcorch.remote.master_health import MasterHealth
 
 Record = dict[str, Any]
 T = TypeVar("T")
@@ -44,17 +48,25 @@ class CloudClient:
     keystone: str
     sysinv: str
     dcdbsync: str
+    health: MasterHealth | None = None
+    """The master's tracker (master clients only): calls go through it."""
 
     @classmethod
     def for_subcloud(cls, http: HttpSession, endpoints: SubcloudEndpoints) -> CloudClient:
         return cls(http, endpoints.keystone, endpoints.sysinv, endpoints.dcdbsync)
 
     @classmethod
-    def for_master(cls, http: HttpSession, endpoints: MasterEndpoints) -> CloudClient:
-        return cls(http, endpoints.keystone, endpoints.sysinv, endpoints.dcdbsync)
+    def for_master(
+        cls, http: HttpSession, endpoints: MasterEndpoints, health: MasterHealth | None = None
+    ) -> CloudClient:
+        return cls(http, endpoints.keystone, endpoints.sysinv, endpoints.dcdbsync, health)
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One authenticated call; tracked by :attr:`health` when set."""
+        return await tracked_call(self.http, self.health, method, url, self.keystone, **kwargs)
 
     async def _json(self, method: str, url: str, **kwargs: Any) -> Any:
-        response = await self.http.call(method, url, keystone_url=self.keystone, **kwargs)
+        response = await self._call(method, url, **kwargs)
         if not response.content:
             return None
         try:
@@ -105,11 +117,11 @@ class CloudClient:
 
     async def delete_revoke_event(self, audit_id: str) -> None:
         url = f"{self.dcdbsync}/identity/token-revocation-events/audits/{audit_id}"
-        await self.http.call("DELETE", url, keystone_url=self.keystone)
+        await self._call("DELETE", url)
 
     async def delete_user_revoke_event(self, event_id: str) -> None:
         url = f"{self.dcdbsync}/identity/token-revocation-events/users/{event_id}"
-        await self.http.call("DELETE", url, keystone_url=self.keystone)
+        await self._call("DELETE", url)
 
     # keystone REST ---------------------------------------------------------------------------
 
@@ -124,16 +136,16 @@ class CloudClient:
         return _unwrap(data, singular(kind))
 
     async def keystone_delete(self, kind: str, oid: str) -> None:
-        await self.http.call("DELETE", f"{self.keystone}/{kind}/{oid}", keystone_url=self.keystone)
+        await self._call("DELETE", f"{self.keystone}/{kind}/{oid}")
 
     async def grant_role(self, project: str, actor_kind: str, actor: str, role: str) -> None:
         """Grant a project role to a ``users`` or ``groups`` actor (idempotent PUT)."""
         url = f"{self.keystone}/projects/{project}/{actor_kind}/{actor}/roles/{role}"
-        await self.http.call("PUT", url, keystone_url=self.keystone)
+        await self._call("PUT", url)
 
     async def revoke_role(self, project: str, actor_kind: str, actor: str, role: str) -> None:
         url = f"{self.keystone}/projects/{project}/{actor_kind}/{actor}/roles/{role}"
-        await self.http.call("DELETE", url, keystone_url=self.keystone)
+        await self._call("DELETE", url)
 
     async def role_assignments(
         self,
@@ -166,12 +178,8 @@ class CloudClient:
         data = {"mode": mode, "force": "true"}
         if passphrase:
             data["passphrase"] = passphrase
-        response = await self.http.call(
-            "POST",
-            f"{self.sysinv}/certificate/certificate_install",
-            keystone_url=self.keystone,
-            files=files,
-            data=data,
+        response = await self._call(
+            "POST", f"{self.sysinv}/certificate/certificate_install", files=files, data=data
         )
         body = response.json() if response.content else {}
         if isinstance(body, dict) and body.get("error"):
@@ -179,9 +187,7 @@ class CloudClient:
         return body
 
     async def delete_certificate(self, uuid: str) -> None:
-        await self.http.call(
-            "DELETE", f"{self.sysinv}/certificate/{uuid}", keystone_url=self.keystone
-        )
+        await self._call("DELETE", f"{self.sysinv}/certificate/{uuid}")
 
     async def list_iusers(self) -> list[Record]:
         data = await self._json("GET", f"{self.sysinv}/iuser")
@@ -322,8 +328,10 @@ class CachedMasterClient(CloudClient):
     reads: MasterReads = field(default_factory=MasterReads)
 
     @classmethod
-    def for_master(cls, http: HttpSession, endpoints: MasterEndpoints) -> CachedMasterClient:
-        return cls(http, endpoints.keystone, endpoints.sysinv, endpoints.dcdbsync)
+    def for_master(
+        cls, http: HttpSession, endpoints: MasterEndpoints, health: MasterHealth | None = None
+    ) -> CachedMasterClient:
+        return cls(http, endpoints.keystone, endpoints.sysinv, endpoints.dcdbsync, health)
 
     async def get_record(self, kind: str, oid: str) -> Record:
         fetch = super(CachedMasterClient, self).get_record
@@ -375,11 +383,33 @@ class StatusReporter:
 
     http: HttpSession
     endpoints: MasterEndpoints
+    health: MasterHealth | None = None
 
     async def report(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> None:
         url = f"{self.endpoints.dcmanager}/subclouds/{region}/endpoint_status"
         body = {"endpoint_type": endpoint_type, "sync_status": status, "alarmable": alarmable}
-        await self.http.call("POST", url, keystone_url=self.endpoints.keystone, json=body)
+        await tracked_call(self.http, self.health, "POST", url, self.endpoints.keystone, json=body)
+
+
+async def tracked_call(
+    http: HttpSession,
+    health: MasterHealth | None,
+    method: str,
+    url: str,
+    keystone_url: str,
+    **kwargs: Any,
+) -> httpx.Response:
+    """``http.call``, inside ``health.attempt`` when given (the master's calls).
+
+    A call probing a master keystone that is down first drops the cached token, so the probe
+    really asks keystone (a cached token would succeed without it).
+    """
+    if health is None:
+        return await http.call(method, url, keystone_url=keystone_url, **kwargs)
+    with health.attempt(url) as attempt:
+        if attempt.probes_keystone:
+            http.forget_token(keystone_url)
+        return await http.call(method, url, keystone_url=keystone_url, **kwargs)
 
 
 def _dbsync(kind: str) -> str:

@@ -112,20 +112,25 @@ class HttpSession:
             cached = self._tokens.get(keystone_url)
             if cached is not None and cached != stale:
                 return cached
-            response = await self._send(
-                "POST", f"{keystone_url}/auth/tokens", json=self._credentials.auth_body()
-            )
+            url = f"{keystone_url}/auth/tokens"
+            response = await self._send("POST", url, json=self._credentials.auth_body())
             if response.status_code == 401:
-                raise TransientSyncError(f"authentication refused by {keystone_url}", status=401)
-            _raise_for_status(response, "POST", f"{keystone_url}/auth/tokens")
+                raise TransientSyncError(
+                    f"authentication refused by {keystone_url}", status=401, url=url
+                )
+            _raise_for_status(response, "POST", url)
             token: str | None = response.headers.get("X-Subject-Token")
             if not token:
-                raise TransientSyncError(f"no token in the answer of {keystone_url}")
+                raise TransientSyncError(f"no token in the answer of {keystone_url}", url=url)
             self.token_requests += 1
             self._tokens[keystone_url] = token
             if len(self._locks) > 4 * len(self._tokens) + 64:
                 self._locks = {k: v for k, v in self._locks.items() if v.locked()}
             return token
+
+    def forget_token(self, keystone_url: str) -> None:
+        """Drop the cached token of ``keystone_url``: the next call fetches a new one."""
+        self._tokens.pop(keystone_url, None)
 
     async def call(
         self,
@@ -142,7 +147,8 @@ class HttpSession:
     ) -> httpx.Response:
         """Send one request, authenticated against ``keystone_url`` (None: no token needed).
 
-        A 401 is retried once with a fresh token. Returns only a 2xx/3xx response.
+        A 401 is retried once with a fresh token. Returns only a 2xx/3xx response. Each error
+        carries the ``url`` that failed: the token request's or the call's own.
 
         Raises:
             SubcloudUnreachable: transport failure or timeout.
@@ -172,15 +178,15 @@ class HttpSession:
                 continue
             _raise_for_status(response, method, url)
             return response
-        raise TransientSyncError(f"{method} {url}: unauthorized", status=401)
+        raise TransientSyncError(f"{method} {url}: unauthorized", status=401, url=url)
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             return await self._client.request(method, url, timeout=self._timeout, **kwargs)
         except httpx.TimeoutException as exc:
-            raise SubcloudUnreachable(f"{method} {url}: timed out") from exc
+            raise SubcloudUnreachable(f"{method} {url}: timed out", url=url) from exc
         except httpx.TransportError as exc:
-            raise SubcloudUnreachable(f"{method} {url}: {type(exc).__name__}") from exc
+            raise SubcloudUnreachable(f"{method} {url}: {type(exc).__name__}", url=url) from exc
 
 
 def _raise_for_status(response: httpx.Response, method: str, url: str) -> None:
@@ -189,12 +195,12 @@ def _raise_for_status(response: httpx.Response, method: str, url: str) -> None:
         return
     message = f"{method} {url}: {status} {_excerpt(response)}"
     if status == 404:
-        raise RemoteNotFound(message, status=status)
+        raise RemoteNotFound(message, status=status, url=url)
     if status == 409:
-        raise RemoteConflict(message, status=status)
+        raise RemoteConflict(message, status=status, url=url)
     if status in (408, 429) or status >= 500 or status == 401:
-        raise TransientSyncError(message, status=status)
-    raise PermanentSyncError(message, status=status)
+        raise TransientSyncError(message, status=status, url=url)
+    raise PermanentSyncError(message, status=status, url=url)
 
 
 def _excerpt(response: httpx.Response) -> str:

@@ -2,6 +2,8 @@
 
 ``GET  /sim/master/state``                     the master's state
 ``GET  /sim/master/status-reports``            reports (``?region=&endpoint_type=``)
+``GET|PUT|DELETE /sim/master/faults/<service>`` faults of one master service (``keystone``,
+                                               ``sysinv``, ``dcdbsync``, ``dcmanager``)
 ``GET  /sim/subclouds``                        ``{"count", "regions"}``
 ``POST /sim/subclouds``                        ``{"count": N}`` and/or ``{"regions": [...]}``
 ``DELETE /sim/subclouds/<region>``             forget a subcloud
@@ -16,6 +18,7 @@ from typing import Any
 
 from dcorch.sim import dcmanager
 from dcorch.sim.convergence import ConvergenceCheck
+from dcorch.sim.endpoints import SERVICE_VERSIONS
 from dcorch.sim.faults import Faults, FaultState, current_time
 from dcorch.sim.http import HttpError, Request, Response, empty_response, json_response
 from dcorch.sim.routes import RouteTable
@@ -50,6 +53,36 @@ def dump_state(cloud: CloudState) -> dict[str, Any]:
 def set_faults(cloud: CloudState, faults: Faults) -> None:
     """Install faults on a cloud now (flapping phases count from this moment)."""
     cloud.faults = None if faults.is_clear else FaultState(faults, cloud.region, current_time())
+
+
+def set_master_faults(cloud: CloudState, service: str, faults: Faults) -> None:
+    """Install faults on one of the master's services (``cloud`` is any cloud of the sim).
+
+    Raises:
+        ValueError: ``service`` is not one of the master's.
+    """
+    if service not in SERVICE_VERSIONS:
+        raise ValueError(f"unknown master service {service!r}: one of {sorted(SERVICE_VERSIONS)}")
+    if faults.is_clear:
+        cloud.sim.master_faults.pop(service, None)
+    else:
+        state = FaultState(faults, f"{cloud.sim.master.region}/{service}", current_time())
+        cloud.sim.master_faults[service] = state
+
+
+def master_faults(cloud: CloudState, req: Request, params: Params) -> Response:
+    service = params[0]
+    if service not in SERVICE_VERSIONS:
+        raise HttpError(404, f"unknown master service {service}")
+    if req.method == "PUT":
+        try:
+            set_master_faults(cloud, service, Faults.from_json(req.json()))
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
+    elif req.method == "DELETE":
+        set_master_faults(cloud, service, Faults())
+    current = cloud.sim.master_faults.get(service)
+    return json_response(200, (current.faults if current else Faults()).as_json())
 
 
 def _subcloud(cloud: CloudState, region: str) -> CloudState:
@@ -123,6 +156,7 @@ def convergence(cloud: CloudState, req: Request, params: Params) -> Response:
 ROUTES = RouteTable("sim", HttpError, count=False)
 ROUTES.add("master/state", GET=master_state)
 ROUTES.add("master/status-reports", GET=status_reports)
+ROUTES.add("master/faults/{}", GET=master_faults, PUT=master_faults, DELETE=master_faults)
 ROUTES.add("subclouds", GET=list_subclouds, POST=add_subclouds)
 ROUTES.add("subclouds/{}", DELETE=delete_subcloud)
 ROUTES.add("subclouds/{}/state", GET=subcloud_state)

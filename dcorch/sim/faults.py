@@ -1,4 +1,5 @@
-"""Per-subcloud fault injection: latency, random errors, hangs, offline and flapping.
+"""Fault injection per subcloud, or per master service: latency, random errors, hangs, offline
+and flapping (a master outage is the master's DB-sync, keystone, sysinv or dcmanager down).
 
 All subclouds share one port, so "offline" cannot be a refused connection: the simulator sends a
 response head promising a body, then closes the connection. An httpx client gets

@@ -21,7 +21,6 @@ from dcorch.sim.keystone_assign import (
 )
 from dcorch.sim.keystone_auth import (
     UNAUTHORIZED,
-    check_token,
     enforce,
     issue_token,
     revoke_events,
@@ -65,9 +64,9 @@ def list_users(cloud: CloudState, req: Request, params: Params) -> Response:
 
 
 def create_user(cloud: CloudState, req: Request, params: Params) -> Response:
-    enforce(cloud, req, "identity:create_user")
-    body = body_of(req, "user")
+    body = body_of(req, "user")  # keystone validates the body before its policy check
     name = str(name_field(body, True))
+    enforce(cloud, req, "identity:create_user")
     domain_id = str(body.get("domain_id") or DEFAULT_DOMAIN_ID)
     identity = cloud.identity
     check_unique(identity, "user", domain_id, name, "")
@@ -96,10 +95,10 @@ def get_user(cloud: CloudState, req: Request, params: Params) -> Response:
 
 
 def update_user(cloud: CloudState, req: Request, params: Params) -> Response:
+    body = body_of(req, "user")
     enforce(cloud, req, "identity:update_user")
     identity = cloud.identity
     rec = get_or_404(identity, "user", params[0])
-    body = body_of(req, "user")
     user, local = dict(rec["user"]), dict(rec["local_user"])
     name = name_field(body, False)
     if name is not None:
@@ -135,14 +134,11 @@ def delete_user(cloud: CloudState, req: Request, params: Params) -> Response:
 def change_password(cloud: CloudState, req: Request, params: Params) -> Response:
     """``POST /v3/users/{id}/password``: self-service, proven by the original password.
 
-    Unenforced in keystone (a user whose password expired has no token): no token is needed,
-    though an invalid one is refused like everywhere; an unknown user, a wrong original
-    password or a disabled account is a 401, never a 404 that would confirm a user id.
-    The change revokes the user's tokens, as keystone's does (a ``revoke_events_for_user``).
+    Unenforced in keystone (a user whose password expired has no token): it does not look at
+    the token at all. An unknown user or a wrong original password is a 401 (never a 404 that
+    would confirm a user id); a disabled account is a 401 that says so, once the password is
+    right. The change revokes the user's tokens, as keystone's does (``revoke_events_for_user``).
     """
-    token = req.header("x-auth-token")
-    if token and check_token(cloud, token) is None:
-        raise KeystoneError(401, UNAUTHORIZED)
     identity = cloud.identity
     body = body_of(req, "user")
     new, original = body.get("password"), body.get("original_password")
@@ -151,10 +147,12 @@ def change_password(cloud: CloudState, req: Request, params: Params) -> Response
     if set(body) - {"password", "original_password"}:
         raise KeystoneError(400, "Additional properties are not allowed in 'user'.")
     rec = identity.users.get(params[0])
-    if rec is None or not rec["user"]["enabled"] or not rec["password"]:
+    if rec is None or not rec["password"]:
         raise KeystoneError(401, UNAUTHORIZED)
     if not check_password(original, rec["password"][-1]["password_hash"]):
         raise KeystoneError(401, UNAUTHORIZED)
+    if not rec["user"]["enabled"]:
+        raise KeystoneError(401, f"The account is disabled for user: {params[0]}.")
     row = password_row(hash_password(new), cloud.sim.wall_clock())
     row["self_service"] = True
     identity.put("user", {**rec, "password": [row]})
@@ -179,9 +177,9 @@ def user_groups(cloud: CloudState, req: Request, params: Params) -> Response:
 
 def _create(kind: str) -> Handler:
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
-        enforce(cloud, req, f"identity:create_{kind}")
-        body = body_of(req, kind)
+        body = body_of(req, kind)  # keystone validates the body before its policy check
         name = str(name_field(body, True))
+        enforce(cloud, req, f"identity:create_{kind}")
         identity = cloud.identity
         if kind == "group":
             domain_id = str(body.get("domain_id") or DEFAULT_DOMAIN_ID)
@@ -239,10 +237,10 @@ def _get_one(kind: str) -> Handler:
 
 def _update(kind: str) -> Handler:
     def handler(cloud: CloudState, req: Request, params: Params) -> Response:
+        body = body_of(req, kind)
         enforce(cloud, req, f"identity:update_{kind}")
         identity = cloud.identity
         rec = get_or_404(identity, kind, params[0])
-        body = body_of(req, kind)
         inner = dict(rec[kind])
         name = name_field(body, False)
         if name is not None:

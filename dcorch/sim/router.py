@@ -105,11 +105,19 @@ class SimApp:
     async def _faulted(
         self, cloud: CloudState, rest: str, scope: Scope, receive: Receive, send: Send
     ) -> bool:
-        """Act out the subcloud's injected fault, if any; True when that answered the request."""
+        """Act out the injected fault, if any; True when that answered the request.
+
+        A subcloud's faults hit all its services; the master's are per service (its DB-sync
+        down while its keystone answers), and the default latency is for subclouds only.
+        """
         if cloud.is_master:
-            return False
-        state = cloud.faults
-        latency = self.sim.default_latency_ms
+            state = self.sim.master_faults.get(rest.partition("/")[0])
+            if state is None:
+                return False
+            latency = 0.0
+        else:
+            state = cloud.faults
+            latency = self.sim.default_latency_ms
         action = FaultAction.PASS
         if state is not None:
             action = state.decide(trio.current_time())

@@ -152,6 +152,21 @@ class SimCloud:
         """Back to a healthy subcloud."""
         control.set_faults(self.subcloud(region), Faults())
 
+    def set_master_faults(
+        self, service: str, faults: Faults | None = None, **fields: Any
+    ) -> Faults:
+        """Set the faults of one master service (``keystone``, ``sysinv``, ``dcdbsync``,
+        ``dcmanager``): ``set_master_faults("dcdbsync", offline=True)``."""
+        if faults is None:
+            faults = Faults.from_json(fields)
+        control.set_master_faults(self.master, service, faults)
+        return faults
+
+    def clear_master_faults(self, service: str | None = None) -> None:
+        """One master service healthy again (None: all of them)."""
+        for name in [service] if service else list(self.state.master_faults):
+            control.set_master_faults(self.master, name, Faults())
+
     def admin_token(self, region: str | None = None) -> str:
         """A project-scoped admin token minted in-process (no HTTP), master if region is None."""
         cloud = self.master if region is None else self.subcloud(region)

@@ -316,6 +316,8 @@ class SimState:
         self._next_index = 1
         self.reports: dict[tuple[str, str], collections.deque[dict[str, Any]]] = {}
         self.report_count = 0
+        self.master_faults: dict[str, FaultState] = {}
+        """Service name (``keystone``, ``dcdbsync``, ...) -> faults of that master service."""
 
     def _build_identity(self, make_id: Callable[[], str]) -> Identity:
         identity = Identity()

@@ -1,9 +1,10 @@
 """sysinv v1 subset: certificates, the sysadmin ``iuser`` and the fernet key repository.
 
 Error bodies use sysinv's ``{"error_message": "{\\"faultstring\\": ...}"}`` shape. Access follows
-StarlingX's base rules: a change needs the ``admin`` role, a read ``admin`` or ``reader``, on a
-token of the ``admin`` or ``services`` project (403 otherwise; the simulator has no implied roles,
-so ``admin`` is accepted for reads explicitly).
+StarlingX's base rules: a change needs the ``admin`` role, a read the ``reader`` role, on a token
+of the ``admin`` or ``services`` project (403 otherwise). Keystone's bootstrap makes ``admin``,
+``manager`` and ``member`` imply ``reader`` and its tokens carry the implied roles; the simulated
+keystone's do not, so a read accepts any of the four.
 ``PUT /v1/fernet_repo`` replaces keystone's signing keys, changing which tokens validate.
 """
 
@@ -33,6 +34,8 @@ IUSER_FIELDS: Final = frozenset(
     {"root_sig", "passwd_hash", "passwd_expiry_days", "passwd_last_change", "reserved_1"}
 )
 SYSTEM_PROJECTS: Final = frozenset({"admin", "services"})
+READER_ROLES: Final = ("admin", "manager", "member", "reader")
+"""``reader`` and the roles keystone's bootstrap makes imply it."""
 FORBIDDEN: Final = "Access was denied to this resource."
 """webob's text for the 403 sysinv's access hook raises."""
 
@@ -53,8 +56,8 @@ def require_admin(cloud: CloudState, req: Request) -> TokenPayload:
 
 
 def require_reader(cloud: CloudState, req: Request) -> TokenPayload:
-    """What a read needs: ``admin`` or ``reader`` on the admin or services project."""
-    return _allowed(cloud, req, ("admin", "reader"))
+    """What a read needs: ``reader`` (or a role implying it) on the admin or services project."""
+    return _allowed(cloud, req, READER_ROLES)
 
 
 def version_doc(cloud: CloudState, req: Request, params: Params) -> Response:

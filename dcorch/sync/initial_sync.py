@@ -3,23 +3,30 @@
 1. CAS ``requested -> in-progress`` (0 rows: someone else changed it; stop);
 2. unless ``subsequent_sync``, ID reconciliation: objects of the same name and domain but another
    id, and always the ``admin``/``sysinv``/``dcmanager`` users, get the master's record (dcdbsync);
-3. distribute the master's fernet keys (errors only logged: a later audit repairs them);
+3. distribute the master's fernet keys if the subcloud syncs the platform endpoint type (keys live
+   in sysinv; errors only logged: a later audit repairs them);
 4. reset the pairs' audit and report fields: the audit runs at once, the status is re-announced;
 5. CAS ``in-progress -> completed`` (with ``subsequent_sync`` set) or ``-> failed``; if it fails,
    the subcloud was unmanaged or went offline meanwhile: nothing more is done.
+
+A failure is logged with the URL that could not be reached and handed to ``on_failure`` (the
+sync actor keeps it for ``GET .../initial-sync``, docs/behaviour.md#initial-sync).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from typing import Final
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
 
 from dcorch import constants as c
 from dcorch.db.database import Database
 from dcorch.db.rows import SubcloudRow
 from dcorch.remote.clients import CloudClient
-from dcorch.remote.errors import SyncError
+from dcorch.remote.errors import MasterUnavailable, SyncError
 from dcorch.sync import audit_rules as rules
 
 logger = logging.getLogger(__name__)
@@ -38,8 +45,38 @@ class InitialSyncOutcome(enum.Enum):
     """The final CAS lost: the subcloud was unmanaged/went offline during the sync."""
 
 
+@dataclass(frozen=True, slots=True)
+class InitialSyncFailure:
+    """Why the last initial sync of a subcloud failed (what ``GET .../initial-sync`` shows)."""
+
+    error: str
+    url: str | None
+    """The endpoint that could not be reached or failed (None: a failure of the data)."""
+    master_dependency: str | None
+    """``keystone``, ``dbsync``, ... when it was the master's, None when the subcloud's."""
+    at: datetime
+
+    @classmethod
+    def of(cls, exc: SyncError, at: datetime) -> InitialSyncFailure:
+        dependency = exc.dependency if isinstance(exc, MasterUnavailable) else None
+        return cls(str(exc), exc.url, dependency, at)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "error": self.error,
+            "url": self.url,
+            "master_dependency": self.master_dependency,
+            "at": self.at.isoformat(),
+        }
+
+
 async def run_initial_sync(
-    db: Database, subcloud: SubcloudRow, remote: CloudClient, master: CloudClient
+    db: Database,
+    subcloud: SubcloudRow,
+    remote: CloudClient,
+    master: CloudClient,
+    *,
+    on_failure: Callable[[SyncError], None] | None = None,
 ) -> InitialSyncOutcome:
     """Run steps 1-5 above (without the enable-time audit, which the actor runs next)."""
     region = subcloud.region_name
@@ -54,7 +91,8 @@ async def run_initial_sync(
         ):
             await reconcile_identity_ids(remote, master)
             reconciled = True
-        await distribute_fernet_keys(region, remote, master)
+        if c.ENDPOINT_TYPE_PLATFORM in subcloud.endpoint_types:
+            await distribute_fernet_keys(region, remote, master)
         for ept in subcloud.endpoint_types:
             await db.update_subcloud_sync(
                 region,
@@ -66,7 +104,11 @@ async def run_initial_sync(
             )
         final = InitialSyncOutcome.COMPLETED
     except SyncError as exc:
-        logger.warning("initial_sync.failed region=%s error=%s", region, exc)
+        # A master outage is logged once by its tracker (WARNING); this line still names it.
+        level = logging.INFO if isinstance(exc, MasterUnavailable) else logging.WARNING
+        logger.log(level, "initial_sync.failed region=%s url=%s error=%s", region, exc.url, exc)
+        if on_failure is not None:
+            on_failure(exc)
         final = InitialSyncOutcome.FAILED
     moved = await db.set_initial_sync_state(
         region,
@@ -115,6 +157,6 @@ async def distribute_fernet_keys(region: str, remote: CloudClient, master: Cloud
         if keys:
             await remote.post_fernet_keys(keys)
     except SyncError as exc:
-        logger.warning("initial_sync.keys_failed region=%s error=%s", region, exc)
+        logger.warning("initial_sync.keys_failed region=%s url=%s error=%s", region, exc.url, exc)
         return False
     return True

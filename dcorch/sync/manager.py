@@ -38,6 +38,7 @@ from dcorch.db.schema import utcnow
 from dcorch.remote.clients import CachedMasterClient, StatusReporter
 from dcorch.remote.endpoints import EndpointResolver, MasterEndpoints
 from dcorch.remote.http import HttpSession
+from dcorch.remote.master_health import MasterHealth
 from dcorch.settings import ActorSettings, EngineSettings
 from dcorch.supervision import restart_policy
 from dcorch.sync.drivers import apply_request
@@ -66,7 +67,9 @@ class SyncManager:
         reporter: receives sync status reports; defaults to dcmanager at ``master.dcmanager``.
         driver: applies one request (tests wrap :func:`apply_request` to inject faults).
         rng: jitter source (seed it for reproducible tests).
-        wall_clock: naive-UTC clock for database timestamps.
+        wall_clock: naive-UTC clock for database timestamps and request deadlines.
+        health: the master's health tracker (the service's one); every call to the master
+            goes through it, and its recovery wakes the pairs that waited for the master.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class SyncManager:
         driver: Driver = apply_request,
         rng: random.Random | None = None,
         wall_clock: WallClock = utcnow,
+        health: MasterHealth | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
@@ -93,8 +97,8 @@ class SyncManager:
             settings=settings,
             http=http,
             resolver=resolver,
-            master=CachedMasterClient.for_master(http, master),
-            reporter=reporter or StatusReporter(http, master),
+            master=CachedMasterClient.for_master(http, master, health),
+            reporter=reporter or StatusReporter(http, master, health),
             sink=db,
             limiter=trio.CapacityLimiter(max(1, settings.sync_concurrency)),
             timers=self._timers,
@@ -106,6 +110,8 @@ class SyncManager:
         self._refs: dict[str, ActorRef[Wake, None]] = {}
         self._system: ActorSystem | None = None
         self._lifecycle = trio.Lock()
+        if health is not None:
+            health.on_recovered(self.master_recovered)
 
     def __repr__(self) -> str:
         state = "running" if self._system is not None else "stopped"
@@ -211,6 +217,33 @@ class SyncManager:
             return
         handle.dirty.add(endpoint_type)
         self._tell(region)
+
+    def master_recovered(self, dependency: str) -> None:
+        """A master dependency is back: retry now every pair that stopped waiting for it, audit
+        now the pairs whose audit failed on it or whose requests it timed out, and retry the
+        initial syncs it failed."""
+        now = trio.current_time()
+        for region, handle in list(self._handles.items()):
+            failure = handle.initial_sync_failure
+            if failure is not None and failure.master_dependency is not None:
+                handle.initial_retry_at = now  # its hold-off was for the master: over
+                self._tell(region)
+            if not (handle.master_wait or handle.audit_after_master):
+                continue
+            for ept in handle.master_wait:
+                handle.retry_at.pop(ept, None)
+            for ept in handle.audit_after_master:
+                handle.audit_at[ept] = now
+            handle.dirty |= handle.master_wait | handle.audit_after_master
+            handle.master_wait.clear()
+            handle.audit_after_master.clear()
+            self._tell(region)
+
+    def initial_sync_failure(self, region: str) -> dict[str, object] | None:
+        """Why the subcloud's last initial sync failed (None: it did not), for the v1 API."""
+        handle = self._handles.get(region)
+        failure = handle.initial_sync_failure if handle is not None else None
+        return failure.as_json() if failure is not None else None
 
     def on_commit(self, committed: Committed) -> None:
         """The master changed and these pairs got requests: forget master answers, wake them."""

@@ -7,10 +7,17 @@ Per request (docs/behaviour.md#request-outcomes-and-retries; backoff, not upstre
 
 * success -> ``completed`` (soft-deleted);
 * :class:`SubcloudUnreachable` -> the pass stops; the request keeps its state and place, and
-  the actor retries the pair after ``offline_retry_interval``;
+  the actor retries the pair after ``offline_retry_interval``; no time limit (the queue of an
+  unreachable or offline subcloud is kept, as upstream's);
+* :class:`MasterUnavailable` -> the pass stops, the request keeps its place (the attempt is
+  given back) and the pair is tried again at the master's next probe, or at the request's
+  deadline, whichever is first: at the deadline it is ``timed-out``;
 * :class:`TransientSyncError` -> jittered backoff up to ``request_max_attempts``, then ``failed``;
 * :class:`PermanentSyncError` -> ``failed`` at once; :class:`SyncAborted` -> ``aborted``;
-* ``request_time_budget`` spent on one request's attempts -> ``timed-out``.
+* ``request_time_budget`` spent since the request's **creation** (``created_at``) -> the next
+  failure that would be retried (transient, master down) makes it ``timed-out``, and an attempt
+  running at the deadline is cut there. A request that reaches its turn late (after waiting for
+  an unreachable subcloud) still gets one attempt, uncut, bounded by its calls' HTTP timeouts.
 
 A failed request does not stop later ones (as upstream, docs/behaviour.md#sync-pass).
 ``try_count`` is written *before* each attempt: one crashing the actor fails after its attempts.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,13 +38,16 @@ import trio
 from dcorch import constants as c
 from dcorch.db.database import Database
 from dcorch.db.rows import PendingRequest, RequestUpdate
+from dcorch.db.schema import utcnow
 from dcorch.remote.errors import (
+    MasterUnavailable,
     PermanentSyncError,
     SubcloudUnreachable,
     SyncAborted,
     TransientSyncError,
 )
 from dcorch.settings import EngineSettings
+from dcorch.sync.status import WallClock
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +75,12 @@ class PassResult:
 
     reachable: bool = True
     """False when the pass stopped on :class:`SubcloudUnreachable`."""
+    master_retry_at: float | None = None
+    """Set when the pass stopped on :class:`MasterUnavailable`: when to try the pair again
+    (the master's next probe, or the deadline of the request it stopped at, if earlier)."""
+    master_timeouts: int = 0
+    """Requests this pass timed out because the master was down (the audit after the master
+    is back queues their work again)."""
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     """Request id -> how it ended (requests left pending are absent)."""
     remaining: list[PendingRequest] = field(default_factory=list)
@@ -108,17 +125,22 @@ class PairSync:
         *,
         limiter: trio.CapacityLimiter,
         rng: random.Random,
+        wall_clock: WallClock = utcnow,
     ) -> None:
+        """``wall_clock``: naive UTC, the time base of ``created_at`` (request deadlines)."""
         self._db = db
         self._settings = settings
         self.region = region
         self.endpoint_type = endpoint_type
         self._limiter = limiter
         self._rng = rng
+        self._wall_clock = wall_clock
+        self._result = PassResult()
 
     async def run_pass(self, apply: Apply) -> PassResult:
         """Apply pending requests in id order until none is left (or the subcloud is gone)."""
         result = PassResult()
+        self._result = result
         while True:
             live = await self._db.pending_requests(
                 self.region, self.endpoint_type, states=LIVE_STATES
@@ -132,16 +154,31 @@ class PairSync:
                     result.outcomes[request.id] = await self._run_request(request, apply)
                 except SubcloudUnreachable as exc:
                     logger.info(
-                        "sync.unreachable region=%s endpoint=%s error=%s",
+                        "sync.unreachable region=%s endpoint=%s url=%s error=%s",
                         self.region,
                         self.endpoint_type,
+                        exc.url,
                         exc,
                     )
                     result.reachable = False
-                    result.remaining = await self._db.pending_requests(
-                        self.region, self.endpoint_type, states=LIVE_STATES
-                    )
-                    return result
+                except _WaitForMaster as wait:
+                    # Logged once per outage by the master's health tracker, not per pair.
+                    result.master_retry_at = wait.retry_at
+                else:
+                    continue
+                result.remaining = await self._db.pending_requests(
+                    self.region, self.endpoint_type, states=LIVE_STATES
+                )
+                return result
+
+    def deadline(self, request: PendingRequest) -> float:
+        """trio time at which ``request_time_budget`` since the request's creation is spent."""
+        now = trio.current_time()
+        budget = self._settings.request_time_budget
+        if request.created_at is None:
+            return now + budget
+        age = (self._wall_clock() - request.created_at).total_seconds()
+        return now + budget - max(0.0, age)
 
     async def _run_request(self, request: PendingRequest, apply: Apply) -> Outcome:
         max_attempts = max(1, self._settings.request_max_attempts)
@@ -154,22 +191,40 @@ class PairSync:
                 request.try_count,
             )
             return await self._finish(request, Outcome.FAILED)
-        deadline = trio.current_time() + self._settings.request_time_budget
+        deadline = self.deadline(request)
         tries = request.try_count
-        unreachable = False
         for attempt in range(1, max_attempts - request.try_count + 1):
             tries += 1
             await self._db.update_requests(
                 [RequestUpdate(request.id, state=c.ORCH_REQUEST_IN_PROGRESS, try_count=tries)]
             )
+            late = trio.current_time() >= deadline
+            stop: SubcloudUnreachable | _WaitForMaster | None = None
             try:
-                with trio.move_on_at(deadline):
+                # A late request's one attempt is not cut (see the module docstring).
+                with trio.move_on_at(math.inf if late else deadline):
                     async with self._limiter:
                         await apply(request)
                     return await self._finish(request, Outcome.COMPLETED)
+                logger.info(
+                    "sync.timed_out region=%s id=%d cause=attempt-cut", self.region, request.id
+                )
                 return await self._finish(request, Outcome.TIMED_OUT)
-            except SubcloudUnreachable:
-                unreachable = True
+            except SubcloudUnreachable as exc:
+                stop = exc
+            except MasterUnavailable as exc:
+                if trio.current_time() >= deadline:
+                    logger.info(
+                        "sync.timed_out region=%s id=%d cause=master-%s url=%s",
+                        self.region,
+                        request.id,
+                        exc.dependency,
+                        exc.url,
+                    )
+                    self._result.master_timeouts += 1
+                    return await self._finish(request, Outcome.TIMED_OUT)
+                stop = _WaitForMaster(min(exc.retry_at, deadline))
+                stop.__cause__ = exc
             except SyncAborted as exc:
                 logger.warning(
                     "sync.aborted region=%s id=%d error=%s", self.region, request.id, exc
@@ -191,13 +246,24 @@ class PairSync:
                 with trio.move_on_at(deadline):
                     await trio.sleep(backoff_delay(self._settings, tries, self._rng))
                 if trio.current_time() >= deadline:
+                    logger.info(
+                        "sync.timed_out region=%s id=%d cause=retries", self.region, request.id
+                    )
                     return await self._finish(request, Outcome.TIMED_OUT)
-            if unreachable:
+            if stop is not None:
                 # Not the request's fault: give the attempt back and keep its place.
                 await self._db.update_requests([RequestUpdate(request.id, try_count=tries - 1)])
-                raise SubcloudUnreachable(f"{self.region} unreachable")
+                raise stop
         return await self._finish(request, Outcome.FAILED)
 
     async def _finish(self, request: PendingRequest, outcome: Outcome) -> Outcome:
         await self._db.update_requests([RequestUpdate(request.id, state=outcome.value)])
         return outcome
+
+
+class _WaitForMaster(Exception):
+    """The master is down: stop the pass, try the pair again at ``retry_at`` (trio time)."""
+
+    def __init__(self, retry_at: float) -> None:
+        super().__init__(f"waiting for the master until {retry_at:.3f}")
+        self.retry_at = retry_at

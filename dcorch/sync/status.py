@@ -18,7 +18,7 @@ from dcorch import constants as c
 from dcorch.db.database import Database
 from dcorch.db.rows import SubcloudSyncRow
 from dcorch.db.schema import utcnow
-from dcorch.remote.errors import SyncError
+from dcorch.remote.errors import MasterUnavailable, SyncError
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,17 @@ class Reporter(Protocol):
     async def report(
         self, region: str, endpoint_type: str, status: str, alarmable: bool
     ) -> None: ...
+
+
+class UnreportedStatus:
+    """The reporter when the master has no dcmanager (``master.dcmanager_url`` empty).
+
+    Every report "succeeds" without leaving the process, so :class:`StatusBook` still keeps each
+    pair's status in ``subcloud_sync`` for the v1 API, and nothing retries a report forever.
+    """
+
+    async def report(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> None:
+        return None
 
 
 class StatusBook:
@@ -87,8 +98,16 @@ class StatusBook:
         if managed and not (fresh and last_status == status):
             try:
                 await self._reporter.report(self._region, endpoint_type, status, alarmable)
+            except MasterUnavailable as exc:
+                # Logged once per outage by the master's health tracker; tried again next pass.
+                logger.debug(
+                    "status.report_deferred region=%s endpoint=%s error=%s",
+                    self._region,
+                    endpoint_type,
+                    exc,
+                )
             except SyncError as exc:
-                # dcmanager unavailable: keep the old record so the next pass tries again.
+                # dcmanager refused it: keep the old record so the next pass tries again.
                 logger.warning(
                     "status.report_failed region=%s endpoint=%s error=%s",
                     self._region,

@@ -25,11 +25,11 @@ from dcorch import constants as c
 from dcorch.db.errors import DatabaseError
 from dcorch.db.rows import PendingRequest, SubcloudRow, SubcloudSyncRow
 from dcorch.remote.clients import CloudClient, current_job
-from dcorch.remote.errors import SubcloudUnreachable, SyncError
+from dcorch.remote.errors import MasterUnavailable, SubcloudUnreachable, SyncError
 from dcorch.sync.audit import PairAudit
 from dcorch.sync.drivers import DriverContext
 from dcorch.sync.env import SyncEnv
-from dcorch.sync.initial_sync import InitialSyncOutcome, run_initial_sync
+from dcorch.sync.initial_sync import InitialSyncFailure, InitialSyncOutcome, run_initial_sync
 from dcorch.sync.pair_sync import PairSync
 from dcorch.sync.status import StatusBook
 
@@ -49,10 +49,18 @@ class SubcloudHandle:
     dirty: set[str] = field(default_factory=set)
     """Endpoint types with possibly new work (set by wake-ups, taken by the actor)."""
     retry_at: dict[str, float] = field(default_factory=dict)
-    """Endpoint type -> when an unreachable pair is tried again."""
+    """Endpoint type -> when an unreachable pair (or one waiting for the master) is tried again."""
+    master_wait: set[str] = field(default_factory=set)
+    """Endpoint types whose last pass stopped because the master is down: woken at once when
+    it is back (:meth:`dcorch.sync.manager.SyncManager.master_recovered`)."""
+    audit_after_master: set[str] = field(default_factory=set)
+    """Endpoint types to audit as soon as the master is back: their audit failed on the
+    master, or a pass timed requests out because of it (the audit queues that work again)."""
     audit_at: dict[str, float] = field(default_factory=dict)
     """Endpoint type -> when its next audit is due (absent: not known yet)."""
     initial_retry_at: float | None = None
+    initial_sync_failure: InitialSyncFailure | None = None
+    """Why the last initial sync failed (cleared when one completes); shown by the v1 API."""
     db_failures: int = 0
     """Consecutive passes that failed on the database (drives the back-off)."""
     db_retry_at: float | None = None
@@ -173,6 +181,17 @@ class SubcloudSyncActor(Actor[Wake, None]):
             times.append(h.db_retry_at)
         return min(times, default=math.inf)
 
+    def _master_is_up(self) -> bool:
+        health = self._env.master.health
+        return health is not None and health.is_up
+
+    def _audit_after_master(self, endpoint_type: str) -> None:
+        """Audit the pair once the master is back (now, if it came back meanwhile)."""
+        if self._master_is_up():
+            self._handle.audit_at[endpoint_type] = trio.current_time()
+        else:
+            self._handle.audit_after_master.add(endpoint_type)
+
     def _remote(self) -> CloudClient:
         return CloudClient.for_subcloud(
             self._env.http, self._env.resolver.endpoints_for(self._handle.subcloud)
@@ -203,11 +222,28 @@ class SubcloudSyncActor(Actor[Wake, None]):
             await self._refresh()
         if h.subcloud.initial_sync_state != c.INITIAL_SYNC_REQUESTED:
             return
+
+        def failed(exc: SyncError) -> None:
+            h.initial_sync_failure = InitialSyncFailure.of(exc, env.wall_clock())
+
+        outcome: InitialSyncOutcome | None = None
         with trio.move_on_after(env.settings.audit_timeout):
             async with env.limiter:
-                outcome = await run_initial_sync(env.db, h.subcloud, self._remote(), env.master)
+                outcome = await run_initial_sync(
+                    env.db, h.subcloud, self._remote(), env.master, on_failure=failed
+                )
+        if outcome is None:
+            # Cut by audit_timeout: fail it (CAS), so it is retried after initial_sync_retry.
+            logger.warning(
+                "initial_sync.timed_out region=%s after=%.0f", h.region, env.settings.audit_timeout
+            )
+            failed(SyncError(f"initial sync timed out after {env.settings.audit_timeout:.0f} s"))
+            await env.db.set_initial_sync_state(
+                h.region, c.INITIAL_SYNC_IN_PROGRESS, c.INITIAL_SYNC_FAILED
+            )
         await self._refresh()
         if outcome is InitialSyncOutcome.COMPLETED:
+            h.initial_sync_failure = None
             assert self._status is not None
             self._status.forget()
             now = trio.current_time()
@@ -215,7 +251,7 @@ class SubcloudSyncActor(Actor[Wake, None]):
             for ept in h.subcloud.endpoint_types:
                 h.audit_at[ept] = now  # the enable-time audit (docs/behaviour.md#initial-sync)
                 h.dirty.add(ept)
-        elif outcome is InitialSyncOutcome.FAILED:
+        elif outcome is None or outcome is InitialSyncOutcome.FAILED:
             h.initial_retry_at = trio.current_time() + env.settings.initial_sync_retry
 
     async def _audit(self, endpoint_type: str) -> None:
@@ -239,6 +275,17 @@ class SubcloudSyncActor(Actor[Wake, None]):
                 async with env.limiter:
                     await audit.run()
                 status = c.AUDIT_COMPLETED
+                h.audit_after_master.discard(endpoint_type)
+            except MasterUnavailable as exc:
+                # The master's outage is logged once by its tracker; audit again when it is back.
+                self._audit_after_master(endpoint_type)
+                logger.info(
+                    "audit.failed region=%s endpoint=%s url=%s error=%s",
+                    h.region,
+                    endpoint_type,
+                    exc.url,
+                    exc,
+                )
             except SyncError as exc:
                 logger.warning(
                     "audit.failed region=%s endpoint=%s error=%s", h.region, endpoint_type, exc
@@ -254,7 +301,13 @@ class SubcloudSyncActor(Actor[Wake, None]):
         env = self._env
         h.retry_at.pop(endpoint_type, None)
         pair = PairSync(
-            env.db, env.settings, h.region, endpoint_type, limiter=env.limiter, rng=env.rng
+            env.db,
+            env.settings,
+            h.region,
+            endpoint_type,
+            limiter=env.limiter,
+            rng=env.rng,
+            wall_clock=env.wall_clock,
         )
         ctx = DriverContext(env.db, h.subcloud, self._remote(), env.master)
 
@@ -271,8 +324,17 @@ class SubcloudSyncActor(Actor[Wake, None]):
 
         result = await pair.run_pass(apply)
         h.passes += 1
+        h.master_wait.discard(endpoint_type)
         if not result.reachable:
             h.retry_at[endpoint_type] = trio.current_time() + env.settings.offline_retry_interval
+        elif result.master_retry_at is not None:
+            if self._master_is_up():  # it came back during the pass: at once
+                h.retry_at[endpoint_type] = trio.current_time()
+            else:
+                h.retry_at[endpoint_type] = result.master_retry_at
+                h.master_wait.add(endpoint_type)
+        if result.master_timeouts:
+            self._audit_after_master(endpoint_type)
         failed = any(
             r.state != c.ORCH_REQUEST_QUEUED and r.state != c.ORCH_REQUEST_IN_PROGRESS
             for r in result.remaining

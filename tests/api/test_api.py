@@ -77,7 +77,11 @@ async def test_add_manage_converge_delete(dc_empty: Dcorch) -> None:
             await trio.sleep(0.05)
 
     initial = await dc.client.get(_url(dc, f"/{region}/initial-sync"), headers=dc.auth)
-    assert initial.json() == {"subcloud": region, "initial_sync_state": "completed"}
+    assert initial.json() == {
+        "subcloud": region,
+        "initial_sync_state": "completed",
+        "last_error": None,
+    }
     status = await dc.client.get(_url(dc, f"/{region}/sync-status"), headers=dc.auth)
     assert set(status.json()["endpoints"]) == set(constants.SYNC_ENDPOINT_TYPES)
 

@@ -19,8 +19,8 @@ from dcorch.api.app import create_api_app
 from dcorch.asgi import Message, close_if_body_unread, serve_asgi
 
 
-async def _any_token(token: str) -> bool:
-    return True
+async def _any_token(token: str) -> frozenset[str]:
+    return frozenset({"admin"})
 
 
 @pytest.fixture

@@ -106,6 +106,39 @@ async def test_fault_control_api(sim: SimCloud, client: httpx.AsyncClient) -> No
         sim.set_faults("subcloud1", error_rate=3)
 
 
+async def test_master_service_faults_hit_only_that_service(
+    sim: SimCloud, client: httpx.AsyncClient
+) -> None:
+    """The master's DB-sync down while its keystone answers: a master outage a test can make."""
+    url = f"{sim.endpoints.control}/master/faults/dcdbsync"
+    users = f"{sim.endpoints.master_dcdbsync}/identity/users/"
+    r = await client.put(url, json={"offline": True})
+    assert r.status_code == 200
+    assert r.json()["offline"] is True
+    with pytest.raises(httpx.TransportError):
+        await client.get(users, headers=auth(sim))
+    keystone = await client.get(f"{sim.endpoints.master_keystone}/users", headers=auth(sim))
+    assert keystone.status_code == 200
+    assert (await _get_users(sim, client, "subcloud1")).status_code == 200
+    assert (await client.get(url)).json()["offline"] is True
+    assert (await client.delete(url)).json() == Faults().as_json()
+    assert (await client.get(users, headers=auth(sim))).status_code == 200
+
+    sim.set_master_faults("sysinv", error_rate=1.0, error_status=503)
+    r = await client.get(f"{sim.endpoints.master_sysinv}/iuser", headers=auth(sim))
+    assert r.status_code == 503
+    sim.clear_master_faults()
+    assert sim.state.master_faults == {}
+    r = await client.get(f"{sim.endpoints.master_sysinv}/iuser", headers=auth(sim))
+    assert r.status_code == 200
+
+    nowhere = f"{sim.endpoints.control}/master/faults/nova"
+    assert (await client.put(nowhere, json={"offline": True})).status_code == 404
+    assert (await client.put(url, json={"offline": "yes"})).status_code == 400
+    with pytest.raises(ValueError, match="unknown master service 'nova'"):
+        sim.set_master_faults("nova", offline=True)
+
+
 async def test_inspection_and_subcloud_lifecycle(sim: SimCloud, client: httpx.AsyncClient) -> None:
     ctl = sim.endpoints.control
     r = await client.post(f"{ctl}/subclouds", json={"count": 2, "regions": ["edge-a"]})

@@ -170,7 +170,6 @@ async def world(sim: SimCloud, client: httpx.AsyncClient) -> World:
         ("GET", "role_assignments", None, "identity:list_role_assignments"),
         ("GET", "domains", None, "identity:list_domains"),
         ("GET", "OS-REVOKE/events", None, "identity:list_revoke_events"),
-        ("POST", "users", None, "identity:create_user"),  # no body: refused before it is read
         ("GET", "users/no-such-user", None, "identity:get_user"),  # before the lookup
     ],
 )
@@ -195,6 +194,25 @@ async def test_a_member_is_refused_what_keystone_gives_admins_only(
     if method != "HEAD":
         assert response.json() == forbidden(action)
     assert world.sim.master.operations == before
+
+
+async def test_a_bad_body_is_a_400_before_the_policy_check(world: World) -> None:
+    """Keystone validates a create's or update's body first (its schema decorators)."""
+    token = {"X-Auth-Token": await world.login("alice", "alice-pw-1")}
+    cases: list[tuple[str, str, Any]] = [
+        ("POST", "users", None),
+        ("POST", "groups", {"group": {}}),
+        ("PATCH", f"users/{world.member_id}", {"x": 1}),
+    ]
+    for method, path, body in cases:
+        response = await world.client.request(
+            method, f"{world.ks}/{path}", json=body, headers=token
+        )
+        assert response.status_code == 400, (method, path, response.text)
+    made = await world.client.post(
+        f"{world.ks}/projects", json={"project": {"name": "p2"}}, headers=token
+    )
+    assert made.json() == forbidden("identity:create_project")
 
 
 async def test_a_member_reads_what_is_their_own(world: World) -> None:
@@ -252,13 +270,11 @@ async def test_self_service_password_change(world: World, clock: Clock) -> None:
     change = {"user": {"password": "alice-pw-2", "original_password": "alice-pw-1"}}
 
     wrong = {"user": {"password": "x", "original_password": "not-it"}}
-    for headers, body in [
-        ({"X-Auth-Token": token}, wrong),  # the original password is the proof
-        ({"X-Auth-Token": "gAAAAA-garbage"}, change),  # an invalid token is refused anyway
-    ]:
-        response = await client.post(url, json=body, headers=headers)
-        assert response.status_code == 401
-        assert response.json()["error"]["title"] == "Unauthorized"
+    response = await client.post(url, json=wrong, headers={"X-Auth-Token": token})
+    assert response.status_code == 401  # the original password is the proof, not the token
+    assert (
+        response.json()["error"]["message"] == "The request you have made requires authentication."
+    )
     unknown = await client.post(f"{ks}/users/no-such-user/password", json=change)
     assert unknown.status_code == 401  # not 404: no user id is confirmed
     extra = {"user": {**change["user"], "enabled": False}}
@@ -278,9 +294,27 @@ async def test_self_service_password_change(world: World, clock: Clock) -> None:
     old = await client.post(f"{ks}/auth/tokens", json=password_auth("alice", "alice-pw-1", "admin"))
     assert old.status_code == 401
 
-    # No token at all (a user whose password expired has none): keystone does not ask for one.
+    # No token at all (a user whose password expired has none), or one that is not valid:
+    # keystone does not look at it.
     again = {"user": {"password": "alice-pw-3", "original_password": "alice-pw-2"}}
     assert (await client.post(url, json=again)).status_code == 204
+    third = {"user": {"password": "alice-pw-4", "original_password": "alice-pw-3"}}
+    garbage = {"X-Auth-Token": "gAAAAA-garbage"}
+    assert (await client.post(url, json=third, headers=garbage)).status_code == 204
+
+    # A disabled account: 401 saying so, but only to whoever knows the password.
+    disabled = await client.patch(
+        f"{ks}/users/{world.member_id}", json={"user": {"enabled": False}}, headers=world.admin
+    )
+    assert disabled.status_code == 200
+    fourth = {"user": {"password": "alice-pw-5", "original_password": "alice-pw-4"}}
+    refused = await client.post(url, json=fourth)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"] == (
+        f"The account is disabled for user: {world.member_id}."
+    )
+    guess = await client.post(url, json={"user": {"password": "x", "original_password": "guess"}})
+    assert guess.json()["error"]["message"] == "The request you have made requires authentication."
 
 
 async def test_tokens_their_user_may_validate_and_revoke(world: World) -> None:
@@ -343,7 +377,8 @@ async def test_sysinv_wants_admin_on_a_system_project_for_changes(world: World) 
             assert response.status_code == 403, (headers, method, url)
             assert "Access was denied" in response.json()["error_message"]
     assert world.sim.master.operations[-1]["service"] == "keystone"  # nothing changed on sysinv
-    for headers, status in ((member, 403), (tenant_admin, 403), (reader, 200), (world.admin, 200)):
+    # A read wants reader on a system project: a member there has it (keystone's implied roles).
+    for headers, status in ((tenant_admin, 403), (member, 200), (reader, 200), (world.admin, 200)):
         response = await client.get(f"{sysinv}/fernet_repo", headers=headers)
         assert response.status_code == status, headers
     response = await client.patch(f"{sysinv}/iuser/{iuser}", json=patch, headers=world.admin)

@@ -1,0 +1,24 @@
+"""What counts as a service URL, for the settings and the v1 API alike.
+
+A master or subcloud service address is an absolute ``http``/``https`` URL with a host; anything
+else (``controller:5000``, a relative path, ``ftp://``) would fail far from where it was written,
+so it is refused where it enters: at start-up naming the key, or with a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+
+def http_url_problem(text: str) -> str | None:
+    """Why ``text`` is not an absolute http(s) URL with a host, or ``None`` if it is one."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a port out of range or not a number
+    except ValueError:
+        return f"must be an absolute http(s) URL, got {text!r}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an absolute http(s) URL, got {text!r}"
+    if parts.query or parts.fragment or any(c.isspace() for c in text):
+        return f"must be a service root without query, fragment or spaces, got {text!r}"
+    return None
