@@ -1,11 +1,12 @@
 """Give a keystone object a new id, taking along every row that refers to it.
 
 A replace over ``/<subcloud id>`` makes the subcloud's object *be* the master's, id included
-(``docs/dbsync.md#replace``). Keystone's foreign keys are not declared ``ON UPDATE CASCADE``
-(memberships, options, implied roles, assignments' role) and some links have no key at all
-(assignments' actor and target, a user's default project), so updating the id in place would
-violate them, and deleting the dependants first (upstream's way) loses the ones whose keys
-cascade on delete (a project's tags and options). Instead, inside the caller's transaction:
+(``docs/dbsync.md#create-and-replace``). Keystone's foreign keys are not declared
+``ON UPDATE CASCADE`` (memberships, options, implied roles, assignments' role) and some links
+have no key at all (assignments' actor and target, a user's default project), so updating the
+id in place would violate them, and deleting the dependants first (upstream's way) loses the
+ones whose keys cascade on delete (a project's tags and options). Instead, inside the caller's
+transaction:
 
 1. insert a copy of the row under the new id, with a placeholder in each unique column other
    than the id (a name), so the copy does not collide with the original;

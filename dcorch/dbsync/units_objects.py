@@ -120,8 +120,12 @@ def get_record(conn: Connection, schema: KeystoneSchema, kind: str, oid: str) ->
 
 
 def _users(conn: Connection, schema: KeystoneSchema, oid: str | None) -> list[Record]:
+    """User records (all, or the one with id ``oid``): four SELECTs, joined here."""
     t = schema.tables
-    only = (lambda c: (c == oid,)) if oid is not None else (lambda c: ())
+
+    def only(column: Any) -> tuple[Any, ...]:
+        return (column == oid,) if oid is not None else ()
+
     users = {u["id"]: u for u in _rows(conn, schema, "user", *only(t["user"].c.id))}
     locals_ = _rows(conn, schema, "local_user", *only(t["local_user"].c.user_id))
     if oid is None:
@@ -153,6 +157,7 @@ def _users(conn: Connection, schema: KeystoneSchema, oid: str | None) -> list[Re
 
 
 def _groups(conn: Connection, schema: KeystoneSchema, oid: str | None) -> list[Record]:
+    """Group records (all, or the one with id ``oid``) with their sorted member user ids."""
     t = schema.tables
     where = (t["group"].c.id == oid,) if oid is not None else ()
     groups = _rows(conn, schema, "group", *where)
