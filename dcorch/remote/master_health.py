@@ -113,7 +113,10 @@ class MasterHealth:
             SYSINV: endpoints.sysinv,
             DCMANAGER: endpoints.dcmanager,
         }
-        self._states = {name: DependencyState(name, roots[name].rstrip("/")) for name in roots}
+        # A service the master does not have (no sysinv or dcmanager URL) is not a dependency.
+        self._states = {
+            name: DependencyState(name, url.rstrip("/")) for name, url in roots.items() if url
+        }
         self._by_length = sorted(self._states.values(), key=lambda s: len(s.root), reverse=True)
         self._backoff = max(0.0, backoff)
         self._backoff_max = max(self._backoff, backoff_max)

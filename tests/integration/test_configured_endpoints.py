@@ -181,6 +181,8 @@ async def test_a_keystone_only_master_syncs_identity_without_sysinv_or_dcmanager
     async with _real_mode(1, sysinv=False, dcmanager=False) as (sim, dc):
         [region] = sim.regions
         assert set(dc.urls) == {constants.ENDPOINT_TYPE_IDENTITY, "api"}
+        health = (await dc.client.get(f"{dc.api_url}/health")).json()
+        assert set(health["master"]["dependencies"]) == {"keystone", "dbsync"}  # what it has
         notes = [r.getMessage() for r in caplog.records if r.name == "dcorch.service"]
         for expected in ("master.sysinv_url is empty", "master.dcmanager_url is empty"):
             said = [n for n in notes if expected in n]
