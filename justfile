@@ -48,6 +48,10 @@ bench-quick *ARGS:
     scripts/ensure-postgres || true
     dcorch bench --quick "$@"
 
+# latencies against real Keystones (CLI return -> both subclouds; the proxy's added latency)
+bench-keystone *ARGS:
+    python -m bench.real_keystone "$@"
+
 # create or upgrade the database schema
 db-upgrade:
     dcorch db upgrade

@@ -151,9 +151,9 @@ class HttpSession:
         carries the ``url`` that failed: the token request's or the call's own.
 
         Raises:
-            SubcloudUnreachable: transport failure or timeout.
+            SubcloudUnreachable: transport failure, timeout, or 502/503/504.
             RemoteNotFound, RemoteConflict, PermanentSyncError: 404, 409, other 4xx.
-            TransientSyncError: 5xx, 408, 429, or a second 401.
+            TransientSyncError: other 5xx, 408, 429, or a second 401.
         """
         token: str | None = None
         for attempt in range(2):
@@ -189,6 +189,10 @@ class HttpSession:
             raise SubcloudUnreachable(f"{method} {url}: {type(exc).__name__}", url=url) from exc
 
 
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+"""Answers that say the service cannot serve now (a gateway's, or the service's own)."""
+
+
 def _raise_for_status(response: httpx.Response, method: str, url: str) -> None:
     status = response.status_code
     if status < 400:
@@ -198,6 +202,11 @@ def _raise_for_status(response: httpx.Response, method: str, url: str) -> None:
         raise RemoteNotFound(message, status=status, url=url)
     if status == 409:
         raise RemoteConflict(message, status=status, url=url)
+    if status in UNAVAILABLE_STATUSES:
+        # The service (or the keystone behind it: a DB-sync agent that cannot check a token
+        # answers 503) is down for now: like a refused connection, the pair keeps its queue
+        # and order instead of spending its attempts (docs/behaviour.md#error-mapping).
+        raise SubcloudUnreachable(message, url=url)
     if status in (408, 429) or status >= 500 or status == 401:
         raise TransientSyncError(message, status=status, url=url)
     raise PermanentSyncError(message, status=status, url=url)

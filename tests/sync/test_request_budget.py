@@ -14,7 +14,7 @@ import dataclasses
 import random
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -233,7 +233,7 @@ async def test_the_budget_counts_from_creation_not_from_the_first_attempt(
     """A request that waited 50 s in the queue has 10 s left, whatever its attempts."""
     t0 = trio.current_time()
     region = rig.requests.region
-    rig.sim.set_faults(region, error_rate=1.0, error_status=503)
+    rig.sim.set_faults(region, error_rate=1.0, error_status=500)
     request = rig.requests.add(rig.master_user("alice"))
     await trio.sleep(50.0)
     rig.with_settings(dataclasses.replace(SETTINGS, request_max_attempts=100))
@@ -244,13 +244,21 @@ async def test_the_budget_counts_from_creation_not_from_the_first_attempt(
     assert all(t < t0 + BUDGET for t in attempts)
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [{"offline": True}, {"error_rate": 1.0, "error_status": 503}],
+    ids=["offline", "answering-503"],
+)
 async def test_an_unreachable_subcloud_keeps_its_request_past_the_budget_then_applies_it(
-    rig: Rig, autojump_clock: trio.testing.MockClock
+    rig: Rig, autojump_clock: trio.testing.MockClock, fault: dict[str, Any]
 ) -> None:
-    """As upstream, an unreachable subcloud's queue waits for it; the late request gets one try."""
+    """As upstream, an unreachable subcloud's queue waits for it; the late request gets one try.
+
+    A 503 (its DB-sync agent cannot reach the keystone beside it) is unreachable too.
+    """
     t0 = trio.current_time()
     region = rig.requests.region
-    rig.sim.set_faults(region, offline=True)
+    rig.sim.set_faults(region, **fault)
     request = rig.requests.add(rig.master_user("alice"))
 
     async def recover() -> None:
