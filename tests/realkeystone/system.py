@@ -22,7 +22,7 @@ import httpx
 import trio
 from sqlalchemy import func, select
 
-from dcorch.db.schema import orch_request
+from dcorch.db.schema import orch_job, orch_request
 from dcorch.dbsync.agent import DbsyncAgent, open_dbsync_agent
 from dcorch.harness import Dcorch, open_dcorch
 from dcorch.settings import Settings
@@ -100,12 +100,19 @@ class System:
 
         return await self.dc.db.run_readonly(query)
 
-    async def requests_of(self, region: str) -> list[Any]:
+    async def requests_of(self, region: str, source: str | None = None) -> list[Any]:
+        """The orch_requests for ``region`` (of jobs about ``source`` only, when given), by id."""
+
         def query(conn: Any) -> list[Any]:
-            rows = conn.execute(
-                select(orch_request).where(orch_request.c.target_region_name == region)
+            statement = (
+                select(orch_request, orch_job.c.source_resource_id, orch_job.c.operation_type)
+                .join(orch_job, orch_job.c.id == orch_request.c.orch_job_id)
+                .where(orch_request.c.target_region_name == region)
+                .order_by(orch_request.c.id)
             )
-            return list(rows.mappings())
+            if source is not None:
+                statement = statement.where(orch_job.c.source_resource_id == source)
+            return list(conn.execute(statement).mappings())
 
         return await self.dc.db.run_readonly(query)
 
