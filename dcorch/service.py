@@ -424,3 +424,9 @@ def _add_runtime_gauges(
         "committed work orders that found no eligible subcloud",
         untargeted,
     )
+    if manager is not None:
+        metrics.add_counter(
+            "dcorch_requests_noop_total",
+            "requests completed without changing anything, by reason",
+            manager.noops.series,
+        )

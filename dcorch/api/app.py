@@ -8,7 +8,8 @@ Routes (all under ``/v1.0/<project_id>`` need a token the master keystone valida
 - ``GET|PUT|DELETE .../subclouds/<region>`` show, update states, IP or URLs, delete
 - ``GET|PUT .../subclouds/<region>/initial-sync`` read (with the last failure) or re-request it
 - ``GET .../subclouds/<region>/sync-status`` per-endpoint sync status
-- ``GET .../subclouds/<region>/orch-requests?state=...`` pending or failed work
+- ``GET .../subclouds/<region>/orch-requests?state=...`` pending or failed work, or
+  (``state=completed``) the latest completed requests not purged yet, each with its ``result``
 - ``GET /metrics`` Prometheus text, ``GET /health`` liveness with a database check and the
   master's health (200 ``degraded`` while a master service is down, 503 only when the database
   is unreachable: docs/behaviour.md#master-outage)
@@ -41,6 +42,8 @@ from dcorch.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 VERSION_UPDATED = "2016-03-07"
+COMPLETED_SHOWN = 100
+"""How many of a subcloud's latest completed requests ``state=completed`` lists."""
 
 
 class SubcloudEvents(Protocol):
@@ -344,6 +347,7 @@ def create_api_app(
         await db.get_subcloud(region)
         states = request.args.getlist("state") or list(constants.ORCH_REQUEST_PENDING_STATES)
         allowed = {
+            constants.ORCH_REQUEST_COMPLETED,
             constants.ORCH_REQUEST_QUEUED,
             constants.ORCH_REQUEST_IN_PROGRESS,
             constants.ORCH_REQUEST_FAILED,
@@ -353,14 +357,19 @@ def create_api_app(
         bad = sorted(set(states) - allowed)
         if bad:
             raise BadRequest(f"unknown state(s): {', '.join(bad)}")
+        live = tuple(s for s in states if s != constants.ORCH_REQUEST_COMPLETED)
+        found = []
+        if live:
+            for endpoint_type in constants.SYNC_ENDPOINT_TYPES:
+                found += await db.pending_requests(region, endpoint_type, states=live)
+        if constants.ORCH_REQUEST_COMPLETED in states:
+            # Soft deleted on completion: only the latest, and only until the purge.
+            found += await db.completed_requests(region, limit=COMPLETED_SHOWN)
         items = []
-        for endpoint_type in constants.SYNC_ENDPOINT_TYPES:
-            pending = await db.pending_requests(region, endpoint_type, states=tuple(states))
-            for item in pending:
-                view = _plain(item)
-                view.pop("resource_info", None)  # may hold passwords or keys
-                view["endpoint_type"] = endpoint_type
-                items.append(view)
+        for item in found:
+            view = _plain(item)
+            view.pop("resource_info", None)  # may hold passwords or keys
+            items.append(view)
         items.sort(key=lambda v: v.get("id", 0))
         return jsonify({"subcloud": region, "orch_requests": items})
 

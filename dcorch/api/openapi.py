@@ -13,7 +13,7 @@ from dcorch.api.validation import FieldSpec
 
 _JSON_TYPES = {str: "string", bool: "boolean", int: "integer"}
 
-_ORCH_REQUEST_STATES = ("queued", "in-progress", "failed", "timed-out", "aborted")
+_ORCH_REQUEST_STATES = ("queued", "in-progress", "failed", "timed-out", "aborted", "completed")
 
 
 def _body_schema(spec: dict[str, FieldSpec]) -> dict[str, Any]:

@@ -351,6 +351,18 @@ class Database:
             ur.pending_requests, region_name, endpoint_type, tuple(states), limit
         )
 
+    async def completed_requests(self, region_name: str, *, limit: int) -> list[PendingRequest]:
+        """The region's ``limit`` latest completed requests not purged yet, oldest first."""
+        return await self.run_readonly(ur.completed_requests, region_name, limit)
+
+    async def later_delete_exists(
+        self, region_name: str, resource_id: int, after_request_id: int
+    ) -> bool:
+        """A delete of the resource for that region, recorded after the request, queued or done."""
+        return await self.run_readonly(
+            ur.later_delete_exists, region_name, resource_id, after_request_id
+        )
+
     async def update_requests(self, updates: Sequence[RequestUpdate]) -> list[int]:
         """Apply request updates in one transaction; returns the ids actually updated."""
         return await self.run(ur.update_requests, tuple(updates))

@@ -76,7 +76,10 @@ class SubcloudSyncRow:
 
 @dataclass(frozen=True, slots=True)
 class PendingRequest:
-    """A live ``orch_request`` joined with its ``orch_job`` and ``resource``."""
+    """An ``orch_request`` joined with its ``orch_job`` and ``resource``.
+
+    Live ones (the engine's work), or completed ones kept until the purge (the v1 API's list).
+    """
 
     id: int
     uuid: str
@@ -93,6 +96,9 @@ class PendingRequest:
     master_id: str
     created_at: datetime | None
     updated_at: datetime | None
+    result: str | None = None
+    """Why it ended as it did, when a state alone would mislead (``"no_mapping"``: completed,
+    nothing to change); kept in ``orch_request.capabilities`` (docs/behaviour.md#tables)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,8 @@ class RequestUpdate:
     try_count: int | None = None
     """Absolute value; wins over ``try_count_increment`` when both are given."""
     try_count_increment: int = 0
+    result: str | None = None
+    """Stored as the request's :attr:`PendingRequest.result` (None: left as it is)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ soft-deleted every subcloud's failed requests and scanned the table for the late
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ def _joined() -> Any:
             orch_request.c.orch_job_id,
             orch_request.c.created_at,
             orch_request.c.updated_at,
+            orch_request.c.capabilities,
             orch_job.c.endpoint_type,
             orch_job.c.operation_type,
             orch_job.c.source_resource_id,
@@ -60,7 +62,30 @@ def _pending(m: RowMapping) -> PendingRequest:
         master_id=m["master_id"] or "",
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        result=_result(m["capabilities"]),
     )
+
+
+RESULT_KEY = "result"
+"""Where a request's result is kept in ``orch_request.capabilities`` (JSON), a column upstream
+defines and never fills: no schema change (as ``subcloud.capabilities`` keeps endpoint types)."""
+
+
+def _result(capabilities: str | None) -> str | None:
+    """The stored result; None for none, or for text we did not write (imported rows)."""
+    if not capabilities:
+        return None
+    try:
+        caps = json.loads(capabilities)
+    except ValueError:
+        return None
+    value = caps.get(RESULT_KEY) if isinstance(caps, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def result_capabilities(result: str) -> str:
+    """The ``orch_request.capabilities`` text that records ``result``."""
+    return json.dumps({RESULT_KEY: result})
 
 
 def pending_requests(
@@ -100,6 +125,8 @@ def update_requests(conn: Connection, updates: Sequence[RequestUpdate]) -> list[
             values["try_count"] = u.try_count
         elif u.try_count_increment:
             values["try_count"] = orch_request.c.try_count + u.try_count_increment
+        if u.result is not None:
+            values["capabilities"] = result_capabilities(u.result)
         result = conn.execute(
             update(orch_request)
             .where(orch_request.c.id == u.id, orch_request.c.deleted == 0)
@@ -108,6 +135,46 @@ def update_requests(conn: Connection, updates: Sequence[RequestUpdate]) -> list[
         if result.rowcount:
             done.append(u.id)
     return done
+
+
+def later_delete_exists(conn: Connection, region: str, resource_id: int, after_id: int) -> bool:
+    """Whether a delete of ``resource_id`` for ``region`` was recorded after request ``after_id``
+    and is queued, in progress or completed (completed rows are soft deleted, until the purge).
+
+    Seeks ``orch_request_pending_idx`` on (region, deleted, id > after_id): only the requests
+    recorded after that one are read.
+    """
+    stmt = (
+        select(orch_request.c.id)
+        .select_from(orch_request.join(orch_job, orch_job.c.id == orch_request.c.orch_job_id))
+        .where(
+            orch_request.c.target_region_name == region,
+            orch_request.c.deleted.in_((0, 1)),
+            orch_request.c.id > after_id,
+            orch_request.c.state.in_(
+                (c.ORCH_REQUEST_QUEUED, c.ORCH_REQUEST_IN_PROGRESS, c.ORCH_REQUEST_COMPLETED)
+            ),
+            orch_job.c.resource_id == resource_id,
+            orch_job.c.operation_type == c.OPERATION_DELETE,
+        )
+        .limit(1)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def completed_requests(conn: Connection, region: str, limit: int) -> list[PendingRequest]:
+    """The region's ``limit`` latest completed requests not yet purged, in id order."""
+    stmt = (
+        _joined()
+        .where(
+            orch_request.c.target_region_name == region,
+            orch_request.c.deleted == 1,
+            orch_request.c.state == c.ORCH_REQUEST_COMPLETED,
+        )
+        .order_by(orch_request.c.id.desc())
+        .limit(limit)
+    )
+    return [_pending(m) for m in reversed(conn.execute(stmt).mappings().all())]
 
 
 def _naive_utc(ts: datetime) -> datetime:

@@ -97,6 +97,8 @@ def update_requests_many(
             row["b_try_count"] = u.try_count
         elif u.try_count_increment:
             row["b_increment"] = u.try_count_increment
+        if u.result is not None:
+            row["b_capabilities"] = ur.result_capabilities(u.result)
         shapes.setdefault(tuple(sorted(row)), []).append(row)
     for keys, rows in shapes.items():
         values: dict[str, Any] = {}

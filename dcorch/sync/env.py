@@ -17,11 +17,13 @@ from dcorch.remote.endpoints import EndpointResolver
 from dcorch.remote.http import HttpSession
 from dcorch.settings import EngineSettings
 from dcorch.sync.drivers import DriverContext
+from dcorch.sync.noop import NoOp, NoOpCounts
 from dcorch.sync.status import Reporter, WallClock
 from dcorch.work import WorkSink
 
-Driver = Callable[[DriverContext, PendingRequest], Awaitable[None]]
-"""Applies one request (``dcorch.sync.drivers.apply_request``; tests wrap it)."""
+Driver = Callable[[DriverContext, PendingRequest], Awaitable[NoOp | None]]
+"""Applies one request (``dcorch.sync.drivers.apply_request``; tests wrap it); returns a
+:class:`NoOp` when the request changed nothing."""
 
 
 class Timers:
@@ -93,3 +95,5 @@ class SyncEnv:
     driver: Driver
     rng: random.Random
     wall_clock: WallClock
+    noops: NoOpCounts
+    """Requests completed without a change, by reason (``/metrics``)."""

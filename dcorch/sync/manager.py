@@ -43,6 +43,7 @@ from dcorch.settings import ActorSettings, EngineSettings
 from dcorch.supervision import restart_policy
 from dcorch.sync.drivers import apply_request
 from dcorch.sync.env import Driver, SyncEnv, Timers
+from dcorch.sync.noop import NoOpCounts
 from dcorch.sync.status import Reporter, WallClock
 from dcorch.sync.subcloud_actor import SubcloudHandle, SubcloudSyncActor, Wake
 
@@ -105,6 +106,7 @@ class SyncManager:
             driver=driver,
             rng=self._rng,
             wall_clock=wall_clock,
+            noops=NoOpCounts(),
         )
         self._handles: dict[str, SubcloudHandle] = {}
         self._refs: dict[str, ActorRef[Wake, None]] = {}
@@ -120,6 +122,11 @@ class SyncManager:
     def handle(self, region: str) -> SubcloudHandle | None:
         """The shared state of one subcloud's actor (introspection and tests)."""
         return self._handles.get(region)
+
+    @property
+    def noops(self) -> NoOpCounts:
+        """Requests completed without changing anything, by reason, since start (``/metrics``)."""
+        return self._env.noops
 
     def regions(self) -> list[str]:
         """Regions that currently have a sync actor."""

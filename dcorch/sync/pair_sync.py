@@ -5,7 +5,9 @@ wake is queued anyway), so no request waits for the next audit (docs/behaviour.m
 
 Per request (docs/behaviour.md#request-outcomes-and-retries; backoff, not upstream's 1 s / 3 s):
 
-* success -> ``completed`` (soft-deleted);
+* success -> ``completed`` (soft-deleted); a success that changed nothing (the driver's
+  :class:`~dcorch.sync.noop.NoOp`) is also logged at INFO, counted, and its reason stored with the
+  request (docs/behaviour.md#no-op-completions);
 * :class:`SubcloudUnreachable` -> the pass stops; the request keeps its state and place, and
   the actor retries the pair after ``offline_retry_interval``; no time limit (the queue of an
   unreachable or offline subcloud is kept, as upstream's);
@@ -47,6 +49,7 @@ from dcorch.remote.errors import (
     TransientSyncError,
 )
 from dcorch.settings import EngineSettings
+from dcorch.sync.noop import NoOp, NoOpCounts
 from dcorch.sync.status import WallClock
 
 logger = logging.getLogger(__name__)
@@ -57,7 +60,7 @@ LIVE_STATES: Final = WORK_STATES + FINAL_BAD_STATES
 """Everything not completed: what keeps a pair out of sync."""
 FERNET_SOURCE_ID: Final = "keys"
 
-Apply = Callable[[PendingRequest], Awaitable[None]]
+Apply = Callable[[PendingRequest], Awaitable[NoOp | None]]
 
 
 class Outcome(enum.Enum):
@@ -126,9 +129,12 @@ class PairSync:
         limiter: trio.CapacityLimiter,
         rng: random.Random,
         wall_clock: WallClock = utcnow,
+        noops: NoOpCounts | None = None,
     ) -> None:
-        """``wall_clock``: naive UTC, the time base of ``created_at`` (request deadlines)."""
+        """``wall_clock``: naive UTC, the time base of ``created_at`` (request deadlines);
+        ``noops``: where no-op completions are counted (the engine's one, for ``/metrics``)."""
         self._db = db
+        self._noops = noops if noops is not None else NoOpCounts()
         self._settings = settings
         self.region = region
         self.endpoint_type = endpoint_type
@@ -204,8 +210,10 @@ class PairSync:
                 # A late request's one attempt is not cut (see the module docstring).
                 with trio.move_on_at(math.inf if late else deadline):
                     async with self._limiter:
-                        await apply(request)
-                    return await self._finish(request, Outcome.COMPLETED)
+                        noop = await apply(request)
+                    if noop is None:
+                        return await self._finish(request, Outcome.COMPLETED)
+                    return await self._finish_noop(request, noop)
                 logger.info(
                     "sync.timed_out region=%s id=%d cause=attempt-cut", self.region, request.id
                 )
@@ -259,6 +267,27 @@ class PairSync:
     async def _finish(self, request: PendingRequest, outcome: Outcome) -> Outcome:
         await self._db.update_requests([RequestUpdate(request.id, state=outcome.value)])
         return outcome
+
+    async def _finish_noop(self, request: PendingRequest, noop: NoOp) -> Outcome:
+        """Completed, with the reason nothing changed: stored, logged with the ids, counted."""
+        await self._db.update_requests(
+            [RequestUpdate(request.id, state=c.ORCH_REQUEST_COMPLETED, result=noop.reason)]
+        )
+        logger.info(
+            "sync.noop region=%s endpoint=%s id=%d resource_type=%s operation=%s master_id=%s "
+            "reason=%s",
+            self.region,
+            self.endpoint_type,
+            request.id,
+            request.resource_type,
+            request.operation_type,
+            request.master_id or request.source_resource_id,
+            noop.reason,
+        )
+        self._noops.add(
+            self.endpoint_type, request.resource_type, request.operation_type, noop.reason
+        )
+        return Outcome.COMPLETED
 
 
 class _WaitForMaster(Exception):

@@ -30,6 +30,7 @@ from dcorch.sync.audit import PairAudit
 from dcorch.sync.drivers import DriverContext
 from dcorch.sync.env import SyncEnv
 from dcorch.sync.initial_sync import InitialSyncFailure, InitialSyncOutcome, run_initial_sync
+from dcorch.sync.noop import NoOp
 from dcorch.sync.pair_sync import PairSync
 from dcorch.sync.status import StatusBook
 
@@ -308,17 +309,18 @@ class SubcloudSyncActor(Actor[Wake, None]):
             limiter=env.limiter,
             rng=env.rng,
             wall_clock=env.wall_clock,
+            noops=env.noops,
         )
         ctx = DriverContext(env.db, h.subcloud, self._remote(), env.master)
 
-        async def apply(request: PendingRequest) -> None:
+        async def apply(request: PendingRequest) -> NoOp | None:
             if not h.enabled:
                 # The manager saw the subcloud go offline/unmanaged: stop like should_stop.
                 raise SubcloudGone(h.region)
             # Its master reads are shared with all subclouds applying the job (clients.MasterReads).
             token = current_job.set(request.orch_job_id)
             try:
-                await env.driver(ctx, request)
+                return await env.driver(ctx, request)
             finally:
                 current_job.reset(token)
 

@@ -7,7 +7,8 @@ from datetime import timedelta
 from sqlalchemy import Connection, update
 
 from dcorch import constants as c
-from dcorch.db import Database, PurgeCounts, RequestUpdate
+from dcorch.db import Database, PurgeCounts, RequestUpdate, units_sync
+from dcorch.db import units_requests as ur
 from dcorch.db.schema import orch_request, utcnow
 from dcorch.work import WorkOrder
 from tests.db.conftest import make_eligible
@@ -112,3 +113,81 @@ async def test_purge_removes_old_soft_deleted_then_orphans(db: Database) -> None
     assert await db.count_requests_by_state() == {"queued": 3}
     assert [r.master_id for r in await db.list_resources("users")] == ["u2", "u3", "mapped"]
     assert await db.purge_deleted(1) == PurgeCounts(0, 0, 0)
+
+
+async def test_a_request_result_is_kept_with_the_completed_row(db: Database) -> None:
+    """A no-op completion's reason survives the soft delete; both write paths store it."""
+    await make_eligible(db, "a", "b")
+    await db.enqueue_work([_order("u1"), _order("u2"), _order("u3", op="patch")])
+    r1, r2, r3 = await db.pending_requests("a", "identity")
+    (b1, *_) = await db.pending_requests("b", "identity")
+    assert r1.result is None
+    await db.update_requests(
+        [RequestUpdate(r1.id, state=c.ORCH_REQUEST_COMPLETED, result="superseded")]
+    )
+    await db.update_requests([RequestUpdate(r2.id, state=c.ORCH_REQUEST_COMPLETED)])
+    ops = (  # the group writer's bulk path (several callers in one batch)
+        (ur.update_requests, ((RequestUpdate(r3.id, state="completed", result="no_mapping"),),)),
+        (ur.update_requests, ((RequestUpdate(b1.id, state="completed"),),)),
+    )
+    await db.run(units_sync.run_batch, ops)
+    done = await db.completed_requests("a", limit=10)
+    assert [(p.id, p.state, p.result) for p in done] == [
+        (r1.id, "completed", "superseded"),
+        (r2.id, "completed", None),
+        (r3.id, "completed", "no_mapping"),
+    ]
+    assert [p.id for p in await db.completed_requests("a", limit=2)] == [r2.id, r3.id]
+    assert [(p.id, p.result) for p in await db.completed_requests("b", limit=10)] == [(b1.id, None)]
+    assert await db.pending_requests("a", "identity") == []
+
+
+async def test_imported_capabilities_are_not_taken_for_a_result(db: Database) -> None:
+    await make_eligible(db, "a")
+    await db.enqueue_work([_order("u1"), _order("u2"), _order("u3")])
+    rows = await db.pending_requests("a", "identity")
+
+    def fill(conn: Connection) -> None:
+        for row, text in zip(rows, ("not json", '["result"]', '{"result": 7}'), strict=True):
+            conn.execute(
+                update(orch_request).where(orch_request.c.id == row.id).values(capabilities=text)
+            )
+
+    await db.run(fill)
+    assert [p.result for p in await db.pending_requests("a", "identity")] == [None, None, None]
+
+
+async def test_a_later_delete_is_found_queued_or_done_never_earlier_or_elsewhere(
+    db: Database,
+) -> None:
+    await make_eligible(db, "a", "b")
+    await db.enqueue_work([_order("u1", op="delete")])
+    await db.enqueue_work([_order("u1"), _order("u2")])
+    create, other = (await db.pending_requests("a", "identity"))[1:]
+    assert not await db.later_delete_exists("a", create.resource_id, create.id)  # only earlier
+    await db.enqueue_work([_order("u1", op="patch"), _order("u2", op="delete")])
+    assert not await db.later_delete_exists("a", create.resource_id, create.id)  # another user
+    await db.enqueue_work([WorkOrder("identity", "users", "u1", "delete", subcloud="b")])
+    assert not await db.later_delete_exists("a", create.resource_id, create.id)  # another region
+    assert await db.later_delete_exists("b", create.resource_id, create.id)
+    assert await db.later_delete_exists("a", other.resource_id, other.id)
+    [u1_delete] = await db.enqueue_work([_order("u1", op="delete")])
+    assert await db.later_delete_exists("a", create.resource_id, create.id)  # queued
+    pending = await db.pending_requests("a", "identity")
+    [mine] = [p for p in pending if p.orch_job_id == u1_delete.orch_job_id]
+    for state, found in (
+        (c.ORCH_REQUEST_IN_PROGRESS, True),
+        (c.ORCH_REQUEST_FAILED, False),
+        (c.ORCH_REQUEST_COMPLETED, True),  # soft deleted, still found until the purge
+    ):
+        await db.run(_set_state, mine.id, state)
+        assert await db.later_delete_exists("a", create.resource_id, create.id) is found, state
+
+
+def _set_state(conn: Connection, request_id: int, state: str) -> None:
+    deleted = 1 if state == c.ORCH_REQUEST_COMPLETED else 0
+    conn.execute(
+        update(orch_request)
+        .where(orch_request.c.id == request_id)
+        .values(state=state, deleted=deleted)
+    )

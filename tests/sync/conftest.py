@@ -35,6 +35,7 @@ from dcorch.sim.endpoints import SimResolver
 from dcorch.sync.drivers import DriverContext, apply_request
 from dcorch.sync.env import Driver
 from dcorch.sync.manager import SyncManager
+from dcorch.sync.noop import NoOp
 from dcorch.work import WorkOrder
 
 FAST_DB = DatabaseSettings(retry_backoff=0.01, retry_backoff_max=0.2, sqlite_busy_timeout_ms=2000)
@@ -258,6 +259,13 @@ class DriverRig:
         request = await self.request(resource_type, source_id, op, info)
         await apply_request(await self.context(), request)
         return request
+
+    async def applied(
+        self, resource_type: str, source_id: str, op: str, info: Any = None
+    ) -> NoOp | None:
+        """Like :meth:`apply`, returning the driver's answer (a :class:`NoOp` or None)."""
+        request = await self.request(resource_type, source_id, op, info)
+        return await apply_request(await self.context(), request)
 
     async def mapped(self, resource_type: str, master_id: str) -> str | None:
         row = await self.db.get_subcloud_resource(self.region, resource_type, master_id)

@@ -21,6 +21,8 @@ from dcorch import constants as c
 from dcorch.remote.clients import singular
 from dcorch.remote.errors import PermanentSyncError
 from dcorch.sync import audit_rules as rules
+from dcorch.sync.drivers import apply_request
+from dcorch.sync.noop import NoOp, NoOpReason
 
 from .conftest import DriverRig
 
@@ -136,8 +138,19 @@ async def test_patch_sends_only_the_given_fields_through_keystone(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_patch_without_mapping_is_logged_and_succeeds(rig: DriverRig, kind: str) -> None:
-    await rig.apply(kind, "unmapped", c.OPERATION_PATCH, {singular(kind): {"name": "x"}})
+async def test_patch_without_mapping_succeeds_as_a_no_op_saying_why(
+    rig: DriverRig, kind: str
+) -> None:
+    answer = await rig.applied(kind, "unmapped", c.OPERATION_PATCH, {singular(kind): {"n": 1}})
+    assert answer == NoOp(NoOpReason.NO_MAPPING)
+    assert rig.ops("keystone") == []
+
+
+async def test_patch_of_no_keystone_field_is_a_no_op_saying_why(rig: DriverRig) -> None:
+    oid = await master_object(rig, "users", "fieldless")
+    assert await rig.applied("users", oid, c.OPERATION_POST) is None
+    answer = await rig.applied("users", oid, c.OPERATION_PATCH, {"user": {"not_a_field": 1}})
+    assert answer == NoOp(NoOpReason.NOTHING_TO_PATCH)
     assert rig.ops("keystone") == []
 
 
@@ -160,6 +173,59 @@ async def test_delete_removes_object_and_mapping_and_tolerates_repeats(
     assert await rig.mapped(kind, oid) is None
     await rig.apply(kind, oid, c.OPERATION_DELETE)  # no mapping, object gone: success
     assert [o["op"] for o in rig.cloud.operations].count(f"delete_{singular(kind)}") == 1
+    again = await rig.applied(kind, oid, c.OPERATION_DELETE)
+    assert again == NoOp(NoOpReason.NO_MAPPING)  # nothing changed anywhere: said so
+
+
+async def test_delete_without_mapping_of_an_adopted_replica_is_a_real_change(
+    rig: DriverRig,
+) -> None:
+    """Unmapped, but the subcloud has the master's id (mapping lost): deleted, not a no-op."""
+    oid = await master_object(rig, "users", "lost-mapping")
+    await rig.apply("users", oid, c.OPERATION_POST)
+    await rig.db.delete_subcloud_resource(rig.region, "users", oid)
+    assert await rig.applied("users", oid, c.OPERATION_DELETE) is None
+    assert oid not in table(rig, "users")
+
+
+@pytest.mark.parametrize("op", [c.OPERATION_POST, c.OPERATION_CREATE, c.OPERATION_PUT])
+async def test_create_of_an_object_the_master_deleted_is_superseded_by_a_later_delete(
+    rig: DriverRig, op: str
+) -> None:
+    oid = await master_object(rig, "users", f"gone-{op}")
+    info = {"user": {"id": oid}}
+    create = await rig.request("users", oid, op, info)
+    await rig.master_call("DELETE", f"users/{oid}")
+    ctx = await rig.context()
+    with pytest.raises(PermanentSyncError, match="master has no"):  # no later delete yet
+        await apply_request(ctx, create)
+    await rig.request("users", oid, c.OPERATION_DELETE)
+    assert await apply_request(ctx, create) == NoOp(NoOpReason.SUPERSEDED)
+    assert oid not in table(rig, "users")
+    assert await rig.mapped("users", oid) is None
+    assert [o for o in rig.ops() if o.startswith("create") or o.startswith("replace")] == []
+
+
+async def test_a_later_delete_does_not_retire_a_create_the_master_still_has(
+    rig: DriverRig,
+) -> None:
+    """Only the master's answer decides: a queued delete alone never skips a create."""
+    oid = await master_object(rig, "users", "still-there")
+    create = await rig.request("users", oid, c.OPERATION_POST)
+    await rig.request("users", oid, c.OPERATION_DELETE)
+    assert await apply_request(await rig.context(), create) is None
+    assert same_as_master(rig, "users", oid)
+
+
+async def test_a_delete_recorded_before_the_create_does_not_supersede_it(
+    rig: DriverRig,
+) -> None:
+    oid = await master_object(rig, "users", "recreated")
+    await rig.request("users", oid, c.OPERATION_DELETE)
+    create = await rig.request("users", oid, c.OPERATION_POST)
+    await rig.master_call("DELETE", f"users/{oid}")
+    with pytest.raises(PermanentSyncError, match="master has no"):
+        await apply_request(await rig.context(), create)
 
 
 async def test_delete_when_the_subcloud_lost_the_object_still_drops_the_mapping(

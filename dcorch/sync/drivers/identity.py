@@ -3,12 +3,14 @@
 Creates and full replacements go through the subcloud's dcdbsync as DB records, so ids and
 password hashes are the master's; partial updates and deletes through its keystone API. Role
 assignments and revocation events have their own handlers (docs/behaviour.md#identity-driver).
+A handler that completes without changing anything returns a :class:`NoOp` saying why.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from dcorch import constants as c
@@ -16,6 +18,7 @@ from dcorch.db.rows import PendingRequest
 from dcorch.remote.clients import DBSYNC_KINDS, Record, loads_info, singular
 from dcorch.remote.errors import PermanentSyncError, RemoteConflict, RemoteNotFound
 from dcorch.sync.drivers.context import DriverContext
+from dcorch.sync.noop import NoOp, NoOpReason
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +50,20 @@ PATCHABLE: Final = {
 """Fields a ``patch`` request may carry to the subcloud's keystone, per kind."""
 
 
-async def apply(ctx: DriverContext, request: PendingRequest) -> None:
+Handler = Callable[[DriverContext, PendingRequest], Awaitable[NoOp | None]]
+
+NO_MAPPING: Final = NoOp(NoOpReason.NO_MAPPING)
+SUPERSEDED: Final = NoOp(NoOpReason.SUPERSEDED)
+NOTHING_TO_PATCH: Final = NoOp(NoOpReason.NOTHING_TO_PATCH)
+
+
+async def apply(ctx: DriverContext, request: PendingRequest) -> NoOp | None:
     """Dispatch on resource type and operation (``create`` is treated as ``post``)."""
     rtype = request.resource_type
     op = (
         c.OPERATION_POST if request.operation_type == c.OPERATION_CREATE else request.operation_type
     )
+    handler: Handler | None
     if rtype in DBSYNC_KINDS:
         handler = {
             c.OPERATION_POST: create_object,
@@ -75,7 +86,7 @@ async def apply(ctx: DriverContext, request: PendingRequest) -> None:
         handler = None
     if handler is None:
         raise PermanentSyncError(f"no identity handler for {request.operation_type} {rtype}")
-    await handler(ctx, request)
+    return await handler(ctx, request)
 
 
 async def _no_op(ctx: DriverContext, request: PendingRequest) -> None:
@@ -90,26 +101,42 @@ def record_id(kind: str, record: Record) -> str:
     raise PermanentSyncError(f"{kind} record without an id")
 
 
-async def _master_record(ctx: DriverContext, kind: str, master_id: str) -> Record:
+async def _master_record(
+    ctx: DriverContext, request: PendingRequest, kind: str, master_id: str
+) -> Record | None:
+    """The master's record to copy; None when a later delete makes copying it pointless.
+
+    A master without the object fails the request, unless a delete of it for this subcloud was
+    recorded after this request and is queued or done: then the subcloud ends as the master
+    whatever this request does (a quick create -> delete, or both queued during an outage).
+    The 404 is fresh: it was fetched while applying this request, and failed master reads are
+    never cached (``MasterReads``), so a stale answer cannot retire a create the master has.
+    """
     if not master_id:
         raise PermanentSyncError(f"{kind} request without a source id")
     try:
         return await ctx.master.get_record(kind, master_id)
     except RemoteNotFound:
-        raise PermanentSyncError(f"master has no {singular(kind)} {master_id}") from None
+        pass
+    if await ctx.db.later_delete_exists(ctx.region, request.resource_id, request.id):
+        return None
+    raise PermanentSyncError(f"master has no {singular(kind)} {master_id}")
 
 
-async def create_object(ctx: DriverContext, request: PendingRequest) -> None:
+async def create_object(ctx: DriverContext, request: PendingRequest) -> NoOp | None:
     """Insert the master's record on the subcloud; an existing same-id object is replaced."""
     kind = request.resource_type
     master_id = request.source_resource_id or request.master_id
-    record = await _master_record(ctx, kind, master_id)
+    record = await _master_record(ctx, request, kind, master_id)
+    if record is None:
+        return SUPERSEDED
     try:
         created = await ctx.remote.create_record(kind, record)
     except RemoteConflict:
         # Already there (a retried create, or a crash after the POST): converge by replacing.
         created = await ctx.remote.replace_record(kind, master_id, record)
     await ctx.map(kind, master_id, record_id(kind, created))
+    return None
 
 
 def _subcloud_id_from_info(kind: str, info: Any) -> str | None:
@@ -121,14 +148,16 @@ def _subcloud_id_from_info(kind: str, info: Any) -> str | None:
     return str(info["id"]) if info.get("id") else None
 
 
-async def replace_object(ctx: DriverContext, request: PendingRequest) -> None:
+async def replace_object(ctx: DriverContext, request: PendingRequest) -> NoOp | None:
     """Overwrite the subcloud object named in resource_info with the master's record."""
     kind = request.resource_type
     subcloud_id = _subcloud_id_from_info(kind, loads_info(request.resource_info))
     if subcloud_id is None:
         raise PermanentSyncError(f"{kind} put without the subcloud's id in resource_info")
     master_id = request.source_resource_id or request.master_id
-    record = await _master_record(ctx, kind, master_id)
+    record = await _master_record(ctx, request, kind, master_id)
+    if record is None:
+        return SUPERSEDED
     try:
         replaced = await ctx.remote.replace_record(kind, subcloud_id, record)
     except RemoteNotFound:
@@ -139,42 +168,50 @@ async def replace_object(ctx: DriverContext, request: PendingRequest) -> None:
         except RemoteConflict:
             replaced = await ctx.remote.replace_record(kind, master_id, record)
     await ctx.map(kind, master_id, record_id(kind, replaced))
+    return None
 
 
-async def patch_object(ctx: DriverContext, request: PendingRequest) -> None:
-    """Apply a partial update through the subcloud's keystone (only fields present)."""
+async def patch_object(ctx: DriverContext, request: PendingRequest) -> NoOp | None:
+    """Apply a partial update through the subcloud's keystone (only fields present).
+
+    No mapping: the object was never replicated by dcorch (made on the master directly, or its
+    create failed); there is nothing to patch, and the audit brings it over whole.
+    """
     kind = request.resource_type
     info = loads_info(request.resource_info)
     if not info:
         raise PermanentSyncError(f"{kind} patch with empty resource_info")
     mapping = await ctx.db.get_subcloud_resource(ctx.region, kind, request.master_id)
     if mapping is None:
-        logger.error(
-            "identity.patch_unmapped region=%s kind=%s id=%s", ctx.region, kind, request.master_id
-        )
-        return
+        return NO_MAPPING
     body = info.get(singular(kind), info) if isinstance(info, dict) else {}
     fields = {k: v for k, v in body.items() if k in PATCHABLE[kind]}
     if not fields:
-        return
+        return NOTHING_TO_PATCH
     updated = await ctx.remote.keystone_update(kind, mapping.subcloud_resource_id, fields)
     if updated.get("id") not in (None, mapping.subcloud_resource_id):
         logger.error("identity.patch_id_mismatch region=%s kind=%s", ctx.region, kind)
+    return None
 
 
-async def delete_object(ctx: DriverContext, request: PendingRequest) -> None:
+async def delete_object(ctx: DriverContext, request: PendingRequest) -> NoOp | None:
     """Delete through keystone; a missing object is already the goal.
 
-    Without a mapping: the master id, which replicas carry (adopted, or mapping lost to a crash).
+    Without a mapping: the master id, which replicas carry (adopted, or mapping lost to a crash);
+    if nothing has that id either, nothing changed anywhere (:data:`NO_MAPPING`).
     """
     kind = request.resource_type
     mapping = await ctx.db.get_subcloud_resource(ctx.region, kind, request.master_id)
     target = mapping.subcloud_resource_id if mapping is not None else request.master_id
+    deleted = False
     if target:
         with contextlib.suppress(RemoteNotFound):
             await ctx.remote.keystone_delete(kind, target)
+            deleted = True
     if mapping is not None:
         await ctx.unmap(kind, request.master_id)
+        return None
+    return None if deleted else NO_MAPPING
 
 
 def split_assignment(master_id: str) -> tuple[str, str, str]:
