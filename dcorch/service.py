@@ -55,6 +55,7 @@ from dcorch.remote.http import Credentials, HttpSession, open_http_client
 from dcorch.remote.master_health import MasterHealth
 from dcorch.settings import Settings
 from dcorch.supervision import restart_policy
+from dcorch.sync.audit_rules import keyring_password
 from dcorch.sync.drivers import apply_request
 from dcorch.sync.env import Driver
 from dcorch.sync.manager import SyncManager
@@ -192,6 +193,10 @@ async def open_service(
                 driver=driver or apply_request,
                 rng=rng,
                 health=health,
+                # The admin keyring repair is on whenever dcorch logs in as the admin.
+                keyring_password=keyring_password(
+                    settings.master.username, settings.master.password
+                ),
             )
             if engine
             else None

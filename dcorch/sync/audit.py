@@ -11,9 +11,11 @@ records), project role assignments, revocation events by audit id and per user. 
 certificates, the sysadmin iuser and the fernet keys. Repairs are queued in that order and run
 in id order, so an assignment is granted after the user it names is created.
 
-The ``admin`` user's discrepancy gets a keystone PATCH of the central password *before* the
-dcdbsync PUT (9e209f4e): only the PATCH updates the subcloud's keyring (a DB write bypasses it);
-the PUT then makes the record, hash included, the master's.
+A password discrepancy of the ``admin`` user gets a keystone PATCH of the central password
+*before* the dcdbsync PUT (9e209f4e): only the PATCH updates the subcloud's keyring (a DB write
+bypasses it); the PUT then makes the record, hash included, the master's. The PATCH's
+resource_info only says "the central password": the driver fills it in, so the database never
+holds it (docs/behaviour.md#audit).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dcorch.db.rows import RequestUpdate
 from dcorch.db.schema import utcnow
 from dcorch.remote.clients import CachedMasterClient, CloudClient, Record, singular
 from dcorch.sync import audit_rules as rules
+from dcorch.sync.drivers.identity import CENTRAL_PASSWORD
 from dcorch.sync.pair_sync import FINAL_BAD_STATES, WORK_STATES
 from dcorch.sync.status import WallClock
 from dcorch.work import WorkOrder, WorkSink
@@ -57,9 +60,10 @@ class PairAudit:
         sink: WorkSink,
         *,
         wall_clock: WallClock = utcnow,
-        admin_password: str | None = None,
+        keyring: bool = False,
     ) -> None:
-        """``admin_password``: the central admin password (the keyring's); None skips the PATCH."""
+        """``keyring``: the central admin password is known (the driver applying the requests
+        has it), so an ``admin`` password discrepancy queues the keyring PATCH first."""
         self._db = db
         self.region = region
         self.endpoint_type = endpoint_type
@@ -67,7 +71,7 @@ class PairAudit:
         self._master = master
         self._sink = sink
         self._clock = wall_clock
-        self._admin_password = admin_password
+        self._keyring = keyring
 
     async def run(self) -> AuditResult:
         """Compare, queue the repairs (one transaction), clean this pair's failed requests."""
@@ -163,7 +167,7 @@ class PairAudit:
             candidate = target or by_name.get(rules.name_key(kind, record))
             if candidate is not None:
                 sc_id = rules.object_id(kind, candidate)
-                if self._keyring_user(kind, record):
+                if self._keyring_user(kind, record, candidate):
                     await self._keyring_patch(result, mid, sc_id, mapping is None)
                 self._order(result, kind, mid, c.OPERATION_PUT, {singular(kind): {"id": sc_id}})
             else:
@@ -180,11 +184,13 @@ class PairAudit:
             ):
                 self._order(result, kind, mid, c.OPERATION_DELETE, {})
 
-    def _keyring_user(self, kind: str, record: Record) -> bool:
+    def _keyring_user(self, kind: str, record: Record, candidate: Record) -> bool:
+        """The keyring user's password differs: other details alone leave the keyring right."""
         return (
             kind == "users"
-            and self._admin_password is not None
-            and rules.name_key(kind, record)[1] in rules.KEYRING_USERS
+            and self._keyring
+            and rules.name_key(kind, record) == rules.KEYRING_USER
+            and not rules.same_passwords(record, candidate)
         )
 
     async def _keyring_patch(
@@ -194,7 +200,7 @@ class PairAudit:
         if unmapped:
             # The PATCH is applied through the mapping; the PUT re-maps to the master id.
             await self._db.upsert_subcloud_resource(self.region, "users", mid, sc_id)
-        info = {"user": {"password": self._admin_password}}
+        info = {CENTRAL_PASSWORD: True}
         self._order(result, "users", mid, c.OPERATION_PATCH, info)
 
     async def _assignments(self, result: AuditResult, busy: set[str]) -> None:

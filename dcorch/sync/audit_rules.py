@@ -15,9 +15,10 @@ from dcorch.remote.clients import Record, singular
 EXCLUDED_USERS: Final = frozenset({"dcdbsync", "dcorch", "heat_admin", "smapi", "usm", "fm"})
 EXCLUDED_USER_PREFIXES: Final = ("cinder",)
 EXCLUDED_ROLES: Final = frozenset({"heat_stack_owner", "heat_stack_user", "ResellerAdmin"})
-KEYRING_USERS: Final = frozenset({"admin"})
-"""Users whose password also lives in the subcloud's keyring: a discrepancy is repaired by a
-keystone PATCH of the password (which updates the keyring) before the dcdbsync PUT (9e209f4e)."""
+KEYRING_USER: Final = ("default", "admin")
+"""``(domain_id, name)`` of the user whose password also lives in the subcloud's keyring: a
+password discrepancy is repaired by a keystone PATCH of the central password (which updates the
+keyring) before the dcdbsync PUT (9e209f4e, docs/behaviour.md#audit)."""
 SYNCED_CERT_TYPES: Final = frozenset({"ssl_ca", "openstack_ca"})
 
 _FIELDS: Final = {
@@ -73,15 +74,29 @@ def same_record(kind: str, master: Record, sub: Record) -> bool:
         ml, sl = master.get("local_user") or {}, sub.get("local_user") or {}
         if any(ml.get(f) != sl.get(f) for f in ("domain_id", "name", "user_id")):
             return False
-        mh = [p.get("password_hash") for p in master.get("password") or []]
-        sh = {p.get("password_hash") for p in sub.get("password") or []}
-        if len(mh) != len(sub.get("password") or []) or not set(mh) <= sh:
+        if not same_passwords(master, sub):
             return False
         if "user_option" in sub and _options(master) != _options(sub):
             return False  # absent on an N-1 subcloud: treated as equal (ce2833f9)
     if kind == "groups":
         return sorted(master.get("local_user_ids") or []) == sorted(sub.get("local_user_ids") or [])
     return True
+
+
+def same_passwords(master: Record, sub: Record) -> bool:
+    """As many password rows on each side and every master hash on the subcloud."""
+    mh = [p.get("password_hash") for p in master.get("password") or []]
+    sh = {p.get("password_hash") for p in sub.get("password") or []}
+    return len(mh) == len(sub.get("password") or []) and set(mh) <= sh
+
+
+def keyring_password(username: str, password: str) -> str | None:
+    """The central password the keyring PATCH sets, or None (no PATCH).
+
+    dcorch knows one central password, that of the account it logs in as (``[master]``); it is
+    the keyring user's only when that account *is* the keyring user (docs/behaviour.md#audit).
+    """
+    return password if username == KEYRING_USER[1] and password else None
 
 
 def _options(record: Record) -> list[Any]:

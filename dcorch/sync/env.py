@@ -97,3 +97,6 @@ class SyncEnv:
     wall_clock: WallClock
     noops: NoOpCounts
     """Requests completed without a change, by reason (``/metrics``)."""
+    keyring_password: str | None = None
+    """The central admin password: when known, audits repair the subcloud keyring with it
+    (docs/behaviour.md#audit); the drivers use it, it is never stored."""

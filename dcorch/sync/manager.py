@@ -71,6 +71,8 @@ class SyncManager:
         wall_clock: naive-UTC clock for database timestamps and request deadlines.
         health: the master's health tracker (the service's one); every call to the master
             goes through it, and its recovery wakes the pairs that waited for the master.
+        keyring_password: the central admin password (None: unknown), which the audits set
+            on a subcloud's ``admin`` before replacing its record (docs/behaviour.md#audit).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class SyncManager:
         rng: random.Random | None = None,
         wall_clock: WallClock = utcnow,
         health: MasterHealth | None = None,
+        keyring_password: str | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
@@ -107,6 +110,7 @@ class SyncManager:
             rng=self._rng,
             wall_clock=wall_clock,
             noops=NoOpCounts(),
+            keyring_password=keyring_password,
         )
         self._handles: dict[str, SubcloudHandle] = {}
         self._refs: dict[str, ActorRef[Wake, None]] = {}

@@ -269,6 +269,7 @@ class SubcloudSyncActor(Actor[Wake, None]):
             env.master,
             env.sink,
             wall_clock=env.wall_clock,
+            keyring=env.keyring_password is not None,
         )
         status = c.AUDIT_FAILED
         with trio.move_on_after(env.settings.audit_timeout):
@@ -311,7 +312,9 @@ class SubcloudSyncActor(Actor[Wake, None]):
             wall_clock=env.wall_clock,
             noops=env.noops,
         )
-        ctx = DriverContext(env.db, h.subcloud, self._remote(), env.master)
+        ctx = DriverContext(
+            env.db, h.subcloud, self._remote(), env.master, keyring_password=env.keyring_password
+        )
 
         async def apply(request: PendingRequest) -> NoOp | None:
             if not h.enabled:

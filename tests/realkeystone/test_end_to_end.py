@@ -9,17 +9,20 @@ checked on both subcloud Keystones through their own API.
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import pytest
 import trio
+from sqlalchemy import select
 
 from dcorch.db.schema import orch_job
-from tests.realkeystone.keystone import openstack, openstack_run
+from tests.realkeystone.keystone import ADMIN_PASSWORD, openstack, openstack_run
 from tests.realkeystone.system import (
     REGION,
     SUBCLOUDS,
     Clouds,
+    System,
     authenticates,
     blocking,
     cli,
@@ -221,3 +224,72 @@ async def test_bad_tokens_and_non_admin_writes_get_keystones_answer(clouds: Clou
             refused
         )
         assert await system.count(orch_job) == jobs  # Keystone's refusal recorded nothing
+
+
+async def test_audit_repairs_a_drifted_admin_password_through_the_keyring(clouds: Clouds) -> None:
+    """The admin's password drifts below a subcloud's Keystone (its DB-sync agent writes another
+    hash, so no token is revoked); the audit PATCHes the central one through Keystone (the
+    keyring's path, 9e209f4e) before the agent PUT makes the record the master's."""
+    async with open_system(clouds, audit_interval=10.0) as system:
+        sc, drifted = "subcloud1", "drifted-Passw0rd"
+        helper = await system.subcloud(
+            sc,
+            "POST",
+            "/v3/users",
+            json={"user": {"name": unique("helper"), "password": drifted}},
+        )
+        assert helper.status_code == 201, helper.text
+        agent = f"{system.agents[sc].url}/v1.0/identity/users"
+        headers = {"X-Auth-Token": system.tokens[sc]}
+        helper_id = helper.json()["user"]["id"]
+        rows = (await system.dc.client.get(f"{agent}/{helper_id}", headers=headers)).json()
+        admin = (await system.subcloud(sc, "GET", "/v3/users?name=admin")).json()["users"][0]
+        record = (await system.dc.client.get(f"{agent}/{admin['id']}", headers=headers)).json()
+        record["password"] = rows["password"]  # the helper's hash: admin's password is drifted
+        written = await system.dc.client.put(f"{agent}/{admin['id']}", json=record, headers=headers)
+        assert written.status_code == 200, written.text
+        assert [p["password_hash"] for p in written.json()["password"]] == [
+            p["password_hash"] for p in rows["password"]
+        ]
+
+        await eventually(
+            functools.partial(authenticates, system, sc, "admin", ADMIN_PASSWORD),
+            what=f"the central admin password on {sc}",
+        )
+        assert not await authenticates(system, sc, "admin", drifted)
+
+        async def repaired() -> bool:
+            done = await system.requests_of(sc, admin["id"])
+            return [r["state"] for r in done] == ["completed"] * 2
+
+        await eventually(repaired, what="the keyring patch and the put completed")
+        done = await system.requests_of(sc, admin["id"])
+        assert [r["operation_type"] for r in done] == ["patch", "put"], done
+        assert done[0]["updated_at"] <= done[1]["updated_at"]
+
+        async def admin_revoked() -> bool:
+            # A token issued in the second of the revocation is refused (Keystone keeps whole
+            # seconds), so the helper's fresh token may need another try.
+            reply = await system.subcloud(sc, "GET", "/v3/OS-REVOKE/events")
+            events = reply.json().get("events", []) if reply.status_code == 200 else []
+            return any(e.get("user_id") == admin["id"] for e in events)
+
+        # The patch went through Keystone: it revoked the admin's tokens there.
+        await eventually(admin_revoked, what=f"the admin's revocation event on {sc}")
+        assert await system.requests_of("subcloud2", admin["id"]) == []
+        jobs = [json.loads(r["resource_info"] or "{}") for r in await _jobs(system, admin["id"])]
+        assert jobs[0] == {"central_password": True}
+        assert all(ADMIN_PASSWORD not in json.dumps(info) for info in jobs)
+        await system.subcloud(sc, "DELETE", f"/v3/users/{helper_id}")
+
+
+async def _jobs(system: System, source: str) -> list[Any]:
+    def query(conn: Any) -> list[Any]:
+        statement = (
+            select(orch_job.c.resource_info)
+            .where(orch_job.c.source_resource_id == source)
+            .order_by(orch_job.c.id)
+        )
+        return list(conn.execute(statement).mappings())
+
+    return await system.dc.db.run_readonly(query)

@@ -235,7 +235,9 @@ class DriverRig:
         remote = CloudClient.for_subcloud(
             self.http, SimResolver(self.sim.endpoints).endpoints_for(row)
         )
-        return DriverContext(self.db, row, remote, self.master)
+        return DriverContext(
+            self.db, row, remote, self.master, keyring_password=self.sim.admin.password
+        )
 
     async def request(
         self, resource_type: str, source_id: str, op: str, info: Any = None

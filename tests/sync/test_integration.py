@@ -11,9 +11,13 @@ import trio
 
 from dcorch import constants as c
 from dcorch.db.rows import PendingRequest, RequestUpdate
+from dcorch.remote.errors import PermanentSyncError
+from dcorch.sim.records import password_row
+from dcorch.sim.tokens import hash_password
 from dcorch.sync import audit_rules as rules
 from dcorch.sync.audit import AuditResult, PairAudit
 from dcorch.sync.drivers import apply_request
+from dcorch.sync.drivers.identity import CENTRAL_PASSWORD
 from dcorch.work import WorkOrder
 
 from .conftest import ENGINE, DriverRig, Engine, wait_until
@@ -258,7 +262,7 @@ async def test_status_reported_once_per_change(start_engine) -> None:
 # audit: role assignments, per-user revocation events, the admin keyring ----------------------
 
 
-async def audit(rig: DriverRig, admin_password: str | None = None) -> AuditResult:
+async def audit(rig: DriverRig, keyring: bool = False) -> AuditResult:
     ctx = await rig.context()
     pair = PairAudit(
         rig.db,
@@ -267,7 +271,7 @@ async def audit(rig: DriverRig, admin_password: str | None = None) -> AuditResul
         ctx.remote,
         rig.fresh_master(),
         rig.db,
-        admin_password=admin_password,
+        keyring=keyring,
     )
     return await pair.run()
 
@@ -336,21 +340,33 @@ async def test_audit_copies_per_user_revocation_events(rig: DriverRig) -> None:
     assert (await audit(rig)).findings == 0
 
 
-@pytest.mark.parametrize("keyring", [True, False])
-async def test_admin_discrepancy_patches_the_keyring_before_the_put(
-    rig: DriverRig, keyring: bool
+@pytest.mark.parametrize(
+    ("keyring", "drift"),
+    [(True, "password"), (False, "password"), (True, "extra")],
+)
+async def test_admin_password_discrepancy_patches_the_keyring_before_the_put(
+    rig: DriverRig, keyring: bool, drift: str
 ) -> None:
     await drain_initial(rig)
     admin = rig.cloud.identity.find_name("user", "default", "admin")
     assert admin is not None
-    rig.cloud.identity.put("user", {**admin, "user": {**admin["user"], "extra": '{"x": 1}'}})
-    password = rig.sim.admin.password if keyring else None
-    result = await audit(rig, admin_password=password)
-    expected = [("users", "patch"), ("users", "put")] if keyring else [("users", "put")]
+    if drift == "password":
+        row = password_row(hash_password("drifted-pw"), rig.sim.state.wall_clock())
+        rig.cloud.identity.put("user", {**admin, "password": [row]})
+    else:
+        rig.cloud.identity.put("user", {**admin, "user": {**admin["user"], "extra": '{"x": 1}'}})
+    result = await audit(rig, keyring=keyring)
+    patch = keyring and drift == "password"  # same password: the keyring is right already
+    expected = [("users", "patch"), ("users", "put")] if patch else [("users", "put")]
     assert result.findings == len(expected)
+    infos = [o.resource_info for o in result.orders]
+    if patch:
+        # The central password itself is never written to the database.
+        assert infos[0] == json.dumps({CENTRAL_PASSWORD: True})
+        assert all(rig.sim.admin.password not in info for info in infos)
     assert await drain(rig) == expected
     applied = [o for o in rig.cloud.operations if o["op"] in {"update_user", "replace_user"}]
-    if keyring:
+    if patch:
         assert [(o["op"], o.get("fields")) for o in applied] == [
             ("update_user", ["password"]),
             ("replace_user", None),
@@ -361,4 +377,18 @@ async def test_admin_discrepancy_patches_the_keyring_before_the_put(
     assert master_admin is not None
     uid = master_admin["user"]["id"]
     assert rules.same_record("users", master_admin, rig.cloud.identity.users[uid])
-    assert (await audit(rig, admin_password=password)).findings == 0
+    assert (await audit(rig, keyring=keyring)).findings == 0
+
+
+async def test_a_keyring_patch_without_the_central_password_fails_permanently(
+    rig: DriverRig,
+) -> None:
+    await drain_initial(rig)
+    admin = rig.cloud.identity.find_name("user", "default", "admin")
+    assert admin is not None
+    uid = admin["user"]["id"]
+    request = await rig.request("users", uid, "patch", {CENTRAL_PASSWORD: True})
+    ctx = dataclasses.replace(await rig.context(), keyring_password=None)
+    with pytest.raises(PermanentSyncError, match="central password"):
+        await apply_request(ctx, request)
+    assert [o for o in rig.cloud.operations if o["op"] == "update_user"] == []

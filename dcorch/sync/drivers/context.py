@@ -19,6 +19,9 @@ class DriverContext:
     """The subcloud's services."""
     master: CloudClient
     """The System Controller's services (source of the records replicated)."""
+    keyring_password: str | None = None
+    """The central admin password a keyring ``patch`` sets (None: unknown, such a patch fails);
+    never written to the database (docs/behaviour.md#audit)."""
 
     @property
     def region(self) -> str:

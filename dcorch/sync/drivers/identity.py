@@ -48,6 +48,10 @@ PATCHABLE: Final = {
     "roles": ("name", "domain_id", "description", "options"),
 }
 """Fields a ``patch`` request may carry to the subcloud's keystone, per kind."""
+CENTRAL_PASSWORD: Final = "central_password"
+"""resource_info ``{"central_password": true}`` of a users ``patch``: set the central admin
+password the driver was given (:attr:`DriverContext.keyring_password`). The audit queues it for
+the keyring (docs/behaviour.md#audit), and the database never holds the password."""
 
 
 Handler = Callable[[DriverContext, PendingRequest], Awaitable[NoOp | None]]
@@ -184,7 +188,12 @@ async def patch_object(ctx: DriverContext, request: PendingRequest) -> NoOp | No
     mapping = await ctx.db.get_subcloud_resource(ctx.region, kind, request.master_id)
     if mapping is None:
         return NO_MAPPING
-    body = info.get(singular(kind), info) if isinstance(info, dict) else {}
+    if isinstance(info, dict) and info.get(CENTRAL_PASSWORD) is True and kind == "users":
+        if ctx.keyring_password is None:
+            raise PermanentSyncError("users patch of the central password, which is unknown")
+        body: Any = {"password": ctx.keyring_password}
+    else:
+        body = info.get(singular(kind), info) if isinstance(info, dict) else {}
     fields = {k: v for k, v in body.items() if k in PATCHABLE[kind]}
     if not fields:
         return NOTHING_TO_PATCH
