@@ -192,6 +192,7 @@ async def open_service(
                 driver=driver or apply_request,
                 rng=rng,
                 health=health,
+                master_ca_dir=settings.master.ca_cert_dir,
             )
             if engine
             else None

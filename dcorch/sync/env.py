@@ -97,3 +97,5 @@ class SyncEnv:
     wall_clock: WallClock
     noops: NoOpCounts
     """Requests completed without a change, by reason (``/metrics``)."""
+    master_ca_dir: str = ""
+    """``master.ca_cert_dir``, for the platform driver (:class:`DriverContext`)."""

@@ -71,6 +71,7 @@ class SyncManager:
         wall_clock: naive-UTC clock for database timestamps and request deadlines.
         health: the master's health tracker (the service's one); every call to the master
             goes through it, and its recovery wakes the pairs that waited for the master.
+        master_ca_dir: the System Controller's CA files (``master.ca_cert_dir``).
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class SyncManager:
         rng: random.Random | None = None,
         wall_clock: WallClock = utcnow,
         health: MasterHealth | None = None,
+        master_ca_dir: str = "",
     ) -> None:
         self._db = db
         self._settings = settings
@@ -107,6 +109,7 @@ class SyncManager:
             rng=self._rng,
             wall_clock=wall_clock,
             noops=NoOpCounts(),
+            master_ca_dir=master_ca_dir,
         )
         self._handles: dict[str, SubcloudHandle] = {}
         self._refs: dict[str, ActorRef[Wake, None]] = {}

@@ -311,7 +311,9 @@ class SubcloudSyncActor(Actor[Wake, None]):
             wall_clock=env.wall_clock,
             noops=env.noops,
         )
-        ctx = DriverContext(env.db, h.subcloud, self._remote(), env.master)
+        ctx = DriverContext(
+            env.db, h.subcloud, self._remote(), env.master, master_ca_dir=env.master_ca_dir
+        )
 
         async def apply(request: PendingRequest) -> NoOp | None:
             if not h.enabled:

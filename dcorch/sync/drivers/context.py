@@ -19,6 +19,9 @@ class DriverContext:
     """The subcloud's services."""
     master: CloudClient
     """The System Controller's services (source of the records replicated)."""
+    master_ca_dir: str = ""
+    """The System Controller's CA files (``master.ca_cert_dir``): the PEM of a CA certificate
+    the audit found missing (sysinv's listing carries none)."""
 
     @property
     def region(self) -> str:
