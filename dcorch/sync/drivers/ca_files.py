@@ -75,6 +75,9 @@ def find_ca_pem(directory: str, signature: str, mode: str) -> str:
     if not root.is_dir():
         raise CaNotFound(f"no PEM for CA certificate {signature}: {root} is not a directory")
     named = [root / f"{signature}{suffix}" for suffix in SUFFIXES]
+    for path in named:
+        if (found := _search(path, signature, mode)) is not None:
+            return found
     try:
         listing = list(root.iterdir())
     except OSError as exc:
@@ -82,10 +85,9 @@ def find_ca_pem(directory: str, signature: str, mode: str) -> str:
             f"no PEM for CA certificate {signature}: cannot list {root}: {exc}"
         ) from exc
     others = sorted(p for p in listing if p not in named and not p.name.startswith("."))
-    for path in [*named, *others]:
-        text = _read(path)
-        if text is not None and (found := find_cert(text, signature, mode)) is not None:
-            return found[0]
+    for path in others:
+        if (found := _search(path, signature, mode)) is not None:
+            return found
     raise CaNotFound(
         f"no PEM for CA certificate {signature} in {root}: neither {root / signature}[.pem|.crt] "
         f"nor any other file there ({len(others)} scanned) holds it"
@@ -95,6 +97,12 @@ def find_ca_pem(directory: str, signature: str, mode: str) -> str:
 async def find_master_ca(directory: str, signature: str, mode: str) -> str:
     """:func:`find_ca_pem` off the event loop."""
     return await trio.to_thread.run_sync(find_ca_pem, directory, signature, mode)
+
+
+def _search(path: Path, signature: str, mode: str) -> str | None:
+    text = _read(path)
+    found = find_cert(text, signature, mode) if text is not None else None
+    return found[0] if found is not None else None
 
 
 def _read(path: Path) -> str | None:
