@@ -13,6 +13,7 @@ injection), a convergence wait. Tests, the bench and ``dcorch serve`` (``sim.ena
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field, fields
@@ -106,6 +107,10 @@ async def open_dcorch(
         sim: SimCloud | None = None
         master: MasterEndpoints | None = None
         resolver: SimResolver | None = None
+        if settings.sim.enabled and not settings.master.ca_cert_dir:
+            # The simulated master writes its CA files there and the audit reads them back.
+            ca_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="dcorch-ca-"))
+            settings = settings.replace(master={"ca_cert_dir": ca_dir})
         if settings.sim.enabled:
             count = settings.sim.subclouds if subclouds is None else subclouds
             sim = await stack.enter_async_context(

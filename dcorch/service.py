@@ -197,6 +197,7 @@ async def open_service(
                 keyring_password=keyring_password(
                     settings.master.username, settings.master.password
                 ),
+                master_ca_dir=settings.master.ca_cert_dir,
             )
             if engine
             else None

@@ -80,6 +80,10 @@ class MasterSettings:
     username: str = "admin"
     password: str = "admin-password"
     project_name: str = "admin"
+    ca_cert_dir: str = ""
+    """The System Controller's installed CA files (``ssl_ca``, ``openstack_ca``): what the audit
+    installs on a subcloud missing one, found by signature (docs/behaviour.md#platform-driver).
+    Empty with ``sim.enabled``: a temporary directory the simulated master writes."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,9 +124,11 @@ def _response_id(body: Mapping[str, Any]) -> str:
 def _signatures(body: Mapping[str, Any]) -> list[str]:
     """Certificate signatures from a sysinv reply.
 
-    An install answers ``{"certificates": {...}}`` (a CA bundle: a list of them), a delete the
-    deleted certificate (``{"signature": ...}``). Entries without a signature are skipped: a
-    failed install answers 200 with an ``error`` text and no certificate.
+    sysinv's ``certificate_install`` answers ``{"certificates": [<record>, ...]}``, one record
+    per installed certificate (a CA bundle: several), each with its ``signature``; a single
+    ``{"certificates": {...}}`` object is accepted too. A delete answers the deleted record
+    (``{"signature": ...}``). Entries without a signature are skipped: a refused install answers
+    200 with an ``error`` text and no certificate (a partly refused bundle: the ones installed).
     """
     certificates = body.get("certificates")
     if isinstance(certificates, Mapping):

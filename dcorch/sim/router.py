@@ -173,6 +173,7 @@ class SimApp:
         except Exception:
             logger.exception("sim.handler_crashed path=%s", scope["path"])
             response = table.error(500, "internal error in the simulator").response()
+        await self.sim.master_ca_files.flush()  # files a handler staged, before the answer
         await _send(send, response, scope)
 
 

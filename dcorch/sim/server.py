@@ -213,7 +213,8 @@ async def open_sim_cloud(
 
     Args:
         settings: ``[sim]`` settings (count, host, port, name prefix, default latency).
-        master: ``[master]`` settings: the admin credentials and master region name.
+        master: ``[master]`` settings: the admin credentials, master region name and the
+            directory where the simulated master writes its CA files (``ca_cert_dir``).
         subclouds, host, latency_ms: override ``settings``' own (latency: every subcloud
             request); so does ``port`` (0 = free).
         distinct_default_ids: give each subcloud's default users/projects/roles their own ids
@@ -230,6 +231,7 @@ async def open_sim_cloud(
         name_prefix=sim_settings.name_prefix,
         wall_clock=wall_clock,
         distinct_default_ids=distinct_default_ids,
+        ca_dir=master_settings.ca_cert_dir,
     )
     state.default_latency_ms = sim_settings.latency_ms if latency_ms is None else latency_ms
     state.add_subclouds(sim_settings.subclouds if subclouds is None else subclouds)

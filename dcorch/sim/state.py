@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from dcorch.sim.ca_files import CaFiles
 from dcorch.sim.records import (
     DEFAULT_SYSADMIN_HASH,
     Record,
@@ -300,7 +301,9 @@ class SimState:
         name_prefix: str,
         wall_clock: Callable[[], float],
         distinct_default_ids: bool = False,
+        ca_dir: str = "",
     ) -> None:
+        """``ca_dir``: where the master keeps its CA files (``master.ca_cert_dir``; empty: none)."""
         self.admin_user = admin_user
         self.admin_password = admin_password
         self.admin_project = admin_project
@@ -318,6 +321,8 @@ class SimState:
         self.report_count = 0
         self.master_faults: dict[str, FaultState] = {}
         """Service name (``keystone``, ``dcdbsync``, ...) -> faults of that master service."""
+        self.master_ca_files = CaFiles(ca_dir)
+        """The master's CA files on disk (written by its sysinv's certificate installs)."""
 
     def _build_identity(self, make_id: Callable[[], str]) -> Identity:
         identity = Identity()

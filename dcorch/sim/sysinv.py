@@ -13,9 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Final
 
-from dcorch.sim.certs import parse_multipart, parse_pem_certs
+from dcorch.sim.certs import PemCert, parse_multipart, parse_pem_certs
 from dcorch.sim.endpoints import SYSINV
 from dcorch.sim.http import Request, Response, SysinvError, json_response
 from dcorch.sim.keystone_auth import require_token
@@ -73,58 +74,82 @@ def version_doc(cloud: CloudState, req: Request, params: Params) -> Response:
 
 
 def install_certificate(cloud: CloudState, req: Request, params: Params) -> Response:
-    """``POST /v1/certificate/certificate_install`` (multipart: file, mode, passphrase)."""
+    """``POST /v1/certificate/certificate_install`` (multipart: file, mode, passphrase).
+
+    Answers as sysinv's ``certificate_install``: 200 with ``{"success", "error", "body",
+    "certificates": [<installed certificate record>, ...]}``, one record per installed
+    certificate, each with its signature; a refusal is a 200 with an ``error`` text and no
+    certificates. A CA bundle installs its valid certificates and names the others in
+    ``error``. The master writes each installed CA to its CA directory, as a System Controller
+    keeps them on disk.
+    """
     require_admin(cloud, req)
     try:
         form = parse_multipart(req.body, req.header("content-type") or "")
     except ValueError as exc:
         raise SysinvError(400, str(exc)) from None
-    mode = form.get("mode", b"ssl").decode("utf-8", "replace")
-    if mode not in CERT_MODES:
-        raise SysinvError(400, f"Invalid mode: {mode}")
     if "file" not in form:
         raise SysinvError(400, "Missing required field: file")
-    certs = parse_pem_certs(form["file"].decode("utf-8", "replace"))
+    mode = form.get("mode", b"ssl").decode("utf-8", "replace") or "ssl"
+    if mode not in CERT_MODES:
+        return _refused(f"Invalid mode: {mode}")
+    try:
+        certs = parse_pem_certs(form["file"].decode("utf-8", "replace"))
+    except ValueError as exc:
+        return _refused(f"No certificates have been added, {exc}")
     if not certs:
-        raise SysinvError(400, "No certificate have been added, invalid PEM document")
-    if mode not in {"ssl_ca"}:
-        certs = certs[:1]
-    platform = cloud.platform
-    by_signature = {c["signature"]: u for u, c in platform.certificates.items()}
+        return _refused("No certificates have been added, no valid certificates found in file.")
+    now = datetime.fromtimestamp(cloud.sim.wall_clock(), UTC)
+    errors, valid = [], []
+    for index, pem in enumerate(certs):
+        invalid = pem.validity_error(now)
+        if invalid is None and mode == "ssl_ca" and not pem.is_ca:
+            return _refused("Cannot install non-CA type certificate as SSL CA certificate")
+        if invalid is None:
+            valid.append(pem)
+        elif len(certs) == 1:
+            return _refused(invalid)
+        else:
+            errors.append(f"Error with cert number {index + 1} in the file: {invalid}")
     if mode != "ssl_ca":
-        for cert_uuid, cert in list(platform.certificates.items()):
-            if cert["certtype"] == mode:
-                del platform.certificates[cert_uuid]
-    now = iso(cloud.sim.wall_clock())
-    signatures = []
-    for pem in certs:
-        signature = pem.signature(mode)
-        cert_uuid = by_signature.get(signature) or str(uuid.uuid4())
-        platform.certificates[cert_uuid] = {
-            "uuid": cert_uuid,
-            "certtype": mode,
-            "signature": signature,
-            "start_date": pem.start_date,
-            "expiry_date": pem.expiry_date,
-            "subject": pem.subject,
-            "issuer": pem.subject,
-            "is_ca": mode in CA_MODES,
-            "details": None,
-            "created_at": now,
-            "updated_at": None,
-        }
-        signatures.append(signature)
-        cloud.record(SYSINV, "install_certificate", signature=signature, mode=mode)
-    sig: str | list[str] = signatures if mode == "ssl_ca" and len(signatures) > 1 else signatures[0]
+        valid = valid[:1]
+    installed = [_store_certificate(cloud, pem, mode) for pem in valid]
     return json_response(
-        200,
-        {
-            "success": "",
-            "error": "",
-            "body": "",
-            "certificates": {"certtype": mode, "signature": sig},
-        },
+        200, {"success": "", "error": "\n".join(errors), "body": "", "certificates": installed}
     )
+
+
+def _refused(message: str) -> Response:
+    """sysinv's answer to an install it refuses: 200, the reason in ``error``."""
+    return json_response(200, {"success": "", "error": message})
+
+
+def _store_certificate(cloud: CloudState, pem: PemCert, mode: str) -> Record:
+    """Create or update the record (same signature for ``ssl_ca``, same mode otherwise)."""
+    platform = cloud.platform
+    signature = pem.signature(mode)
+    key, value = ("signature", signature) if mode == "ssl_ca" else ("certtype", mode)
+    previous = next((c for c in platform.certificates.values() if c[key] == value), None)
+    cert_uuid = previous["uuid"] if previous else str(uuid.uuid4())
+    now = iso(cloud.sim.wall_clock())
+    record: Record = {
+        "uuid": cert_uuid,
+        "certtype": mode,
+        "signature": signature,
+        "start_date": pem.start_date,
+        "expiry_date": pem.expiry_date,
+        "subject": pem.subject,
+        "issuer": pem.issuer,
+        "is_ca": mode in CA_MODES,
+        "details": None,
+        "created_at": previous["created_at"] if previous else now,
+        "updated_at": now if previous else None,
+    }
+    platform.certificates[cert_uuid] = record
+    if cloud.is_master and mode in CA_MODES:
+        cloud.sim.master_ca_files.stage_write(mode, signature, pem.text)
+    cloud.record(SYSINV, "install_certificate", signature=signature, mode=mode)
+    return dict(record)
 
 
 def list_certificates(cloud: CloudState, req: Request, params: Params) -> Response:
@@ -149,6 +174,8 @@ def delete_certificate(cloud: CloudState, req: Request, params: Params) -> Respo
     require_admin(cloud, req)
     cert = _cert(cloud, params[0])
     del cloud.platform.certificates[params[0]]
+    if cloud.is_master:
+        cloud.sim.master_ca_files.stage_remove(cert["certtype"], cert["signature"])
     cloud.record(SYSINV, "delete_certificate", signature=cert["signature"])
     return json_response(200, cert)
 

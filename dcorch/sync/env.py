@@ -100,3 +100,5 @@ class SyncEnv:
     keyring_password: str | None = None
     """The central admin password: when known, audits repair the subcloud keyring with it
     (docs/behaviour.md#audit); the drivers use it, it is never stored."""
+    master_ca_dir: str = ""
+    """``master.ca_cert_dir``, for the platform driver (:class:`DriverContext`)."""

@@ -73,6 +73,7 @@ class SyncManager:
             goes through it, and its recovery wakes the pairs that waited for the master.
         keyring_password: the central admin password (None: unknown), which the audits set
             on a subcloud's ``admin`` before replacing its record (docs/behaviour.md#audit).
+        master_ca_dir: the System Controller's CA files (``master.ca_cert_dir``).
     """
 
     def __init__(
@@ -90,6 +91,7 @@ class SyncManager:
         wall_clock: WallClock = utcnow,
         health: MasterHealth | None = None,
         keyring_password: str | None = None,
+        master_ca_dir: str = "",
     ) -> None:
         self._db = db
         self._settings = settings
@@ -111,6 +113,7 @@ class SyncManager:
             wall_clock=wall_clock,
             noops=NoOpCounts(),
             keyring_password=keyring_password,
+            master_ca_dir=master_ca_dir,
         )
         self._handles: dict[str, SubcloudHandle] = {}
         self._refs: dict[str, ActorRef[Wake, None]] = {}

@@ -313,7 +313,12 @@ class SubcloudSyncActor(Actor[Wake, None]):
             noops=env.noops,
         )
         ctx = DriverContext(
-            env.db, h.subcloud, self._remote(), env.master, keyring_password=env.keyring_password
+            env.db,
+            h.subcloud,
+            self._remote(),
+            env.master,
+            keyring_password=env.keyring_password,
+            master_ca_dir=env.master_ca_dir,
         )
 
         async def apply(request: PendingRequest) -> NoOp | None:

@@ -269,6 +269,42 @@ def test_certificate_bundle_one_order_per_signature() -> None:
     assert orders[0].resource_info == orders[1].resource_info
 
 
+def test_sysinv_certificate_install_reply_of_a_partly_refused_bundle() -> None:
+    """sysinv's shape: the installed records (certificate.as_dict()), the rest named in error."""
+    record = {
+        "id": 7,
+        "uuid": "5c2a1e34-0d7e-4b8e-9f5e-2f8f0b1c3d4e",
+        "certtype": "ssl_ca",
+        "start_date": "2024-01-01T00:00:00+00:00",
+        "expiry_date": "2034-01-01T00:00:00+00:00",
+        "subject": "CN=root-a",
+        "hash_subject": "123456",
+    }
+    response = json.dumps(
+        {
+            "success": "",
+            "error": "Error with cert number 3 in the file: certificate is not valid ...",
+            "body": "",
+            "certificates": [
+                {**record, "signature": "ssl_ca_1001"},
+                {**record, "signature": "ssl_ca_1002", "uuid": "other"},
+            ],
+        }
+    ).encode()
+    orders = orders_for(
+        "POST",
+        "/v1/certificate/certificate_install",
+        body=MULTIPART,
+        response=response,
+        platform=True,
+        content_type=CT,
+    )
+    assert [(o.operation_type, o.source_resource_id) for o in orders] == [
+        ("post", "ssl_ca_1001"),
+        ("post", "ssl_ca_1002"),
+    ]
+
+
 @pytest.mark.parametrize(
     "response",
     [

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TypedDict
 
 import httpx
+from cryptography import x509
 
-from dcorch.sim import SimCloud, make_test_pem
+from dcorch.settings import MasterSettings
+from dcorch.sim import SimCloud, make_test_pem, open_sim_cloud
+from dcorch.sim.ca_files import OPENSTACK_CA_FILE
 from dcorch.sim.tokens import new_fernet_key
 from tests.sim.conftest import auth
 
@@ -31,54 +35,107 @@ async def test_certificate_install_list_delete(sim: SimCloud, client: httpx.Asyn
         f"{si}/certificate/certificate_install", headers=h, **_multipart(one, "ssl_ca")
     )
     assert r.status_code == 200
-    signature = r.json()["certificates"]["signature"]
-    assert isinstance(signature, str)
-    assert signature.startswith("ssl_ca_")
+    # sysinv's certificate_install shape: a list of the installed records
+    [installed] = r.json()["certificates"]
+    signature = installed["signature"]
+    serial = x509.load_pem_x509_certificate(one.encode()).serial_number
+    assert signature == f"ssl_ca_{serial}"
+    assert installed["certtype"] == "ssl_ca"
+    assert r.json()["error"] == ""
 
-    bundle = make_test_pem("root-b") + make_test_pem(
-        "root-c", not_after="2020-01-01T00:00:00+00:00"
-    )
+    bundle = make_test_pem("root-b") + make_test_pem("root-c")
     r = await client.post(
         f"{si}/certificate/certificate_install", headers=h, **_multipart(bundle, "ssl_ca")
     )
-    signatures = r.json()["certificates"]["signature"]
-    assert isinstance(signatures, list)
-    assert len(signatures) == 2
+    signatures = [c["signature"] for c in r.json()["certificates"]]
+    assert len(set(signatures)) == 2
     # the same PEM gives the same signature on any cloud
     r = await client.post(
         f"{sim.endpoints.subcloud_sysinv('subcloud1')}/certificate/certificate_install",
         headers=auth(sim, "subcloud1"),
         **_multipart(one, "ssl_ca"),
     )
-    assert r.json()["certificates"]["signature"] == signature
+    assert [c["signature"] for c in r.json()["certificates"]] == [signature]
 
     certs = (await client.get(f"{si}/certificate", headers=h)).json()["certificates"]
     assert sorted(c["signature"] for c in certs) == sorted([signature, *signatures])
-    expired = next(c for c in certs if c["signature"] == signatures[1])
-    assert expired["expiry_date"] == "2020-01-01T00:00:00+00:00"
-    assert expired["certtype"] == "ssl_ca"
-    r = await client.get(f"{si}/certificate/{expired['uuid']}", headers=h)
+    second = next(c for c in certs if c["signature"] == signatures[1])
+    assert second["expiry_date"] == "2034-01-01T00:00:00+00:00"
+    assert second["start_date"] == "2024-01-01T00:00:00+00:00"
+    assert second["subject"] == "CN=root-c"
+    r = await client.get(f"{si}/certificate/{second['uuid']}", headers=h)
     assert r.json()["signature"] == signatures[1]
-    r = await client.delete(f"{si}/certificate/{expired['uuid']}", headers=h)
+    r = await client.delete(f"{si}/certificate/{second['uuid']}", headers=h)
     assert r.status_code == 200
     assert r.json()["signature"] == signatures[1]
-    r = await client.delete(f"{si}/certificate/{expired['uuid']}", headers=h)
+    r = await client.delete(f"{si}/certificate/{second['uuid']}", headers=h)
     assert r.status_code == 404
     assert "faultstring" in r.json()["error_message"]
 
-    r = await client.post(
-        f"{si}/certificate/certificate_install", headers=h, **_multipart(one, "bogus")
-    )
-    assert r.status_code == 400
-    r = await client.post(
-        f"{si}/certificate/certificate_install", headers=h, **_multipart("no pem here", "ssl_ca")
-    )
-    assert r.status_code == 400
+    # refusals are sysinv's: 200, the reason in "error", nothing installed
+    before = dict(sim.master.platform.certificates)
+    for pem, mode, reason in [
+        (one, "bogus", "Invalid mode: bogus"),
+        ("no pem here", "ssl_ca", "no valid certificates found"),
+        (make_test_pem("leaf", ca=False), "ssl_ca", "non-CA type certificate"),
+        (make_test_pem("old", not_after="2020-01-01T00:00:00+00:00"), "ssl_ca", "not valid"),
+    ]:
+        r = await client.post(
+            f"{si}/certificate/certificate_install", headers=h, **_multipart(pem, mode)
+        )
+        assert r.status_code == 200
+        assert reason in r.json()["error"]
+        assert not r.json().get("certificates")
+    assert sim.master.platform.certificates == before
     r = await client.post(f"{si}/certificate/certificate_install", headers=h, json={})
     assert r.status_code == 400
     r = await client.get(f"{si}/certificate")
     assert r.status_code == 401
-    assert "error_message" in r.json()
+
+
+async def test_a_bundle_installs_its_valid_certificates_and_names_the_expired_one(
+    sim: SimCloud, client: httpx.AsyncClient
+) -> None:
+    bundle = make_test_pem("fresh") + make_test_pem("stale", not_after="2020-01-01T00:00:00Z")
+    r = await client.post(
+        f"{sim.endpoints.master_sysinv}/certificate/certificate_install",
+        headers=auth(sim),
+        **_multipart(bundle, "ssl_ca"),
+    )
+    assert r.status_code == 200
+    assert [c["subject"] for c in r.json()["certificates"]] == ["CN=fresh"]
+    assert r.json()["error"].startswith("Error with cert number 2 in the file: ")
+
+
+async def test_the_master_keeps_its_ca_files_on_disk(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """As a System Controller: ssl_ca by signature, openstack_ca in one replaced file."""
+    settings = MasterSettings(ca_cert_dir=str(tmp_path / "ca"))
+    async with open_sim_cloud(master=settings, subclouds=1, port=0) as sim:
+        si, h = sim.endpoints.master_sysinv, auth(sim)
+        url = f"{si}/certificate/certificate_install"
+        pem_a, pem_b = make_test_pem("file-a"), make_test_pem("file-b")
+        r = await client.post(url, headers=h, **_multipart(pem_a + pem_b, "ssl_ca"))
+        sig_a, sig_b = (c["signature"] for c in r.json()["certificates"])
+        assert (tmp_path / "ca" / sig_a).read_text() == pem_a
+        assert (tmp_path / "ca" / sig_b).read_text() == pem_b
+        for name in ("os-1", "os-2"):
+            await client.post(url, headers=h, **_multipart(make_test_pem(name), "openstack_ca"))
+        assert (tmp_path / "ca" / OPENSTACK_CA_FILE).read_text() == make_test_pem("os-2")
+        [record_a] = [
+            c for c in sim.master.platform.certificates.values() if c["signature"] == sig_a
+        ]
+        assert (await client.delete(f"{si}/certificate/{record_a['uuid']}", headers=h)).is_success
+        assert sorted(p.name for p in (tmp_path / "ca").iterdir()) == [OPENSTACK_CA_FILE, sig_b]
+        # a subcloud's installs touch no file
+        sub = sim.endpoints.subcloud_sysinv("subcloud1")
+        await client.post(
+            f"{sub}/certificate/certificate_install",
+            headers=auth(sim, "subcloud1"),
+            **_multipart(make_test_pem("sub-only"), "ssl_ca"),
+        )
+        assert sorted(p.name for p in (tmp_path / "ca").iterdir()) == [OPENSTACK_CA_FILE, sig_b]
 
 
 async def test_iuser_patch(sim: SimCloud, client: httpx.AsyncClient) -> None:

@@ -8,16 +8,21 @@ looks at the subcloud's state, its applied-operations log and dcorch's mapping r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from dcorch import constants as c
+from dcorch.db.rows import PendingRequest
 from dcorch.remote.errors import PermanentSyncError, SyncAborted
 from dcorch.sim import make_test_pem
 from dcorch.sim.certs import parse_pem_certs
+from dcorch.sync.drivers import apply_request
 
 from .conftest import DriverRig
 
@@ -91,50 +96,152 @@ async def test_certificate_multipart_with_non_utf8_bytes_is_parsed(rig: DriverRi
     assert installed(rig) == {sig}
 
 
-async def test_certificate_create_from_audit_style_dict(rig: DriverRig) -> None:
-    pem = make_test_pem("audit-ca")
-    sig = signature(pem, "openstack_ca")
-    payload = {
-        "certtype": "openstack_ca",
-        "signature": sig,
-        "expiry_date": iso(timedelta(days=9)),
-        "pem": pem,
+def listed(rig: DriverRig, pem: str, mode: str = "ssl_ca", **fields: str) -> dict[str, Any]:
+    """The master's record of ``pem`` as sysinv lists it: no PEM in it."""
+    cert = parse_pem_certs(pem)[0]
+    record = {
+        "uuid": "0b7c0bd4-7a39-4c1e-9a4c-3a1f0f0d0e01",
+        "certtype": mode,
+        "signature": cert.signature(mode),
+        "start_date": cert.start_date,
+        "expiry_date": cert.expiry_date,
+        "subject": cert.subject,
     }
-    await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_CREATE, {"payload": payload})
+    return {**record, **fields}
+
+
+async def apply_with_ca_dir(
+    rig: DriverRig, ca_dir: Path | str, sig: str, op: str, info: Any
+) -> PendingRequest:
+    """Queue and apply one request with ``master.ca_cert_dir`` set to ``ca_dir``."""
+    request = await rig.request(c.RESOURCE_CERTIFICATES, sig, op, info)
+    ctx = dataclasses.replace(await rig.context(), master_ca_dir=str(ca_dir))
+    await apply_request(ctx, request)
+    return request
+
+
+KEY_BLOCK = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqG\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.mark.parametrize("mode", ["ssl_ca", "openstack_ca"])
+@pytest.mark.parametrize("layout", ["by-signature", "by-signature.pem", "scanned-bundle"])
+async def test_audit_create_installs_the_masters_copy_of_the_ca_file(
+    rig: DriverRig, tmp_path: Path, mode: str, layout: str
+) -> None:
+    """sysinv's listing has no PEM: the System Controller's CA file is installed, and only
+    the certificate asked for, whichever file of the directory holds it."""
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    pem = make_test_pem(f"audit-{mode}")
+    sig = signature(pem, mode)
+    neighbour = make_test_pem("neighbour")
+    if layout == "scanned-bundle":
+        (ca_dir / "ca-cert.pem").write_text(neighbour + KEY_BLOCK + pem)
+        (ca_dir / "notes.txt").write_bytes(b"\xff\xfe not a certificate")
+        (ca_dir / "subdir").mkdir()
+    else:
+        (ca_dir / layout.replace("by-signature", sig)).write_text(pem)
+        (ca_dir / signature(neighbour, mode)).write_text(neighbour)
+    payload = listed(rig, pem, mode)
+    await apply_with_ca_dir(rig, ca_dir, sig, c.OPERATION_CREATE, {"payload": payload})
+    [stored] = rig.cloud.platform.certificates.values()
+    assert stored["subject"] == f"CN=audit-{mode}"
     assert installed(rig) == {sig}
+    assert rig.ops("sysinv") == ["install_certificate"]
+    assert await rig.mapped(c.RESOURCE_CERTIFICATES, sig) == sig
+
+
+async def test_audit_create_without_the_pem_fails_naming_signature_and_path(
+    rig: DriverRig, tmp_path: Path
+) -> None:
+    """PEM not found: the request fails (PermanentSyncError -> ``failed``), its message names
+    the signature and the directory looked at, and nothing is installed or mapped."""
+    pem = make_test_pem("lost")
+    sig = signature(pem, "ssl_ca")
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    (ca_dir / "other.pem").write_text(make_test_pem("someone-else"))
+    payload = listed(rig, pem)
+    with pytest.raises(PermanentSyncError) as caught:
+        await apply_with_ca_dir(rig, ca_dir, sig, c.OPERATION_CREATE, {"payload": payload})
+    assert str(caught.value) == (
+        f"no PEM for CA certificate {sig} in {ca_dir}: neither {ca_dir / sig}[.pem|.crt] "
+        f"nor any other file there (1 scanned) holds it"
+    )
+    with pytest.raises(PermanentSyncError, match=f"{sig}: {tmp_path / 'missing'} is not a dir"):
+        await apply_with_ca_dir(
+            rig, tmp_path / "missing", sig, c.OPERATION_CREATE, {"payload": payload}
+        )
+    with pytest.raises(PermanentSyncError, match=f"{sig}.*master.ca_cert_dir is not set"):
+        await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_CREATE, {"payload": payload})
+    assert installed(rig) == set()
+    assert rig.ops() == []
+    assert await rig.mapped(c.RESOURCE_CERTIFICATES, sig) is None
+
+
+async def test_audit_create_of_a_ca_already_present_needs_no_file(rig: DriverRig) -> None:
+    pem = make_test_pem("present")
+    sig = signature(pem, "ssl_ca")
+    await rig.apply(
+        c.RESOURCE_CERTIFICATES, sig, c.OPERATION_POST, multipart({"file": pem, "mode": "ssl_ca"})
+    )
+    payload = listed(rig, pem)
+    await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_CREATE, {"payload": payload})
+    assert rig.ops("sysinv") == ["install_certificate"]  # the first one only
     assert await rig.mapped(c.RESOURCE_CERTIFICATES, sig) == sig
 
 
 async def test_certificate_audit_dict_of_an_unsynced_type_is_a_no_op(rig: DriverRig) -> None:
-    payload = {"certtype": "ssl", "signature": "ssl_1", "pem": make_test_pem("srv")}
-    await rig.apply(c.RESOURCE_CERTIFICATES, "ssl_1", c.OPERATION_CREATE, {"payload": payload})
+    payload = listed(rig, make_test_pem("srv", ca=False), "ssl")
+    await rig.apply(
+        c.RESOURCE_CERTIFICATES, payload["signature"], c.OPERATION_CREATE, {"payload": payload}
+    )
     assert installed(rig) == set()
     assert rig.ops() == []
 
 
-async def test_expired_certificate_aborts_and_installs_nothing(rig: DriverRig) -> None:
+async def test_expired_certificate_aborts_and_installs_nothing(
+    rig: DriverRig, tmp_path: Path
+) -> None:
     pem = make_test_pem("old", not_after="2020-01-01T00:00:00+00:00")
     sig = signature(pem, "ssl_ca")
-    payload = {
-        "certtype": "ssl_ca",
-        "signature": sig,
-        "expiry_date": iso(-timedelta(days=1)),
-        "pem": pem,
-    }
-    with pytest.raises(SyncAborted, match="expired"):
-        await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_CREATE, {"payload": payload})
+    (tmp_path / sig).write_text(pem)
+    payload = listed(rig, pem)
+    with pytest.raises(SyncAborted, match=f"{sig} expired"):
+        await apply_with_ca_dir(rig, tmp_path, sig, c.OPERATION_CREATE, {"payload": payload})
+    # from the proxy too: the bundle's block for this signature has expired since
+    info = multipart({"file": make_test_pem("fine") + pem, "mode": "ssl_ca"})
+    with pytest.raises(SyncAborted, match=f"{sig} expired"):
+        await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_POST, info)
     assert installed(rig) == set()
     assert await rig.mapped(c.RESOURCE_CERTIFICATES, sig) is None
 
 
+async def test_one_job_of_a_proxied_bundle_installs_its_own_certificate(rig: DriverRig) -> None:
+    first, second = make_test_pem("bundle-1"), make_test_pem("bundle-2")
+    info = multipart({"file": first + second, "mode": "ssl_ca"})
+    sig = signature(second, "ssl_ca")
+    await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_POST, info)
+    assert installed(rig) == {sig}
+
+
 async def test_empty_payload_and_no_certificate_are_no_ops(rig: DriverRig) -> None:
     await rig.apply(c.RESOURCE_CERTIFICATES, "ssl_ca_1", c.OPERATION_CREATE, {})
-    payload = {"certtype": "ssl_ca", "signature": "NoCertificate", "pem": make_test_pem("x")}
+    payload = listed(rig, make_test_pem("x"), signature="NoCertificate")
     await rig.apply(
         c.RESOURCE_CERTIFICATES, "NoCertificate", c.OPERATION_CREATE, {"payload": payload}
     )
     assert installed(rig) == set()
     assert rig.ops() == []
+
+
+async def test_a_subcloud_refusing_the_certificate_fails_the_request(rig: DriverRig) -> None:
+    leaf = make_test_pem("not-a-ca", ca=False)  # sysinv refuses a non-CA as ssl_ca
+    sig = signature(leaf, "ssl_ca")
+    info = multipart({"file": leaf, "mode": "ssl_ca"})
+    with pytest.raises(PermanentSyncError, match="non-CA"):
+        await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_POST, info)
+    assert await rig.mapped(c.RESOURCE_CERTIFICATES, sig) is None
 
 
 async def test_certificate_upload_without_file_part_fails_permanently(rig: DriverRig) -> None:

@@ -22,6 +22,9 @@ class DriverContext:
     keyring_password: str | None = None
     """The central admin password a keyring ``patch`` sets (None: unknown, such a patch fails);
     never written to the database (docs/behaviour.md#audit)."""
+    master_ca_dir: str = ""
+    """The System Controller's CA files (``master.ca_cert_dir``): the PEM of a CA certificate
+    the audit found missing (sysinv's listing carries none)."""
 
     @property
     def region(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
 from email.parser import BytesParser
@@ -19,6 +20,7 @@ from dcorch import constants as c
 from dcorch.db.rows import PendingRequest
 from dcorch.remote.clients import loads_info
 from dcorch.remote.errors import PermanentSyncError, RemoteNotFound, SyncAborted
+from dcorch.sync.drivers import ca_files
 from dcorch.sync.drivers.context import DriverContext
 
 logger = logging.getLogger(__name__)
@@ -79,8 +81,23 @@ def _form_name(part: Message) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _certificate_to_install(info: Any) -> tuple[str, str, str | None] | None:
-    """``(pem, mode, passphrase)``, or None when this certificate is not synced."""
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    """The certificate a request installs: its mode, and its PEM unless the master's file
+    must be looked up (an audit's request carries sysinv's listing record, never a PEM)."""
+
+    mode: str
+    pem: str | None = None
+    passphrase: str | None = None
+
+
+def _certificate_to_install(info: Any, signature: str) -> _Wanted | None:
+    """What to install, or None when this certificate is not synced.
+
+    Raises:
+        SyncAborted: the certificate has expired (it can never be installed).
+        PermanentSyncError: the payload is unusable.
+    """
     payload = info.get("payload") if isinstance(info, dict) else None
     if not payload:
         return None
@@ -92,34 +109,60 @@ def _certificate_to_install(info: Any) -> tuple[str, str, str | None] | None:
         pem = fields.get("file", "")
         if not pem:
             raise PermanentSyncError("certificate upload has no file part")
-        return pem, mode, fields.get("passphrase") or None
+        # One job per signature of a bundle: install that certificate, not the whole upload.
+        found = ca_files.find_cert(pem, signature, mode)
+        if found is None:
+            return _Wanted(mode, pem, fields.get("passphrase") or None)
+        block, expiry = found
+        _check_not_expired(signature, expiry)
+        return _Wanted(mode, block, fields.get("passphrase") or None)
     if isinstance(payload, dict):
         mode = str(payload.get("certtype", payload.get("mode", "")))
         if mode not in SYNCED_CERT_MODES:
             return None
-        expiry = _parse_time(payload.get("expiry_date"))
-        if expiry is not None and expiry < datetime.now(UTC):
-            raise SyncAborted(f"certificate {payload.get('signature')} expired at {expiry}")
-        pem_value = payload.get("pem") or payload.get("file") or payload.get("certificate")
-        if not pem_value:
-            raise PermanentSyncError("certificate record carries no PEM to install")
-        return str(pem_value), mode, None
+        _check_not_expired(signature, _parse_time(payload.get("expiry_date")))
+        return _Wanted(mode)
     raise PermanentSyncError("certificate payload has an unknown shape")
 
 
+def _check_not_expired(signature: str, expiry: datetime | None) -> None:
+    if expiry is not None and expiry < datetime.now(UTC):
+        raise SyncAborted(f"certificate {signature} expired at {expiry}")
+
+
 async def install_certificate(ctx: DriverContext, request: PendingRequest) -> None:
-    """Install the master's CA certificate on the subcloud under the same signature."""
+    """Install the master's CA certificate on the subcloud under the same signature.
+
+    Without a PEM in the request, the System Controller's own copy is read from
+    ``master.ca_cert_dir`` (:mod:`dcorch.sync.drivers.ca_files`); not found fails the request
+    with a message naming the signature and the path looked at.
+    """
     signature = request.master_id or request.source_resource_id
     if signature == NO_CERTIFICATE:
         return
-    wanted = _certificate_to_install(loads_info(request.resource_info))
+    wanted = _certificate_to_install(loads_info(request.resource_info), signature)
     if wanted is None:
         return
     present = {cert.get("signature") for cert in await ctx.remote.list_certificates()}
     if signature not in present:
-        pem, mode, passphrase = wanted
-        await ctx.remote.install_certificate(pem, mode, passphrase)
+        pem = wanted.pem or await ca_files.find_master_ca(ctx.master_ca_dir, signature, wanted.mode)
+        reply = await ctx.remote.install_certificate(pem, wanted.mode, wanted.passphrase)
+        installed = _installed_signatures(reply)
+        if installed is not None and signature not in installed:
+            error = reply.get("error") if isinstance(reply, dict) else None
+            raise PermanentSyncError(
+                f"subcloud did not install certificate {signature}: {error or 'not in its reply'}"
+            )
     await ctx.map(c.RESOURCE_CERTIFICATES, signature, signature)
+
+
+def _installed_signatures(reply: Any) -> set[str] | None:
+    """The signatures a ``certificate_install`` reply lists (sysinv: a list of the installed
+    records), or None when it has no such list (nothing to check against)."""
+    certificates = reply.get("certificates") if isinstance(reply, dict) else None
+    if not isinstance(certificates, list):
+        return None
+    return {str(cert.get("signature")) for cert in certificates if isinstance(cert, dict)}
 
 
 async def delete_certificate(ctx: DriverContext, request: PendingRequest) -> None:
