@@ -75,10 +75,20 @@ class PairAudit:
 
     async def run(self) -> AuditResult:
         """Compare, queue the repairs (one transaction), clean this pair's failed requests."""
-        started = self._clock()
         live = await self._db.pending_requests(
             self.region, self.endpoint_type, states=WORK_STATES + FINAL_BAD_STATES
         )
+        # This audit retires the pair's failed-like requests from before it (it re-detects what
+        # they were for). timed-out/aborted become failed first, and before ``started``, so the
+        # one unit at the end that removes failed requests changed up to ``started`` takes them.
+        stale = [
+            RequestUpdate(r.id, state=c.ORCH_REQUEST_FAILED)
+            for r in live
+            if r.state in (c.ORCH_REQUEST_TIMED_OUT, c.ORCH_REQUEST_ABORTED)
+        ]
+        if stale:
+            await self._db.update_requests(stale)
+        started = self._clock()
         busy: dict[str, set[str]] = {}
         for r in live:
             if r.state in WORK_STATES:
@@ -105,15 +115,6 @@ class PairAudit:
             ]
             if orders:
                 await self._sink.submit(orders)
-        # Retire this pair's failed-like requests older than this audit: it re-detected what
-        # they were for. timed-out/aborted become failed first so one unit removes them all.
-        stale = [
-            RequestUpdate(r.id, state=c.ORCH_REQUEST_FAILED)
-            for r in live
-            if r.state in (c.ORCH_REQUEST_TIMED_OUT, c.ORCH_REQUEST_ABORTED)
-        ]
-        if stale:
-            await self._db.update_requests(stale)
         await self._db.soft_delete_failed_requests(self.region, self.endpoint_type, started)
         logger.info(
             "audit.done region=%s endpoint=%s findings=%d",

@@ -322,6 +322,28 @@ async def drain_initial(rig: DriverRig) -> None:
     assert (await audit(rig)).findings == 0
 
 
+async def test_audit_retires_the_aborted_and_timed_out_requests_it_found(rig: DriverRig) -> None:
+    """They become failed before the audit starts, so its clean-up of older failures takes them
+    (set failed after its start, they stayed live, and the pair alarmed, until the next audit)."""
+    await drain_initial(rig)
+    await rig.db.enqueue_work([user_order("gone-a"), user_order("gone-b"), user_order("gone-c")])
+    first, second, third = await rig.db.pending_requests(rig.region, c.ENDPOINT_TYPE_IDENTITY)
+    await rig.db.update_requests(
+        [
+            RequestUpdate(first.id, state=c.ORCH_REQUEST_ABORTED),
+            RequestUpdate(second.id, state=c.ORCH_REQUEST_TIMED_OUT),
+            RequestUpdate(third.id, state=c.ORCH_REQUEST_FAILED),
+        ]
+    )
+    await audit(rig)
+    live = await rig.db.pending_requests(
+        rig.region,
+        c.ENDPOINT_TYPE_IDENTITY,
+        states=(c.ORCH_REQUEST_ABORTED, c.ORCH_REQUEST_TIMED_OUT, c.ORCH_REQUEST_FAILED),
+    )
+    assert live == []
+
+
 async def test_audit_copies_per_user_revocation_events(rig: DriverRig) -> None:
     await drain_initial(rig)
     response = await rig.master_call(
