@@ -27,7 +27,7 @@ from dcorch.remote.errors import MasterUnavailable
 from dcorch.sim.state import Platform
 from dcorch.sim.tokens import new_fernet_key
 from dcorch.sync.fernet_rotation import CommandRotator, FernetRotation, RotationFailed
-from dcorch.work import EnqueueResult, WorkOrder
+from dcorch.work import EnqueueResult, Overloaded, WorkOrder
 from tests.db.conftest import (  # noqa: F401 - fixtures
     make_eligible,
     pg_server,
@@ -319,3 +319,73 @@ async def test_the_interval_must_be_positive(db: Database) -> None:
     master = Master()
     with pytest.raises(ValueError, match="positive"):
         FernetRotation(master, master.keys, db, interval=0.0)
+
+
+class RecordingSink:
+    """A work sink that records orders, or refuses them like a full dispatcher."""
+
+    def __init__(self, *, overloaded: bool = False) -> None:
+        self.orders: list[WorkOrder] = []
+        self.overloaded = overloaded
+
+    async def submit(self, orders: Sequence[WorkOrder]) -> list[EnqueueResult]:
+        await trio.lowlevel.checkpoint()
+        if self.overloaded:
+            raise Overloaded(retry_after=1)
+        self.orders.extend(orders)
+        return [EnqueueResult(len(self.orders), 1, ELIGIBLE) for _ in orders]
+
+
+async def test_a_rotation_that_overruns_its_period_skips_it_instead_of_running_late(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    master = Master()
+    slow = {1}  # the first rotation takes two and a half periods
+
+    class SlowMaster:
+        async def rotate(self) -> None:
+            await master.rotate()
+            if master.rotated.count in slow:
+                await trio.sleep(2.5 * INTERVAL)
+
+    sink = RecordingSink()
+    rotation = FernetRotation(SlowMaster(), master.keys, sink, interval=INTERVAL)
+    async with trio.open_nursery() as nursery:
+        t0 = trio.current_time()
+        await nursery.start(rotation.run)
+        await master.rotated.reach(2)
+        nursery.cancel_scope.cancel()
+    # Due at 1, ran until 3.5: the slots at 2 and 3 are gone, the next is at 4.
+    assert master.times == [t0 + INTERVAL, t0 + 4 * INTERVAL]
+
+
+async def test_keys_that_are_no_repository_or_a_refused_commit_queue_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    master = Master()
+    sink = RecordingSink()
+    shapes: list[list[dict[str, Any]]] = [
+        [],
+        [{"id": 0}],
+        [{"key": "k"}],
+        [{"id": "zero", "key": "k"}],
+    ]
+    for shape in shapes:
+
+        async def keys(shape: list[dict[str, Any]] = shape) -> list[dict[str, Any]]:
+            await trio.lowlevel.checkpoint()
+            return shape
+
+        rotation = FernetRotation(master, keys, sink, interval=INTERVAL)
+        with caplog.at_level(logging.WARNING, logger="dcorch.sync.fernet_rotation"):
+            assert await rotation.rotate_once() is None
+        assert rotation.stats.failures == 1
+    assert sink.orders == []
+    assert caplog.text.count("step=keys") == len(shapes)
+
+    refused = FernetRotation(master, master.keys, RecordingSink(overloaded=True), interval=1.0)
+    with caplog.at_level(logging.WARNING, logger="dcorch.sync.fernet_rotation"):
+        assert await refused.rotate_once() is None
+    assert "step=enqueue" in caplog.text
+    assert "work sink is full" in caplog.text
+    assert "FernetRotation every 1 s" in repr(refused)
