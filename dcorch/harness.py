@@ -33,6 +33,7 @@ from dcorch.service import Service, ServiceOptions, open_service
 from dcorch.settings import Settings
 from dcorch.sim import SimCloud, open_sim_cloud
 from dcorch.sim.endpoints import SimResolver
+from dcorch.sim.fernet import SimFernetRotator
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ async def open_dcorch(
         register: register and manage the subclouds (else the test calls register_subclouds).
         options: how the service runs (:func:`dcorch.service.open_service`): tests and the
             bench pass ``ephemeral_ports=True``; ``engine=False`` records work without applying
-            it; ``driver``, ``rng`` and ``seams`` inject faults and determinism.
+            it; ``driver``, ``rng`` and ``seams`` inject faults and determinism; the simulated
+            master's key rotation is the ``fernet_rotator`` unless one is given.
     """
     settings = settings or Settings()
     check_master_settings(settings)  # a real master URL beside the simulator stops start-up
@@ -117,6 +119,8 @@ async def open_dcorch(
                 open_sim_cloud(settings.sim, settings.master, subclouds=count)
             )
             master, resolver = sim.endpoints.master(), SimResolver(sim.endpoints)
+            # The simulated master rotates its own keys in place of the rotation command.
+            options.setdefault("fernet_rotator", SimFernetRotator(sim.master))
         engine = options.get("engine", True)
         seeded = sim is not None and engine and presynced and register
         service = await stack.enter_async_context(

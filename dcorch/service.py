@@ -1,8 +1,9 @@
 """The dcorch service: the only place where the production parts are wired together.
 
 ``open_service`` starts, in order, the database (with its dispatcher), the HTTP clients and one
-actor system supervising the sync manager, the purge, one API proxy per endpoint type and the
-dcorch v1 API; leaving the block stops all in reverse (data path: ``docs/architecture.md``).
+actor system supervising the purge, the sync manager, the fernet key rotation, one API proxy per
+endpoint type and the dcorch v1 API; leaving the block stops all in reverse (data path:
+``docs/architecture.md``).
 ``dcorch serve`` runs it against the real System Controller, the harness (:mod:`dcorch.harness`)
 and the bench against the simulated clouds; nothing here imports the simulator.
 """
@@ -58,6 +59,7 @@ from dcorch.supervision import restart_policy
 from dcorch.sync.audit_rules import keyring_password
 from dcorch.sync.drivers import apply_request
 from dcorch.sync.env import Driver
+from dcorch.sync.fernet_rotation import CommandRotator, FernetRotation, FernetRotator
 from dcorch.sync.manager import SyncManager
 from dcorch.sync.status import UnreportedStatus
 
@@ -86,6 +88,8 @@ class Service:
     """``identity``, ``platform``, ``usm`` (proxies) and ``api`` -> base URL."""
     master_health: MasterHealth | None = None
     """The engine's view of the master's services (``/health``, ``/metrics``)."""
+    fernet_rotation: FernetRotation | None = None
+    """The periodic rotation of the master's fernet keys; None when it is off."""
 
     @property
     def identity_url(self) -> str:
@@ -109,6 +113,7 @@ class ServiceOptions(TypedDict, total=False):
     driver: Driver | None
     rng: random.Random | None
     seams: DatabaseSeams
+    fernet_rotator: FernetRotator | None
 
 
 @asynccontextmanager
@@ -124,6 +129,7 @@ async def open_service(
     rng: random.Random | None = None,
     prepare: Callable[[Database], Awaitable[None]] | None = None,
     seams: DatabaseSeams = NO_SEAMS,
+    fernet_rotator: FernetRotator | None = None,
 ) -> AsyncIterator[Service]:
     """Run the whole service until the block exits.
 
@@ -139,6 +145,8 @@ async def open_service(
         rng: the engine's jitter source (seeded in tests).
         prepare: runs on the open database before any actor starts (bulk registration).
         seams: database fault injection for tests.
+        fernet_rotator: rotates the master's fernet keys (default: run
+            ``engine.fernet_rotation_command``; the harness rotates the simulated master's).
     """
     master = master or MasterEndpoints.from_settings(settings.master)
     template = None if subclouds else ManagementIpResolver.from_settings(settings.subcloud)
@@ -202,6 +210,11 @@ async def open_service(
             if engine
             else None
         )
+        rotation = (
+            _fernet_rotation(settings, master, db, session, health, fernet_rotator)
+            if engine
+            else None
+        )
         tokens = TokenCache(
             KeystoneTokenValidator(master.keystone_root, proxy_client),
             ttl=settings.proxy.token_cache_ttl,
@@ -220,6 +233,7 @@ async def open_service(
             health,
             ephemeral_ports,
             address_required=template is not None,
+            rotation=rotation,
         )
         system = await stack.enter_async_context(
             open_actor_system(
@@ -248,6 +262,7 @@ async def open_service(
             tokens=tokens,
             urls=urls,
             master_health=health,
+            fernet_rotation=rotation,
         )
 
 
@@ -264,6 +279,7 @@ def _children(
     ephemeral_ports: bool,
     *,
     address_required: bool,
+    rotation: FernetRotation | None = None,
 ) -> list[ChildSpec]:
     """The supervised children of the service, in start order.
 
@@ -283,6 +299,8 @@ def _children(
     ]
     if manager is not None:
         children.append(TaskSpec(name="sync", fn=manager.run))
+    if rotation is not None:
+        children.append(TaskSpec(name="fernet-rotation", fn=rotation.run))
     upstreams = {
         constants.ENDPOINT_TYPE_IDENTITY: (master.keystone_root, settings.proxy.identity_port),
     }
@@ -333,6 +351,40 @@ def _children(
         TaskSpec(name="api", fn=partial(serve_asgi, api_app, settings.api.host, api_port))
     )
     return children
+
+
+def _fernet_rotation(
+    settings: Settings,
+    master: MasterEndpoints,
+    db: Database,
+    http: HttpSession,
+    health: MasterHealth,
+    rotator: FernetRotator | None,
+) -> FernetRotation | None:
+    """The engine's rotation of the master's fernet keys, or None (saying once why it is off).
+
+    The keys are read back uncached, through the engine's session and the master's health
+    tracker, and committed through the database like the proxies' work
+    (docs/behaviour.md#fernet-rotation).
+    """
+    engine = settings.engine
+    off = None
+    if not master.sysinv:
+        off = "no master sysinv (platform sync off): nothing to rotate keys for or push them to"
+    elif engine.fernet_rotation_interval <= 0:
+        off = "engine.fernet_rotation_interval is 0"
+    elif rotator is None and not engine.fernet_rotation_command:
+        off = "engine.fernet_rotation_command is empty"
+    if off is not None:
+        logger.info("fernet_rotation.off reason=%s", off)
+        return None
+    if rotator is None:
+        rotator = CommandRotator(
+            engine.fernet_rotation_command, timeout=engine.fernet_rotation_timeout
+        )
+    logger.info("fernet_rotation.on every=%gs rotator=%r", engine.fernet_rotation_interval, rotator)
+    keys = CloudClient.for_master(http, master, health).get_fernet_keys
+    return FernetRotation(rotator, keys, db, interval=engine.fernet_rotation_interval)
 
 
 def _master_fernet_keys(master: CloudClient) -> CachedFernetKeys:

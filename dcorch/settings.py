@@ -139,6 +139,11 @@ class EngineSettings:
     initial_sync_retry: float = 60 * SECONDS
     status_report_dedup: float = 3600 * SECONDS
     disable_audit_endpoints: tuple[str, ...] = ()
+    fernet_rotation_interval: float = 168 * HOURS
+    """0 turns off the rotation of the master's fernet keys (docs/behaviour.md#fernet-rotation)."""
+    fernet_rotation_command: tuple[str, ...] = ("keystone-fernet-keys-rotate-active",)
+    """The argv run on the System Controller; empty turns the rotation off."""
+    fernet_rotation_timeout: float = 300 * SECONDS
 
 
 @dataclass(frozen=True, slots=True)

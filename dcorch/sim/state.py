@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from dcorch.sim.faults import FaultState
 
 KINDS: Final = ("user", "group", "project", "role")
+MAX_ACTIVE_KEYS: Final = 3
+"""keystone's ``[fernet_tokens] max_active_keys`` default: staged, primary and one secondary."""
 OPERATIONS_LOG_SIZE: Final = 512
 """Applied-operation log entries kept per cloud (a bounded ring: the bench must not grow it)."""
 
@@ -204,6 +206,25 @@ class Platform:
         """Replace the key repository (tokens signed by dropped keys stop validating)."""
         self.fernet_keys = dict(keys)
         self._codec = None
+
+    def rotate_fernet_keys(self, max_active_keys: int = MAX_ACTIVE_KEYS) -> list[int]:
+        """Rotate the repository as ``keystone-manage fernet_rotate`` does; returns the key ids.
+
+        The staged key 0 becomes the primary under the next id (so tokens it signs already
+        decrypt wherever the previous repository was distributed), a new staged key 0 is made,
+        and the oldest secondaries go until ``max_active_keys`` keys are left: tokens signed
+        only by those stop validating.
+        """
+        if max_active_keys < 2:
+            raise ValueError("max_active_keys must keep at least the staged and primary keys")
+        keys = dict(self.fernet_keys)
+        primary = max(keys, default=0) + 1
+        keys[primary] = keys.pop(0) if 0 in keys else new_fernet_key()
+        keys[0] = new_fernet_key()
+        for old in sorted((i for i in keys if i != 0), reverse=True)[max_active_keys - 1 :]:
+            del keys[old]
+        self.set_fernet_keys(keys)
+        return sorted(keys)
 
 
 def new_platform() -> Platform:
