@@ -14,24 +14,26 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Unpack
 
 import httpx
+import trio
 
 from dcorch import constants
 from dcorch.db.database import Database
 from dcorch.db.errors import SubcloudAlreadyExists
+from dcorch.db.rows import SubcloudBacklog
 from dcorch.db.schema import utcnow
 from dcorch.db.seeding import seed_eligible_subclouds
 from dcorch.remote.endpoints import MasterEndpoints, check_master_settings
 from dcorch.remote.http import Credentials, open_http_client
 from dcorch.service import Service, ServiceOptions, open_service
 from dcorch.settings import Settings
-from dcorch.sim import SimCloud, open_sim_cloud
+from dcorch.sim import NotConverged, SimCloud, open_sim_cloud
 from dcorch.sim.endpoints import SimResolver
 from dcorch.sim.fernet import SimFernetRotator
 
@@ -41,6 +43,8 @@ SOFTWARE_VERSION = "24.09"
 """What simulated subclouds are registered with."""
 CALLER_CONNECTIONS = 500
 """Connections of the handle's own client (the caller of the proxies)."""
+POLL_INTERVAL = 0.1
+"""Shortest pause between convergence checks (the commit feed has one reader: the engine)."""
 
 
 @dataclass
@@ -71,12 +75,97 @@ class Dcorch(Service):
 
     async def wait_converged(
         self,
-        regions: list[str] | None = None,
+        regions: Sequence[str] | None = None,
         *,
         timeout: float = 60.0,  # noqa: ASYNC109 - mirrors SimCloud.wait_converged
+        ignore: Iterable[str] = (),
+        poll_interval: float = POLL_INTERVAL,
     ) -> None:
-        """Wait until every (listed) simulated subcloud matches the master."""
-        await self._sim().wait_converged(regions, timeout=timeout)
+        """Wait until dcorch is done with every managed, online subcloud (or the listed ones).
+
+        Done means all three, read together (docs/behaviour.md#harness-convergence): the
+        database says its initial sync is ``completed`` and none of its requests is ``queued``
+        or ``in-progress`` (``failed``, ``timed-out`` and ``aborted`` are final: the next audit
+        repairs what they left), and the simulator says it matches the master (``ignore``:
+        categories not compared). A listed subcloud must be managed and online too. Each poll
+        waits at least twice as long as the check took, so thousands of subclouds do not keep
+        the database busy.
+
+        Raises:
+            NotConverged: not done at the deadline; per subcloud, why (initial sync state,
+                work still pending, the differing categories and differences).
+        """
+        sim = self._sim()
+        names = None if regions is None else list(regions)
+        ignored = tuple(ignore)
+        deadline = trio.current_time() + timeout
+        while True:
+            started = trio.current_time()
+            if not await self._not_converged(sim, names, ignored):
+                return
+            now = trio.current_time()
+            if now >= deadline:
+                raise NotConverged(await self._not_converged(sim, names, ignored, explain=True))
+            await trio.sleep(min(max(poll_interval, 2 * (now - started)), deadline - now))
+
+    async def _not_converged(
+        self,
+        sim: SimCloud,
+        regions: list[str] | None,
+        ignore: tuple[str, ...],
+        *,
+        explain: bool = False,
+    ) -> dict[str, list[str]]:
+        """``{region: reasons}`` of the subclouds that are not done yet (see wait_converged).
+
+        Only subclouds the database finds done are compared with the master, unless
+        ``explain`` (the error at the deadline says everything that is missing).
+        """
+        backlogs = {b.region_name: b for b in await self.db.subcloud_backlogs(regions)}
+        wanted = (
+            list(regions)
+            if regions is not None
+            else [b.region_name for b in backlogs.values() if _syncing(b)]
+        )
+        missing: dict[str, list[str]] = {}
+        compared: list[str] = []
+        for region in wanted:
+            backlog = backlogs.get(region)
+            reasons = _backlog_reasons(backlog) if backlog else ["not registered in dcorch"]
+            simulated = region in sim.state.subclouds
+            if not simulated:
+                reasons.append("not a simulated subcloud")
+            if reasons:
+                missing[region] = reasons
+            if simulated and (explain or not reasons):
+                compared.append(region)
+        for region, differences in sim.differences(compared, ignore=ignore).items():
+            categories = sorted({d.split(":", 1)[0] for d in differences})
+            summary = f"differs from the master in {', '.join(categories)}"
+            missing[region] = [*missing.get(region, []), summary, *differences]
+        return missing
+
+
+def _syncing(backlog: SubcloudBacklog) -> bool:
+    """dcorch syncs a subcloud that is managed and online (an offline one keeps its queue)."""
+    return (
+        backlog.management_state == constants.MANAGEMENT_MANAGED
+        and backlog.availability_status == constants.AVAILABILITY_ONLINE
+    )
+
+
+def _backlog_reasons(backlog: SubcloudBacklog) -> list[str]:
+    """Why the database says dcorch is not done with this subcloud (empty: it is done)."""
+    reasons = []
+    if backlog.management_state != constants.MANAGEMENT_MANAGED:
+        reasons.append(f"management_state {backlog.management_state or 'not set'}")
+    if backlog.availability_status != constants.AVAILABILITY_ONLINE:
+        reasons.append(f"availability_status {backlog.availability_status}")
+    if backlog.initial_sync_state != constants.INITIAL_SYNC_COMPLETED:
+        reasons.append(f"initial_sync_state {backlog.initial_sync_state}")
+    if backlog.work:
+        reasons.append(f"{backlog.work} requests queued or in progress")
+    return reasons
 
 
 @asynccontextmanager

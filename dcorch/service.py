@@ -31,7 +31,7 @@ from actors import (
     open_actor_system,
 )
 from dcorch import constants
-from dcorch.api.app import create_api_app
+from dcorch.api.app import Caller, TokenCheckUnavailable, create_api_app
 from dcorch.asgi import serve_asgi
 from dcorch.db import migrate
 from dcorch.db.database import NO_SEAMS, Database, DatabaseSeams, open_database
@@ -39,6 +39,7 @@ from dcorch.db.purge import purge_periodically
 from dcorch.metrics import Metrics
 from dcorch.proxy.app import create_proxy_app, serve_proxy
 from dcorch.proxy.auth import KeystoneTokenValidator, TokenCache
+from dcorch.proxy.errors import ValidationUnavailable
 from dcorch.proxy.fernet_audit import (
     CachedFernetKeys,
     FernetKeySource,
@@ -332,9 +333,14 @@ def _children(
             )
         )
 
-    async def token_check(token: str) -> frozenset[str] | None:
-        info = await tokens.validate(token)
-        return None if info is None else info.roles
+    async def token_check(token: str) -> Caller | None:
+        try:
+            info = await tokens.validate(token)
+        except ValidationUnavailable as exc:
+            raise TokenCheckUnavailable(str(exc)) from None
+        if info is None:
+            return None
+        return Caller(info.roles, info.project_name, info.project_domain_id)
 
     api_app = create_api_app(
         db,
@@ -345,6 +351,7 @@ def _children(
         address_required=address_required,
         master_health=health,
         initial_sync_failures=manager,
+        admin_project=settings.master.project_name,
     )
     api_port = 0 if ephemeral_ports else settings.api.port
     children.append(

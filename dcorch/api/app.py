@@ -1,6 +1,7 @@
 """The dcorch v1 REST API (docs/behaviour.md#dcorch-v1-api) plus what operators expect of a service.
 
-Routes (all under ``/v1.0/<project_id>`` need a token the master keystone validates):
+Routes (all under ``/v1.0/<project_id>`` need a token the master keystone validates; a change,
+any method but GET and HEAD, needs the admin role on the admin project: docs/behaviour.md):
 
 - ``GET /`` version document, no token (``POST/PUT/PATCH/DELETE /`` are 405)
 - ``POST .../subclouds`` add (optionally with its service URLs and endpoint types),
@@ -76,11 +77,44 @@ class InitialSyncFailures(Protocol):
     def initial_sync_failure(self, region: str) -> dict[str, object] | None: ...
 
 
-TokenCheck = Callable[[str], Awaitable[frozenset[str] | None]]
-"""A token's role names (lower case), or None when it is invalid, expired or revoked."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a valid token belongs to, as far as the API's policy needs to know."""
+
+    roles: frozenset[str]
+    """Role names on the token's project, lower case."""
+    project_name: str = ""
+    """The project the token is scoped to (empty: not project scoped)."""
+    project_domain_id: str = ""
+
+
+class TokenCheckUnavailable(Exception):
+    """The master keystone could not say whether a token is valid (answered 503)."""
+
+
+TokenCheck = Callable[[str], Awaitable[Caller | None]]
+"""The token's :class:`Caller`, or None when it is invalid, expired or revoked.
+
+Raises :class:`TokenCheckUnavailable` when keystone gives no answer.
+"""
 
 ADMIN_ROLE = "admin"
-"""What every ``/v1.0`` route needs: the v1 API has no master behind it whose policy decides."""
+"""What a change needs, on the admin project: the v1 API has no master whose policy decides."""
+ADMIN_PROJECT_DOMAIN_ID = "default"
+"""The admin project is keystone's default domain's (a domain admin may name a project admin)."""
+PUBLIC_PATHS = frozenset({"/", "/health", "/metrics", "/openapi.json"})
+"""Answered without a token (probes and scrapers carry none)."""
+READ_METHODS = frozenset({"GET", "HEAD"})
+"""Any valid token may read; every other method changes something and needs the admin."""
+
+
+def may_change(caller: Caller, admin_project: str) -> bool:
+    """Upstream's rule for changes: the admin role on the admin project (docs/behaviour.md)."""
+    return (
+        ADMIN_ROLE in caller.roles
+        and caller.project_name == admin_project
+        and caller.project_domain_id == ADMIN_PROJECT_DOMAIN_ID
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -111,12 +145,14 @@ def create_api_app(
     address_required: bool = False,
     master_health: MasterHealthView | None = None,
     initial_sync_failures: InitialSyncFailures | None = None,
+    admin_project: str = "admin",
 ) -> QuartTrio:
     """Build the dcorch v1 API app around a running database (``dcorch.db.Database``).
 
     ``endpoint_types``: what the System Controller syncs (a new subcloud's default, and what an
     add may choose from). ``address_required``: subcloud URLs come from a template on the
     management IP, so a subcloud needs one unless every service it uses is given a URL.
+    ``admin_project``: the project whose admins may change subclouds (``master.project_name``).
     """
     enabled = tuple(endpoint_types)
     app = QuartTrio("dcorch.api")
@@ -126,17 +162,24 @@ def create_api_app(
 
     @app.before_request
     async def _authenticate() -> Response | None:
-        path = request.path
-        if path in ("/", "/health", "/metrics", "/openapi.json"):
+        if request.path in PUBLIC_PATHS:
             return None
         token = request.headers.get("X-Auth-Token", "")
         if not token:
             return _error(401, "unauthorized", "missing authentication token")
-        roles = await token_check(token)
-        if roles is None:
+        try:
+            caller = await token_check(token)
+        except TokenCheckUnavailable as exc:
+            return _error(503, "unavailable", f"cannot validate the token now: {exc}")
+        if caller is None:
             return _error(401, "unauthorized", "invalid or expired authentication token")
-        if ADMIN_ROLE not in roles:
-            return _error(403, "forbidden", "the admin role is required for the dcorch API")
+        if request.method not in READ_METHODS and not may_change(caller, admin_project):
+            return _error(
+                403,
+                "forbidden",
+                f"{request.method} needs the {ADMIN_ROLE} role on project {admin_project} "
+                "(domain Default)",
+            )
         return None
 
     @app.after_request

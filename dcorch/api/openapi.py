@@ -46,6 +46,7 @@ def _answers(*statuses: int) -> dict[str, Any]:
         200: "done",
         400: "bad request (JSON error body naming the problem)",
         401: "missing, invalid or expired token",
+        403: "a change needs the admin role on the admin project",
         404: "no such subcloud",
         405: "method not allowed",
         409: "conflict with the subcloud's state",
@@ -92,7 +93,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 "post": {
                     "operationId": "add_subcloud",
                     "requestBody": _body(validation.ADD_SUBCLOUD),
-                    "responses": _answers(200, 400, 401, 409),
+                    "responses": _answers(200, 400, 401, 403, 409),
                 },
             },
             "/v1.0/{project_id}/subclouds/{region}": {
@@ -101,9 +102,12 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 "put": {
                     "operationId": "update_subcloud",
                     "requestBody": _body(validation.UPDATE_STATES),
-                    "responses": _answers(200, 400, 401, 404),
+                    "responses": _answers(200, 400, 401, 403, 404),
                 },
-                "delete": {"operationId": "delete_subcloud", "responses": _answers(200, 401, 404)},
+                "delete": {
+                    "operationId": "delete_subcloud",
+                    "responses": _answers(200, 401, 403, 404),
+                },
             },
             "/v1.0/{project_id}/subclouds/{region}/initial-sync": {
                 "parameters": [_PROJECT, _REGION],
@@ -111,7 +115,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 "put": {
                     "operationId": "request_initial_sync",
                     "requestBody": _body(validation.INITIAL_SYNC),
-                    "responses": _answers(200, 400, 401, 404, 409),
+                    "responses": _answers(200, 400, 401, 403, 404, 409),
                 },
             },
             "/v1.0/{project_id}/subclouds/{region}/sync-status": {

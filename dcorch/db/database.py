@@ -42,6 +42,7 @@ from dcorch.db.rows import (
     PurgeCounts,
     RequestUpdate,
     ResourceRow,
+    SubcloudBacklog,
     SubcloudResourceRow,
     SubcloudRow,
     SubcloudSyncRow,
@@ -386,6 +387,18 @@ class Database:
     async def count_requests_by_state(self) -> dict[str, int]:
         """Live requests per state."""
         return await self.run_readonly(ur.count_requests_by_state)
+
+    async def subcloud_backlogs(
+        self, regions: Sequence[str] | None = None
+    ) -> list[SubcloudBacklog]:
+        """Each subcloud's (or each named one's) states and queued/in-progress request count."""
+        return await self.run_readonly(
+            ur.subcloud_backlogs, None if regions is None else tuple(regions)
+        )
+
+    async def request_regions(self, resource_type: str, master_id: str) -> list[str]:
+        """Regions of every request, completed included, recorded for one master resource."""
+        return await self.run_readonly(ur.request_regions, resource_type, master_id)
 
     async def purge_deleted(self, age_days: float) -> PurgeCounts:
         """Remove old soft-deleted requests, then orphan jobs, then orphan resources."""

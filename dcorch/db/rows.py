@@ -59,6 +59,18 @@ class SubcloudRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SubcloudBacklog:
+    """How far one subcloud is from done: its states and its work still to apply."""
+
+    region_name: str
+    management_state: str | None
+    availability_status: str
+    initial_sync_state: str
+    work: int
+    """Live ``orch_request`` rows ``queued`` or ``in-progress`` (failed ones are final)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SubcloudSyncRow:
     """One ``subcloud_sync`` row (one pair)."""
 

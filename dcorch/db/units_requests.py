@@ -15,8 +15,15 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, delete, exists, func, select, update
 
 from dcorch import constants as c
-from dcorch.db.rows import PendingRequest, PurgeCounts, RequestUpdate
-from dcorch.db.schema import orch_job, orch_request, resource, subcloud_resource, utcnow
+from dcorch.db.rows import PendingRequest, PurgeCounts, RequestUpdate, SubcloudBacklog
+from dcorch.db.schema import (
+    orch_job,
+    orch_request,
+    resource,
+    subcloud,
+    subcloud_resource,
+    utcnow,
+)
 
 
 def _joined() -> Any:
@@ -227,6 +234,51 @@ def count_requests_by_state(conn: Connection) -> dict[str, int]:
         .group_by(orch_request.c.state)
     )
     return {state: int(n) for state, n in conn.execute(stmt)}
+
+
+def subcloud_backlogs(conn: Connection, regions: Sequence[str] | None) -> list[SubcloudBacklog]:
+    """Every subcloud (or the named ones) with its queued and in-progress requests, by id.
+
+    Two statements whatever the subcloud count: the subclouds, and one grouped count of live
+    work (on ``orch_request_state_idx``: few rows are queued or in progress at any time).
+    """
+    work_states = [c.ORCH_REQUEST_QUEUED, c.ORCH_REQUEST_IN_PROGRESS]
+    counts = select(orch_request.c.target_region_name, func.count()).where(
+        orch_request.c.deleted == 0, orch_request.c.state.in_(work_states)
+    )
+    rows = select(
+        subcloud.c.region_name,
+        subcloud.c.management_state,
+        subcloud.c.availability_status,
+        subcloud.c.initial_sync_state,
+    ).order_by(subcloud.c.id)
+    if regions is not None:
+        names = sorted(set(regions))
+        counts = counts.where(orch_request.c.target_region_name.in_(names))
+        rows = rows.where(subcloud.c.region_name.in_(names))
+    grouped = conn.execute(counts.group_by(orch_request.c.target_region_name))
+    work = {str(region): int(n) for region, n in grouped}
+    return [
+        SubcloudBacklog(
+            region, management, availability, initial or c.INITIAL_SYNC_NONE, work.get(region, 0)
+        )
+        for region, management, availability, initial in conn.execute(rows)
+    ]
+
+
+def request_regions(conn: Connection, resource_type: str, master_id: str) -> list[str]:
+    """Target regions of every request (completed ones too) of one master resource's jobs.
+
+    One entry per ``orch_request``, in id order: what a proxied change was recorded for.
+    """
+    stmt = (
+        select(orch_request.c.target_region_name)
+        .join(orch_job, orch_job.c.id == orch_request.c.orch_job_id)
+        .join(resource, resource.c.id == orch_job.c.resource_id)
+        .where(resource.c.resource_type == resource_type, resource.c.master_id == master_id)
+        .order_by(orch_request.c.id)
+    )
+    return [str(region) for region in conn.execute(stmt).scalars()]
 
 
 def purge_deleted(conn: Connection, age_days: float) -> PurgeCounts:

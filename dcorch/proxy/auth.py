@@ -35,6 +35,8 @@ class TokenInfo:
     expires_at: datetime | None = None
     user_id: str = ""
     project_id: str = ""
+    project_name: str = ""
+    project_domain_id: str = ""
     audit_ids: tuple[str, ...] = ()
     """The token's own audit id first (keystone's ``audit_ids``): what revocation events name."""
 
@@ -95,11 +97,15 @@ def parse_token_body(body: Any) -> TokenInfo:
             expires_at = expires_at.replace(tzinfo=UTC)
     user = token.get("user")
     project = token.get("project")
+    project = project if isinstance(project, Mapping) else {}
+    domain = project.get("domain")
     return TokenInfo(
         roles=roles,
         expires_at=expires_at,
         user_id=str(user.get("id", "")) if isinstance(user, Mapping) else "",
-        project_id=str(project.get("id", "")) if isinstance(project, Mapping) else "",
+        project_id=str(project.get("id", "")),
+        project_name=str(project.get("name", "")),
+        project_domain_id=str(domain.get("id", "")) if isinstance(domain, Mapping) else "",
         audit_ids=tuple(str(a) for a in token.get("audit_ids") or () if isinstance(a, str)),
     )
 

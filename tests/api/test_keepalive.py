@@ -15,12 +15,12 @@ import httpx
 import pytest
 import trio
 
-from dcorch.api.app import create_api_app
+from dcorch.api.app import Caller, create_api_app
 from dcorch.asgi import Message, close_if_body_unread, serve_asgi
 
 
-async def _any_token(token: str) -> frozenset[str]:
-    return frozenset({"admin"})
+async def _any_token(token: str) -> Caller:
+    return Caller(frozenset({"admin"}), "admin", "default")
 
 
 @pytest.fixture

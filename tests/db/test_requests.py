@@ -191,3 +191,40 @@ def _set_state(conn: Connection, request_id: int, state: str) -> None:
         .where(orch_request.c.id == request_id)
         .values(state=state, deleted=deleted)
     )
+
+
+async def test_subcloud_backlogs_count_only_work_still_to_apply(db: Database) -> None:
+    await make_eligible(db, "a", "b")
+    await db.add_subcloud("c")
+    await db.enqueue_work([_order("u1"), _order("u2"), _order("i1", "platform")])
+    a1, a2 = await db.pending_requests("a", "identity")
+    [b1, _] = await db.pending_requests("b", "identity")
+    await db.update_requests(
+        [
+            RequestUpdate(a1.id, state=c.ORCH_REQUEST_IN_PROGRESS),
+            RequestUpdate(a2.id, state=c.ORCH_REQUEST_COMPLETED),
+            RequestUpdate(b1.id, state=c.ORCH_REQUEST_FAILED),  # final: not work to wait for
+        ]
+    )
+    backlogs = await db.subcloud_backlogs()
+    assert [(b.region_name, b.initial_sync_state, b.work) for b in backlogs] == [
+        ("a", "completed", 2),
+        ("b", "completed", 2),
+        ("c", "none", 0),
+    ]
+    assert (backlogs[2].management_state, backlogs[2].availability_status) == (None, "offline")
+    assert [b.region_name for b in await db.subcloud_backlogs(["c", "a", "zz"])] == ["a", "c"]
+
+
+async def test_request_regions_of_a_resource_include_completed_requests(db: Database) -> None:
+    await make_eligible(db, "a", "b")
+    await db.enqueue_work([_order("u1"), _order("u2")])
+    await db.enqueue_work([_order("u1", op="patch")])
+    done = [
+        RequestUpdate(p.id, state=c.ORCH_REQUEST_COMPLETED)
+        for p in await db.pending_requests("a", "identity")
+    ]
+    await db.update_requests(done)
+    assert await db.request_regions("users", "u1") == ["a", "b", "a", "b"]
+    assert await db.request_regions("users", "u2") == ["a", "b"]
+    assert await db.request_regions("users", "nobody") == []

@@ -254,5 +254,6 @@ async def test_the_harness_reproduction_an_unknown_region_fails_given_urls_sync(
         assert await _initial_sync_ends(dc, "edge-given") == constants.INITIAL_SYNC_COMPLETED
 
         user_id = await _create_user(dc, "dave")
-        await dc.wait_converged([target], timeout=30)
+        # dcorch knows the simulated subcloud as edge-given: compare the clouds themselves.
+        await dc.sim.wait_converged([target], timeout=30)
         assert user_id in dc.sim.subcloud(target).identity.users
