@@ -23,7 +23,10 @@ ALLOWED: dict[str, set[str]] = {
     "dcorch.asgi": BASE,
     "dcorch.metrics": BASE,
     "dcorch.proxy": BASE | {"dcorch.proxy", "dcorch.work", "dcorch.asgi", "dcorch.metrics"},
-    "dcorch.api": BASE | {"dcorch.api", "dcorch.db", "dcorch.metrics"},
+    "dcorch.api": BASE | {"dcorch.api", "dcorch.db", "dcorch.metrics", "dcorch.lifecycle"},
+    "dcorch.lifecycle": BASE | {"dcorch.db", "dcorch.work"},
+    "dcorch.rpc": BASE
+    | {"dcorch.rpc", "dcorch.lifecycle", "dcorch.metrics", "dcorch.supervision", "actors"},
     "dcorch.db": BASE | {"dcorch.db", "dcorch.work", "dcorch.supervision", "actors"},
     "dcorch.remote": BASE | {"dcorch.remote", "dcorch.db.rows"},
     "dcorch.sync": BASE
@@ -38,7 +41,8 @@ ALLOWED: dict[str, set[str]] = {
     | {"dcorch.remote.http"},
     "dcorch.service": BASE
     | {"dcorch.api", "dcorch.asgi", "dcorch.db", "dcorch.metrics", "dcorch.proxy"}
-    | {"dcorch.remote", "dcorch.sync", "dcorch.supervision", "actors"},
+    | {"dcorch.remote", "dcorch.sync", "dcorch.supervision", "actors"}
+    | {"dcorch.lifecycle", "dcorch.rpc"},
     "dcorch.harness": BASE
     | {"dcorch.service", "dcorch.sim", "dcorch.db", "dcorch.remote", "dcorch.sync"}
     | {"dcorch.metrics", "actors"},
