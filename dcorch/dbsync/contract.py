@@ -185,6 +185,8 @@ def _check_value(column: ColumnSpec, value: Any, where: str) -> Any:
     if kind == "str":
         if not isinstance(value, str):
             raise RecordError(400, f"{where} must be a string")
+        if not _storable_text(value):
+            raise RecordError(400, f"{where} holds a NUL or a lone surrogate (not storable text)")
         if column.max_length is not None and len(value) > column.max_length:
             raise RecordError(400, f"{where} is longer than {column.max_length} characters")
         return value
@@ -206,6 +208,19 @@ def _check_value(column: ColumnSpec, value: Any, where: str) -> Any:
         return format_datetime(parse_datetime(value))
     except ValueError:
         raise RecordError(400, f"{where} is not a valid date/time: {value!r}") from None
+
+
+def _storable_text(value: str) -> bool:
+    """Text every keystone backend can hold: valid UTF-8 (JSON's ``\\ud800`` escapes decode to
+    lone surrogates, which have none: the agent answered them 500, found by ``./just fuzz``) and
+    no NUL (PostgreSQL's text refuses it)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_rows(spec: TableSpec, rows: Any, where: str) -> list[Record]:

@@ -44,6 +44,9 @@ def test_datetimes_have_one_canonical_text() -> None:
         ({"created_at": 5}, r"user.created_at must be a date/time text"),
         ({"created_at": "soon"}, r"user.created_at is not a valid date/time: 'soon'"),
         ({"nickname": "x"}, r"user.nickname is not a column of keystone's user table"),
+        ({"id": "\ud800"}, r"user.id holds a NUL or a lone surrogate"),
+        ({"domain_id": "a\x00b"}, r"user.domain_id holds a NUL or a lone surrogate"),
+        ({"extra": "x\udfffy"}, r"user.extra holds a NUL or a lone surrogate"),
     ],
 )
 def test_bad_columns_are_named(row: dict[str, object], message: str) -> None:
