@@ -105,9 +105,10 @@ def campaign(options: Options) -> tuple[Tally, dict[str, Any]]:
             system.start_agent()
         ready = time.monotonic()
         shares = Weights().split(options.inputs, surfaces)
-        for index, (name, strategy) in enumerate(strategies(system, surfaces).items()):
+        for name, strategy in strategies(system, surfaces).items():
             began = time.monotonic()
-            run_surface(system, name, strategy, shares[name], options.seed * 1000 + index, tally)
+            surface_seed = options.seed * 1000 + SURFACES.index(name)  # the same with --surfaces
+            run_surface(system, name, strategy, shares[name], surface_seed, tally)
             done = tally.surfaces.get(name)
             print(
                 f"  {name:<13} {done.inputs if done else 0:>6} inputs "

@@ -4,8 +4,8 @@ in CI and in the campaign.
 * **dcorch 5xx**: a 5xx that dcorch made (the v1 API, a proxy, the DB-sync agent). A proxy
   relays the master's answers as they are, so a 5xx is the master's only when the simulated
   master itself failed during that input (it logs ``sim.handler_crashed``); every other 5xx from
-  a proxy is dcorch's. The simulator's own dcdbsync routes are judged alike (a crash there is a
-  bug of the contract's reference server) and counted apart.
+  a proxy is dcorch's. The simulator's 5xx (relayed, or from its own dcdbsync routes) are
+  counted apart as ``sim_5xx``: not dcorch's, but bugs of the reference servers all the same.
 * **change on rejection**: the input was answered 4xx (or not at all) and a cheap snapshot of
   the database it could touch differs before and after.
 * **lost**: the input was accepted (2xx) but what it promised is not stored: a proxied change
@@ -76,12 +76,11 @@ class Verdict:
 
 
 def judge_5xx(answer: Answer, *, master_crashed: bool, simulator: bool = False) -> str | None:
-    """``dcorch_5xx``, ``sim_5xx`` or None for a 5xx from dcorch or the simulator itself."""
+    """Whose 5xx this is: ``dcorch_5xx``, or ``sim_5xx`` when the simulator answered it (its
+    dcdbsync routes) or failed behind a proxy that relayed its answer; None below 500."""
     if answer.status is None or answer.status < 500:
         return None
-    if simulator:
-        return "sim_5xx"
-    return None if master_crashed else "dcorch_5xx"
+    return "sim_5xx" if simulator or master_crashed else "dcorch_5xx"
 
 
 # -- the log scan ---------------------------------------------------------------------------------

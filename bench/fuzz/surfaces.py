@@ -178,7 +178,7 @@ def _dbsync_accepted(system: FuzzSystem, sent: Sent, verdict: Verdict) -> None:
             verdict.fail("lost", f"{sent.method} {inner} -> {sent.answer.status} without an id")
             return
         read = system.http.get(
-            f"{base}/identity/{plural}/{quote(oid, safe='')}",
+            f"{base}/identity/{plural}/{quote(oid.encode('utf-8', 'surrogatepass'), safe='')}",
             headers={"X-Auth-Token": system.spare_token},
         )
         if read.status_code != 200:
@@ -198,7 +198,7 @@ def _dbsync_accepted(system: FuzzSystem, sent: Sent, verdict: Verdict) -> None:
         else:
             by, ref = "users", user_event_id(str(event["user_id"]), str(event["issued_before"]))
         read = system.http.get(
-            f"{base}/identity/token-revocation-events/{by}/{quote(ref, safe='')}",
+            f"{base}/identity/token-revocation-events/{by}/{quote(ref.encode('utf-8', 'surrogatepass'), safe='')}",
             headers={"X-Auth-Token": system.spare_token},
         )
         if read.status_code != 200:
