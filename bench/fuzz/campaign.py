@@ -130,13 +130,19 @@ def campaign(options: Options) -> tuple[Tally, dict[str, Any]]:
             "secret_examples": list(system.scan.examples),
             "not_converged": differences,
             "master_crashes": system.scan.master_crashes,
+            "child_crashes": list(system.scan.child_crashes),
         }
     figures["wall_s"] = round(time.monotonic() - started, 1)
     return tally, figures
 
 
 def failed(tally: Tally, figures: dict[str, Any]) -> bool:
-    return tally.failed or bool(figures["secrets_in_logs"]) or bool(figures["not_converged"])
+    return (
+        tally.failed
+        or bool(figures["secrets_in_logs"])
+        or bool(figures["not_converged"])
+        or bool(figures["child_crashes"])
+    )
 
 
 def report(tally: Tally, figures: dict[str, Any]) -> str:
@@ -168,6 +174,7 @@ def report(tally: Tally, figures: dict[str, Any]) -> str:
         f"secrets seen in logs:            {figures['secrets_in_logs']}"
         f" (of {figures['log_records_scanned']} records scanned)",
         f"hangs (no answer):               {tally.total('hang')}",
+        f"supervised children crashed:     {len(figures['child_crashes'])}",
         f"subclouds converged after:       "
         f"{'yes' if not figures['not_converged'] else figures['not_converged']}",
     ]
@@ -176,6 +183,8 @@ def report(tally: Tally, figures: dict[str, Any]) -> str:
             lines.append(f"  [{kind}] {example}")
     for example in figures["secret_examples"]:
         lines.append(f"  [secret in log] {example}")
+    for example in filter(None, figures["child_crashes"]):
+        lines.append(f"  [child crashed] {example}")
     lines.append("")
     lines.append("RESULT: " + ("FAIL" if failed(tally, figures) else "PASS"))
     return "\n".join(lines)

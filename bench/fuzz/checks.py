@@ -35,6 +35,8 @@ MAX_EXAMPLES: Final = 5
 PROBLEMS: Final = ("dcorch_5xx", "sim_5xx", "changed_on_rejection", "lost", "secret_logged", "hang")
 """Every kind of failure; the run fails when any count is not zero."""
 MASTER_CRASH: Final = "sim.handler_crashed"
+CHILD_CRASH: Final = "child.crashed"
+"""What :mod:`actors` logs when a supervised child (a sync actor, a listener) fails."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +88,14 @@ def judge_5xx(answer: Answer, *, master_crashed: bool, simulator: bool = False) 
 # -- the log scan ---------------------------------------------------------------------------------
 
 
-class SecretScan(logging.Handler):
+class LogScan(logging.Handler):
     """A handler on the root logger that counts records holding a secret (thread safe).
 
     Every record is formatted as a console handler would (message, then traceback) and searched
-    for :attr:`pattern` and for each secret added with :meth:`add`. It also notes each crash the
-    simulated master logs, which makes the proxies' relayed 5xx tell from their own.
+    for :attr:`pattern` and for each secret added with :meth:`add`. It also counts each crash the
+    simulated master logs, which tells the proxies' relayed 5xx from their own, and each crash
+    of a supervised child (a sync actor that an input's work order made fail, say): no 5xx
+    shows those, yet they are the input's fault.
     """
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
@@ -104,6 +108,7 @@ class SecretScan(logging.Handler):
         self.hits = 0
         self.examples: list[str] = []
         self.master_crashes = 0
+        self.child_crashes: list[str] = []
 
     def add(self, secret: str) -> None:
         """Also look for ``secret`` (a token the run was issued); short strings are ignored."""
@@ -117,8 +122,13 @@ class SecretScan(logging.Handler):
         leaked = found.group(0) if found else next((s for s in self._secrets if s in text), None)
         with self._guard:
             self.records += 1
-            if record.getMessage().startswith(MASTER_CRASH):
+            message = record.getMessage()
+            if message.startswith(MASTER_CRASH):
                 self.master_crashes += 1
+            if message.startswith(CHILD_CRASH) and len(self.child_crashes) < MAX_EXAMPLES:
+                self.child_crashes.append(text[:1500])
+            elif message.startswith(CHILD_CRASH):
+                self.child_crashes.append("")
             if leaked is not None:
                 self.hits += 1
                 if len(self.examples) < MAX_EXAMPLES:
@@ -148,8 +158,9 @@ def _count_and_max(conn: Connection, table: Table) -> tuple[int, int]:
 def dcorch_snapshot(conn: Connection) -> tuple[Any, ...]:
     """A unit of work: what an input could change in dcorch's database, cheaply.
 
-    Work (orch_job, orch_request, resource) is only ever added by an input, so its row counts
-    and top ids say whether any was; subclouds (with their endpoint types and URLs, kept in
+    Work (orch_job, orch_request) is only ever added by an input, so its row counts and top ids
+    say whether any was (``resource`` rows are not: the engine maps what it syncs, an initial
+    sync included); subclouds (with their endpoint types and URLs, kept in
     ``capabilities``) and their sync pairs are few, so the columns an input sets are digested. What the engine moves on its own (request states, sync and
     audit status, timestamps) is left out: it changes while a rejected input is answered.
     """
@@ -174,7 +185,6 @@ def dcorch_snapshot(conn: Connection) -> tuple[Any, ...]:
     return (
         _count_and_max(conn, s.orch_job),
         _count_and_max(conn, s.orch_request),
-        _count_and_max(conn, s.resource),
         _digest(subclouds),
         _digest(pairs),
     )

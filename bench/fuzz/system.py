@@ -35,7 +35,7 @@ import httpx
 import trio
 from sqlalchemy import Table
 
-from bench.fuzz.checks import Answer, SecretScan, dcorch_snapshot, table_snapshot
+from bench.fuzz.checks import Answer, LogScan, dcorch_snapshot, table_snapshot
 from bench.fuzz.inputs import CAP_BYTES, SECRET_PATTERN, HttpInput, RawInput
 from dcorch import constants
 from dcorch.cli import QUIETER_LOGGERS, quiet_third_party_loggers
@@ -156,7 +156,7 @@ class FuzzSystem:
     nursery: trio.Nursery
     spare: str
     """The simulated cloud whose dcdbsync is fuzzed (dcorch does not manage it)."""
-    scan: SecretScan
+    scan: LogScan
     http: httpx.Client
     baseline: dict[str, SubcloudRow]
     registry: Registry = field(default_factory=Registry)
@@ -505,7 +505,7 @@ def open_fuzz_system(settings: Settings) -> Iterator[FuzzSystem]:
     that ``dcorch serve`` puts on its handlers; the caller's own records (its HTTP client's,
     hypothesis') are not the service's and are left out.
     """
-    scan = SecretScan(SECRET_PATTERN)
+    scan = LogScan(SECRET_PATTERN)
     scan.addFilter(RedactingFilter())
     caller = threading.get_ident()
     scan.addFilter(lambda record: record.thread != caller)
@@ -527,7 +527,7 @@ def open_fuzz_system(settings: Settings) -> Iterator[FuzzSystem]:
                 baseline = {s.region_name: s for s in await dc.db.list_subclouds()}
                 async with trio.open_nursery() as nursery:
                     stop.append(trio.Event())
-                    ready["system"] = FuzzSystem(
+                    system = FuzzSystem(
                         dc=dc,
                         trio_token=trio.lowlevel.current_trio_token(),
                         nursery=nursery,
@@ -537,8 +537,10 @@ def open_fuzz_system(settings: Settings) -> Iterator[FuzzSystem]:
                         baseline=baseline,
                         spare_token=dc.sim.admin_token(spare),
                     )
+                    await system._settle()  # every initial sync done: inputs meet a quiet engine
                     scan.add(dc.token)
-                    scan.add(ready["system"].spare_token)
+                    scan.add(system.spare_token)
+                    ready["system"] = system
                     started.set()
                     await stop[0].wait()
                     nursery.cancel_scope.cancel()

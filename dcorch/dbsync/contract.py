@@ -8,7 +8,7 @@ dcdbsync, validate bodies here against a description of keystone's tables
 copy that a contract test holds equal to the reflected one. So the same input gets the same
 status from both, and a record the simulator accepts is one a real keystone would take.
 
-Pure functions, no I/O and no SQLAlchemy: values here are JSON-level (datetimes as text in one
+Pure functions, no I/O and no SQLAlchemy (text is storable as :mod:`dcorch.text` says): values here are JSON-level (datetimes as text in one
 canonical form, :func:`format_datetime`), converted to driver values by the agent alone.
 """
 
@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final, Literal
+
+from dcorch.text import storable_text
 
 Record = dict[str, Any]
 ColumnKind = Literal["str", "int", "bool", "datetime", "date"]
@@ -185,7 +187,7 @@ def _check_value(column: ColumnSpec, value: Any, where: str) -> Any:
     if kind == "str":
         if not isinstance(value, str):
             raise RecordError(400, f"{where} must be a string")
-        if not _storable_text(value):
+        if not storable_text(value):
             raise RecordError(400, f"{where} holds a NUL or a lone surrogate (not storable text)")
         if column.max_length is not None and len(value) > column.max_length:
             raise RecordError(400, f"{where} is longer than {column.max_length} characters")
@@ -208,19 +210,6 @@ def _check_value(column: ColumnSpec, value: Any, where: str) -> Any:
         return format_datetime(parse_datetime(value))
     except ValueError:
         raise RecordError(400, f"{where} is not a valid date/time: {value!r}") from None
-
-
-def _storable_text(value: str) -> bool:
-    """Text every keystone backend can hold: valid UTF-8 (JSON's ``\\ud800`` escapes decode to
-    lone surrogates, which have none: the agent answered them 500, found by ``./just fuzz``) and
-    no NUL (PostgreSQL's text refuses it)."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _check_rows(spec: TableSpec, rows: Any, where: str) -> list[Record]:
