@@ -69,7 +69,7 @@ class ContainedTCPServer(TCPServer):
                     pass  # the connection is gone either way
 
 
-hypercorn.trio.run.TCPServer = ContainedTCPServer  # type: ignore[misc]
+hypercorn.trio.run.TCPServer = ContainedTCPServer  # type: ignore[attr-defined,misc]
 
 
 def close_if_body_unread(app: ASGIApp) -> ASGIApp:

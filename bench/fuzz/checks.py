@@ -160,9 +160,10 @@ def dcorch_snapshot(conn: Connection) -> tuple[Any, ...]:
 
     Work (orch_job, orch_request) is only ever added by an input, so its row counts and top ids
     say whether any was (``resource`` rows are not: the engine maps what it syncs, an initial
-    sync included); subclouds (with their endpoint types and URLs, kept in
-    ``capabilities``) and their sync pairs are few, so the columns an input sets are digested. What the engine moves on its own (request states, sync and
-    audit status, timestamps) is left out: it changes while a rejected input is answered.
+    sync included); subclouds (with their endpoint types and URLs, kept in ``capabilities``)
+    and their sync pairs are few, so the columns an input sets are digested. What the engine
+    moves on its own (request states, sync and audit status, timestamps) is left out: it
+    changes while a rejected input is answered.
     """
     s = dcorch_schema
     subclouds = conn.execute(

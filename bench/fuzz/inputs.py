@@ -192,6 +192,14 @@ def _drop(value: Json, path: tuple[Any, ...]) -> Json:
     return _replace(value, parent, without)
 
 
+def _constant(new: Json) -> Callable[[Json], Json]:
+    return lambda _old: new
+
+
+def _under(plural: str) -> Callable[[str], str]:
+    return lambda oid: f"/v3/{plural}/{oid}"
+
+
 @st.composite
 def mutated(draw: st.DrawFn, base: st.SearchStrategy[Json], most: int = 3) -> Json:
     """A valid value with up to ``most`` random edits: a subtree replaced, dropped or grown."""
@@ -214,7 +222,7 @@ def mutated(draw: st.DrawFn, base: st.SearchStrategy[Json], most: int = 3) -> Js
             value = _replace(value, path, grow)
         else:
             new = draw(json_values if action == "replace" else st.sampled_from(WEIRD_TEXT))
-            value = _replace(value, path, lambda _old, new=new: new)
+            value = _replace(value, path, _constant(new))
     return value
 
 
@@ -413,9 +421,9 @@ def identity_routes(admin_user: str) -> st.SearchStrategy[tuple[str, str, Json]]
         ref = id_ref(kind)
         routes += [
             st.tuples(st.just("POST"), st.just(f"/v3/{plural}"), obj),
-            st.tuples(st.just("PATCH"), ref.map(lambda i, pl=plural: f"/v3/{pl}/{i}"), obj),
-            st.tuples(st.just("DELETE"), ref.map(lambda i, pl=plural: f"/v3/{pl}/{i}"), none),
-            st.tuples(st.just("GET"), ref.map(lambda i, pl=plural: f"/v3/{pl}/{i}"), none),
+            st.tuples(st.just("PATCH"), ref.map(_under(plural)), obj),
+            st.tuples(st.just("DELETE"), ref.map(_under(plural)), none),
+            st.tuples(st.just("GET"), ref.map(_under(plural)), none),
         ]
     role = st.fixed_dictionaries({"role": st.fixed_dictionaries({"name": names})})
     password = st.fixed_dictionaries(

@@ -177,8 +177,9 @@ def _dbsync_accepted(system: FuzzSystem, sent: Sent, verdict: Verdict) -> None:
         if not isinstance(oid, str):
             verdict.fail("lost", f"{sent.method} {inner} -> {sent.answer.status} without an id")
             return
+        quoted = quote(oid.encode("utf-8", "surrogatepass"), safe="")
         read = system.http.get(
-            f"{base}/identity/{plural}/{quote(oid.encode('utf-8', 'surrogatepass'), safe='')}",
+            f"{base}/identity/{plural}/{quoted}",
             headers={"X-Auth-Token": system.spare_token},
         )
         if read.status_code != 200:
@@ -197,8 +198,9 @@ def _dbsync_accepted(system: FuzzSystem, sent: Sent, verdict: Verdict) -> None:
             by, ref = "audits", str(event["audit_id"])
         else:
             by, ref = "users", user_event_id(str(event["user_id"]), str(event["issued_before"]))
+        quoted = quote(ref.encode("utf-8", "surrogatepass"), safe="")
         read = system.http.get(
-            f"{base}/identity/token-revocation-events/{by}/{quote(ref.encode('utf-8', 'surrogatepass'), safe='')}",
+            f"{base}/identity/token-revocation-events/{by}/{quoted}",
             headers={"X-Auth-Token": system.spare_token},
         )
         if read.status_code != 200:

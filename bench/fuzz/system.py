@@ -443,8 +443,9 @@ class FuzzSystem:
             sim = self.dc.sim
             assert sim is not None
             deadline = trio.current_time() + timeout
-            while left(sim) and trio.current_time() < deadline:
-                await trio.sleep(0.2)
+            with trio.move_on_at(deadline):
+                while left(sim):  # noqa: ASYNC110 - polls the simulator's state, no event for it
+                    await trio.sleep(0.2)
             return left(sim)
 
         return self.call(wait)

@@ -8,8 +8,9 @@ dcdbsync, validate bodies here against a description of keystone's tables
 copy that a contract test holds equal to the reflected one. So the same input gets the same
 status from both, and a record the simulator accepts is one a real keystone would take.
 
-Pure functions, no I/O and no SQLAlchemy (text is storable as :mod:`dcorch.text` says): values here are JSON-level (datetimes as text in one
-canonical form, :func:`format_datetime`), converted to driver values by the agent alone.
+Pure functions, no I/O and no SQLAlchemy (text is storable as :mod:`dcorch.text` says): values
+here are JSON-level (datetimes as text in one canonical form, :func:`format_datetime`),
+converted to driver values by the agent alone.
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def upstream_url(base: httpx.URL, raw_path: bytes, query_string: bytes) -> httpx
     return base.copy_with(raw_path=target)
 
 
-class non_empty:  # noqa: N801 - used like the generator function it replaced
+class non_empty:  # used like the generator function it replaced, so its name stays
     """``chunks`` without the empty ones, which a chunked encoder could take for the end.
 
     An iterator object, not an async generator: one left unfinished (the client or the master

@@ -120,7 +120,9 @@ def storable(identity: Identity, kind: str, rec: Record) -> Record:
         raise KeystoneError(404, f"Could not find domain: {domain}.")
     for section, rows in rec.items():
         spec = KEYSTONE_SPECS.get(section)
-        for row in (rows if isinstance(rows, list) else [rows]) if spec else []:
+        if spec is None:
+            continue  # not a table (a group's member list)
+        for row in rows if isinstance(rows, list) else [rows]:
             try:
                 check_row(spec, row, section, complete=False)
             except RecordError as exc:

@@ -101,7 +101,8 @@ async def test_certificate_whose_file_and_passphrase_are_not_utf8_installs(rig: 
     # back from the proxy's text as lone surrogates and crashed the actor at the upload.
     pem = make_test_pem("raw-bytes")
     sig = signature(pem, "ssl_ca")
-    upload = {"file": b"\xff\xfe comment\n" + pem.encode(), "mode": "ssl_ca", "passphrase": b"p\xff"}
+    upload: dict[str, str | bytes] = {"file": b"\xff\xfe\n" + pem.encode(), "mode": "ssl_ca"}
+    upload["passphrase"] = b"p\xff"
     await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_POST, multipart(upload))
     assert installed(rig) == {sig}
     assert rig.ops("sysinv") == ["install_certificate"]
