@@ -6,8 +6,8 @@ in CI and in the campaign.
   master itself failed during that input (it logs ``sim.handler_crashed``); every other 5xx from
   a proxy is dcorch's. The simulator's 5xx (relayed, or from its own dcdbsync routes) are
   counted apart as ``sim_5xx``: not dcorch's, but bugs of the reference servers all the same.
-* **change on rejection**: the input was answered 4xx (or not at all) and a cheap snapshot of
-  the database it could touch differs before and after.
+* **change on rejection**: the input was answered 4xx and a cheap snapshot of the database it
+  could touch differs before and after.
 * **lost**: the input was accepted (2xx) but what it promised is not stored: a proxied change
   with no work order, a created subcloud or record that cannot be read back.
 * **secret in logs**: any log record, formatted with its traceback, holding the admin password,
@@ -72,9 +72,11 @@ class Verdict:
 
     @property
     def rejected(self) -> bool:
-        """Refused: 4xx, or no answer at all (nothing may have changed)."""
+        """Answered 4xx: nothing may have changed. (Without an answer the outcome is unknown: a
+        complete request whose client half-closed is dropped by hypercorn, yet what it did is
+        done, a v1 API change and its notice together.)"""
         status = self.answer.status
-        return status is None or 400 <= status < 500
+        return status is not None and 400 <= status < 500
 
 
 def judge_5xx(answer: Answer, *, master_crashed: bool, simulator: bool = False) -> str | None:

@@ -74,6 +74,8 @@ def judge(system: FuzzSystem, item: Input) -> Verdict | None:
         follow_up = FOLLOW_UPS.get(target)
         if follow_up is not None:
             follow_up(system, Sent(method, sent, item, answer, before, after, outcomes), verdict)
+    elif target == "api" and status is None and after != before:
+        system.restore_subclouds()  # done without an answer (the client half-closed)
     return verdict
 
 

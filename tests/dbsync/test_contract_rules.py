@@ -143,6 +143,9 @@ def test_revocation_events_need_an_owner_and_keystones_not_null_columns() -> Non
         parse_event({"revocation_event": {"user_id": "u", "issued_before": "2026-01-01"}}, spec)
     with pytest.raises(RecordError, match="revocation_event record required"):
         parse_event({"event": {}}, spec)
+    # found by ./just fuzz: stored by the agent, then not found by users/<event id>
+    with pytest.raises(RecordError, match="audit_id may not be empty"):
+        parse_event({"revocation_event": {"audit_id": "", "user_id": "u", **times}}, spec)
 
 
 def test_user_event_ids_round_trip_and_bad_ones_are_404() -> None:
