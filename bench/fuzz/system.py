@@ -25,7 +25,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, closing, contextmanager, suppress
+from contextlib import AsyncExitStack, ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -101,30 +101,43 @@ def fuzz_settings(seed: int, database_url: str = "", subclouds: int = 2) -> Sett
     )
 
 
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A private, empty PostgreSQL database for dcorch (SQLAlchemy URL), dropped afterwards."""
+def _pg(sql: str) -> None:
     import psycopg
 
-    name = f"dcorch_fuzz_{uuid.uuid4().hex[:10]}"
-    with closing(psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    with closing(psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=10)) as conn:
+        conn.execute(sql)
+
+
+@contextmanager
+def postgres_database(prefix: str = "dcorch_fuzz") -> Iterator[str]:
+    """A private, empty PostgreSQL database (SQLAlchemy URL, asyncpg), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _pg(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     finally:
-        with closing(psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=10)) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def keystone_database(directory: Path) -> str:
-    """A fresh keystone 30 database (SQLite, migrated and bootstrapped by keystone-manage).
+def keystone_database(directory: Path, postgres_url: str = "") -> str:
+    """A fresh keystone 30 database, migrated and bootstrapped by keystone-manage.
 
-    Copies the template ``tests/realkeystone`` caches (built once with the pinned keystone
-    virtualenv, which ``scripts/keystone-venv`` makes from the package registry).
+    SQLite: a copy of the template ``tests/realkeystone`` caches (built once with the pinned
+    keystone virtualenv, which ``scripts/keystone-venv`` makes from the package registry).
+    PostgreSQL (``postgres_url``, an empty database): ``db_sync`` and ``bootstrap`` into it.
     """
-    from tests.realkeystone.keystone import new_keystone_db, sqlite_url
+    from tests.realkeystone import keystone as ks
 
-    return sqlite_url(new_keystone_db(directory))
+    if not postgres_url:
+        return ks.sqlite_url(ks.new_keystone_db(directory))
+    url = postgres_url.replace("+asyncpg", "+psycopg2")
+    conf = directory / "keystone.conf"
+    fernet, credential = directory / "fernet-keys", directory / "credential-keys"
+    conf.write_text(ks.render_keystone_conf(url, fernet, credential))
+    ks.make_key_repositories(fernet, credential)
+    ks.keystone_manage(conf, "db_sync")
+    ks.keystone_manage(conf, "bootstrap", "--bootstrap-password", ks.ADMIN_PASSWORD)
+    return url
 
 
 @dataclass
@@ -188,14 +201,19 @@ class FuzzSystem:
     # -- the agent --------------------------------------------------------------------------
 
     def start_agent(self) -> None:
-        """Start the DB-sync agent over a fresh keystone database (once)."""
+        """Start the DB-sync agent over a fresh keystone database (once), on the backend
+        dcorch's database has (SQLite or PostgreSQL)."""
         if self.agent is not None:
             return
         directory = Path(tempfile.mkdtemp(prefix="dcorch-fuzz-keystone-"))
-        database_url = keystone_database(directory)
-        self.call(self._start_agent, database_url, directory)
+        with ExitStack() as stack:
+            postgres = ""
+            if self.dc.settings.database_url.startswith("postgresql"):
+                postgres = stack.enter_context(postgres_database("dcorch_fuzz_keystone"))
+            database_url = keystone_database(directory, postgres)
+            self.call(self._start_agent, database_url, directory, stack.pop_all())
 
-    async def _start_agent(self, database_url: str, directory: Path) -> None:
+    async def _start_agent(self, database_url: str, directory: Path, cleanup: ExitStack) -> None:
         sim = self.dc.sim
         assert sim is not None
         keystone = sim.endpoints.subcloud_keystone(self.spare)
@@ -210,6 +228,7 @@ class FuzzSystem:
 
         async def run() -> None:
             async with AsyncExitStack() as stack:
+                stack.push_async_callback(trio.to_thread.run_sync, cleanup.close)
                 stack.callback(shutil.rmtree, directory, True)
                 agent = await stack.enter_async_context(open_dbsync_agent(settings, port=0))
                 probe = await stack.enter_async_context(
