@@ -304,7 +304,9 @@ def parse_event(body: Any, spec: TableSpec) -> Record:
     if row.get("audit_id") == "":
         # An empty audit id made a per-user event no lookup finds: users/<id> wants it null
         # (found by ./just fuzz: the agent stored it, then answered 404 for it).
-        raise RecordError(400, "revocation_event.audit_id may not be empty (null: a per-user event)")
+        raise RecordError(
+            400, "revocation_event.audit_id may not be empty (null: a per-user event)"
+        )
     if not (row.get("audit_id") or row.get("user_id")):
         raise RecordError(400, "revocation_event with audit_id or user_id required")
     return row

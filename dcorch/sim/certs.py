@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from email.parser import BytesParser
-from email.policy import HTTP
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.parser import BytesParser
+from email.policy import HTTP
 from functools import lru_cache
 from typing import Final
 
