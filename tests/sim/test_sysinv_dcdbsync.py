@@ -158,8 +158,8 @@ async def test_certificate_upload_is_read_as_the_platform_driver_reads_it(
             headers={**h, "Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         assert r.status_code in (200, 400), r.text
-        if r.status_code == 200:
-            assert r.json()["certificates"]["certtype"] == "ssl"  # the mode part was data
+        if r.status_code == 200:  # the mode part was data: installed as ssl, if at all
+            assert {c["certtype"] for c in r.json()["certificates"]} <= {"ssl"}
     assert all(c["certtype"] != "ssl_ca" for c in sim.master.platform.certificates.values())
 
 
