@@ -261,6 +261,14 @@ def parse_record(kind: str, body: Any, specs: Specs) -> Record:
     return record
 
 
+def check_addressable(oid: str, where: str) -> None:
+    """An id that a later ``GET <kind>/<id>`` can name: no ``/`` (a path splits on it, escaped
+    or not) and not ``.`` or ``..`` (clients resolve those away). Stored anyway, such records
+    could never be read, replaced or found again (``./just fuzz``)."""
+    if "/" in oid or oid in (".", ".."):
+        raise RecordError(400, f"{where} {oid!r} cannot be named in a URL")
+
+
 def complete_record(kind: str, record: Record, specs: Specs) -> Record:
     """Check a record about to be stored (created, or merged over the old one) is whole.
 
@@ -271,6 +279,7 @@ def complete_record(kind: str, record: Record, specs: Specs) -> Record:
     body = check_row(specs[table], record[table], table, complete=True)
     if not isinstance(body.get("id"), str) or not body["id"]:
         raise RecordError(400, f"{table} id required")
+    check_addressable(body["id"], f"{table}.id")
     named = record["local_user"] if table == "user" else body
     if table == "user":
         check_row(specs["local_user"], named, "local_user", complete=True)
@@ -309,4 +318,6 @@ def parse_event(body: Any, spec: TableSpec) -> Record:
         )
     if not (row.get("audit_id") or row.get("user_id")):
         raise RecordError(400, "revocation_event with audit_id or user_id required")
+    if row.get("audit_id"):
+        check_addressable(str(row["audit_id"]), "revocation_event.audit_id")
     return row

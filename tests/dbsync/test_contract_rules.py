@@ -143,6 +143,8 @@ def test_revocation_events_need_an_owner_and_keystones_not_null_columns() -> Non
         parse_event({"revocation_event": {"user_id": "u", "issued_before": "2026-01-01"}}, spec)
     with pytest.raises(RecordError, match="revocation_event record required"):
         parse_event({"event": {}}, spec)
+    with pytest.raises(RecordError, match="cannot be named in a URL"):
+        parse_event({"revocation_event": {"audit_id": "a/b", **times}}, spec)
     # found by ./just fuzz: stored by the agent, then not found by users/<event id>
     with pytest.raises(RecordError, match="audit_id may not be empty"):
         parse_event({"revocation_event": {"audit_id": "", "user_id": "u", **times}}, spec)
@@ -155,3 +157,12 @@ def test_user_event_ids_round_trip_and_bad_ones_are_404() -> None:
         with pytest.raises(RecordError, match="Invalid event ID format") as raised:
             parse_user_event_id(bad)
         assert raised.value.status == 404
+
+
+@pytest.mark.parametrize("oid", ["a/b", "../../etc/passwd", ".", ".."])
+def test_ids_no_url_can_name_are_refused(oid: str) -> None:
+    """Found by ./just fuzz: both servers stored them, then answered 404 for them."""
+    record = {"role": {"id": oid, "name": "r", "domain_id": "<<null>>"}}
+    with pytest.raises(RecordError, match="cannot be named in a URL") as raised:
+        complete_record("roles", record, SPECS)
+    assert raised.value.status == 400
