@@ -52,6 +52,13 @@ bench-quick *ARGS:
 bench-keystone *ARGS:
     python -m bench.real_keystone "$@"
 
+# seeded bad-input campaign (not in CI): >= 10,000 inputs over the v1 API, the proxies and DB-sync;
+# exits non-zero on any dcorch 5xx, change on rejection, lost change or secret in the logs.
+# ./just fuzz --inputs 2000 --seed 7 --database postgresql --no-agent
+fuzz *ARGS:
+    scripts/ensure-postgres || true
+    python -m bench.fuzz "$@"
+
 # create or upgrade the database schema
 db-upgrade:
     dcorch db upgrade

@@ -7,6 +7,13 @@ Usage::
 ``task_status.started`` gets the bound URLs once listening (port 0 works); the server stops
 gracefully when ``shutdown_trigger`` returns, or is cancelled with its nursery. All servers use it.
 
+One connection's failure ends that connection, never the listener (:class:`ContainedTCPServer`):
+hypercorn 0.18's trio worker lets an exception of one connection escape into the server's
+nursery, which stops the whole listener. A body cut short while the app already answers (a
+client closing mid-body, ``./just fuzz``'s truncated requests) makes hypercorn send its 400 while
+it closes the socket, and trio's ``BusyResourceError`` ends up there: one bad client took the v1
+API down until the supervisor restarted it (upstream hypercorn issue 203 reports the same).
+
 The keep-alive guard (:func:`close_if_body_unread`): hypercorn (0.18, trio worker) recycles a
 keep-alive HTTP/1.1 connection when the response is done. If the app answers before reading the
 body (a 401 from the token check, a 405 from routing, an early proxy refusal) and the body comes
@@ -17,14 +24,19 @@ timeout, fine on a fresh connection). Such responses say ``Connection: close``; 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any, cast
 
 import hypercorn.trio
+import hypercorn.trio.run
 import trio
 from hypercorn.config import Config
+from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import ASGIFramework
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_GRACEFUL_TIMEOUT = 5.0
 
@@ -33,6 +45,31 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ContainedTCPServer(TCPServer):
+    """hypercorn's per-connection server, whose failures stay with their connection.
+
+    Installed as the one hypercorn's trio worker starts per accepted connection (see the module
+    docstring). Cancellation still propagates: only ``Exception`` leaves are contained.
+    """
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        except* Exception as failed:
+            logger.warning(
+                "asgi.connection_failed error=%s",
+                ", ".join(sorted({type(e).__name__ for e in failed.exceptions})),
+            )
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.stream.aclose()
+                except* Exception:
+                    pass  # the connection is gone either way
+
+
+hypercorn.trio.run.TCPServer = ContainedTCPServer  # type: ignore[attr-defined,misc]
 
 
 def close_if_body_unread(app: ASGIApp) -> ASGIApp:

@@ -108,13 +108,28 @@ def _show_config(settings: Settings) -> int:
     return 0
 
 
+QUIETER_LOGGERS = {
+    # One line per outbound HTTP call would drown the service's own events.
+    "httpx": logging.WARNING,
+    # Its DEBUG lines print every statement's parameters: the passwords and private keys that
+    # work orders carry in resource_info (found by ./just fuzz at log_level DEBUG).
+    "aiosqlite": logging.INFO,
+}
+"""Third-party loggers held above the service's level, whatever ``service.log_level`` says."""
+
+
+def quiet_third_party_loggers() -> None:
+    """Apply :data:`QUIETER_LOGGERS` (``dcorch serve`` does; so does the fuzz campaign)."""
+    for name, level in QUIETER_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.service.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    # One line per outbound HTTP call would drown the service's own events.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    quiet_third_party_loggers()
     from dcorch.proxy.redaction import RedactingFilter
 
     # Passwords, keys and tokens must never reach a log line, whoever logged them.

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = {"dcorch.settings", "dcorch.constants", "dcorch.urls"}
+BASE = {"dcorch.settings", "dcorch.constants", "dcorch.urls", "dcorch.text"}
 ALLOWED: dict[str, set[str]] = {
     "dcorch.settings": set(),
     "dcorch.constants": set(),
     "dcorch.urls": set(),
+    "dcorch.text": set(),
     "dcorch.work": BASE,
     "dcorch.supervision": BASE | {"actors"},
     "dcorch.asgi": BASE,
@@ -35,7 +36,7 @@ ALLOWED: dict[str, set[str]] = {
     "dcorch.sim": BASE
     | {"dcorch.sim", "dcorch.asgi", "dcorch.db.rows", "dcorch.remote.endpoints"}
     | {"dcorch.remote.http", "dcorch.dbsync.contract"},
-    "dcorch.dbsync.contract": set(),
+    "dcorch.dbsync.contract": {"dcorch.text"},
     "dcorch.dbsync": BASE
     | {"dcorch.dbsync", "dcorch.asgi", "dcorch.db", "dcorch.proxy.auth", "dcorch.proxy.errors"}
     | {"dcorch.remote.http"},

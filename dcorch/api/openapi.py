@@ -25,6 +25,8 @@ def _body_schema(spec: dict[str, FieldSpec]) -> dict[str, Any]:
         prop: dict[str, Any] = {"type": _JSON_TYPES[field.type]}
         if field.choices is not None:
             prop["enum"] = list(field.choices)
+        if field.max_length is not None:
+            prop["maxLength"] = field.max_length
         properties[name] = prop
     required = [name for name, field in spec.items() if field.required]
     schema: dict[str, Any] = {

@@ -15,11 +15,16 @@ from typing import Any
 
 from dcorch import constants
 from dcorch.db.rows import SERVICES, GivenEndpoints
+from dcorch.text import storable_text
 from dcorch.urls import http_url_problem
 
 _JSON_NAMES: dict[type, str] = {dict: "JSON object", list: "JSON list"}
 
-_REGION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+_REGION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+NAME_LENGTH = 255
+"""``subcloud.region_name`` and ``software_version`` are VARCHAR(255)."""
+IP_LENGTH = 64
+"""``subcloud.management_ip`` is VARCHAR(64) (an IPv6 address with a long zone id is not)."""
 
 
 class BadRequest(ValueError):
@@ -33,6 +38,8 @@ class FieldSpec:
     choices: tuple[str, ...] | None = None
     schema: dict[str, Any] | None = None
     """The OpenAPI schema of a structured field (an object or array), checked by the handler."""
+    max_length: int | None = None
+    """A text field's column length: longer text is refused, not cut (PostgreSQL would raise)."""
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -43,6 +50,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         value = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # json's parser recurses per level: ``[[[[...`` a thousand deep
+        raise BadRequest("body is not valid JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise BadRequest("body must be a JSON object")
     return value
@@ -64,12 +73,24 @@ def check_fields(body: dict[str, Any], spec: dict[str, FieldSpec]) -> dict[str, 
             raise BadRequest(f"{name} must be a {expected}, got {type(value).__name__}")
         if field.choices is not None and value not in field.choices:
             raise BadRequest(f"{name} must be one of {', '.join(field.choices)}, got {value!r}")
+        if isinstance(value, str):
+            check_text(value, name, field.max_length)
     return body
+
+
+def check_text(value: str, name: str, max_length: int | None = None) -> str:
+    """A text field the database can store as given (:mod:`dcorch.text`; a value longer than its
+    column was a 500 on PostgreSQL, found by ``./just fuzz``)."""
+    if not storable_text(value):
+        raise BadRequest(f"{name} holds a NUL or a lone surrogate")
+    if max_length is not None and len(value) > max_length:
+        raise BadRequest(f"{name} is longer than {max_length} characters")
+    return value
 
 
 def check_region(region: str) -> str:
     """A region name as it appears in URLs and in ``subcloud.region_name``."""
-    if not _REGION_PATTERN.match(region):
+    if not _REGION_PATTERN.fullmatch(region):  # not match: ``$`` lets a final newline in
         raise BadRequest(f"invalid subcloud region name {region!r}")
     return region
 
@@ -153,9 +174,9 @@ _ENDPOINTS_SCHEMA = {
 }
 
 ADD_SUBCLOUD = {
-    "subcloud": FieldSpec(str, required=True),
-    "management_ip": FieldSpec(str),
-    "software_version": FieldSpec(str),
+    "subcloud": FieldSpec(str, required=True, max_length=NAME_LENGTH),
+    "management_ip": FieldSpec(str, max_length=IP_LENGTH),
+    "software_version": FieldSpec(str, max_length=NAME_LENGTH),
     "endpoints": FieldSpec(dict, schema=_ENDPOINTS_SCHEMA),
     "endpoint_types": FieldSpec(
         list,
@@ -177,8 +198,8 @@ UPDATE_STATES = {
     "availability_status": FieldSpec(
         str, choices=(constants.AVAILABILITY_ONLINE, constants.AVAILABILITY_OFFLINE)
     ),
-    "software_version": FieldSpec(str),
-    "management_ip": FieldSpec(str),
+    "software_version": FieldSpec(str, max_length=NAME_LENGTH),
+    "management_ip": FieldSpec(str, max_length=IP_LENGTH),
     "endpoints": FieldSpec(dict, schema=_ENDPOINTS_SCHEMA),
 }
 

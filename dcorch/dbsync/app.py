@@ -114,7 +114,7 @@ def create_dbsync_app(
             raise RecordError(400, "Body required")
         try:
             return json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: too deep
             raise RecordError(400, "Request body decoding error") from None
 
     @app.get("/")

@@ -8,8 +8,9 @@ dcdbsync, validate bodies here against a description of keystone's tables
 copy that a contract test holds equal to the reflected one. So the same input gets the same
 status from both, and a record the simulator accepts is one a real keystone would take.
 
-Pure functions, no I/O and no SQLAlchemy: values here are JSON-level (datetimes as text in one
-canonical form, :func:`format_datetime`), converted to driver values by the agent alone.
+Pure functions, no I/O and no SQLAlchemy (text is storable as :mod:`dcorch.text` says): values
+here are JSON-level (datetimes as text in one canonical form, :func:`format_datetime`),
+converted to driver values by the agent alone.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final, Literal
+
+from dcorch.text import storable_text
 
 Record = dict[str, Any]
 ColumnKind = Literal["str", "int", "bool", "datetime", "date"]
@@ -185,6 +188,8 @@ def _check_value(column: ColumnSpec, value: Any, where: str) -> Any:
     if kind == "str":
         if not isinstance(value, str):
             raise RecordError(400, f"{where} must be a string")
+        if not storable_text(value):
+            raise RecordError(400, f"{where} holds a NUL or a lone surrogate (not storable text)")
         if column.max_length is not None and len(value) > column.max_length:
             raise RecordError(400, f"{where} is longer than {column.max_length} characters")
         return value
@@ -256,6 +261,14 @@ def parse_record(kind: str, body: Any, specs: Specs) -> Record:
     return record
 
 
+def check_addressable(oid: str, where: str) -> None:
+    """An id that a later ``GET <kind>/<id>`` can name: no ``/`` (a path splits on it, escaped
+    or not) and not ``.`` or ``..`` (clients resolve those away). Stored anyway, such records
+    could never be read, replaced or found again (``./just fuzz``)."""
+    if "/" in oid or oid in (".", ".."):
+        raise RecordError(400, f"{where} {oid!r} cannot be named in a URL")
+
+
 def complete_record(kind: str, record: Record, specs: Specs) -> Record:
     """Check a record about to be stored (created, or merged over the old one) is whole.
 
@@ -266,6 +279,7 @@ def complete_record(kind: str, record: Record, specs: Specs) -> Record:
     body = check_row(specs[table], record[table], table, complete=True)
     if not isinstance(body.get("id"), str) or not body["id"]:
         raise RecordError(400, f"{table} id required")
+    check_addressable(body["id"], f"{table}.id")
     named = record["local_user"] if table == "user" else body
     if table == "user":
         check_row(specs["local_user"], named, "local_user", complete=True)
@@ -296,6 +310,14 @@ def parse_event(body: Any, spec: TableSpec) -> Record:
     if not isinstance(event, dict):
         raise RecordError(400, "revocation_event record required")
     row = check_row(spec, event, "revocation_event", complete=True)
+    if row.get("audit_id") == "":
+        # An empty audit id made a per-user event no lookup finds: users/<id> wants it null
+        # (found by ./just fuzz: the agent stored it, then answered 404 for it).
+        raise RecordError(
+            400, "revocation_event.audit_id may not be empty (null: a per-user event)"
+        )
     if not (row.get("audit_id") or row.get("user_id")):
         raise RecordError(400, "revocation_event with audit_id or user_id required")
+    if row.get("audit_id"):
+        check_addressable(str(row["audit_id"]), "revocation_event.audit_id")
     return row

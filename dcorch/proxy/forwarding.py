@@ -122,11 +122,25 @@ def upstream_url(base: httpx.URL, raw_path: bytes, query_string: bytes) -> httpx
     return base.copy_with(raw_path=target)
 
 
-async def non_empty(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """Skip empty chunks, which a chunked encoder could take for the end of the body."""
-    async for chunk in chunks:
-        if chunk:
-            yield chunk
+class non_empty:  # used like the generator function it replaced, so its name stays
+    """``chunks`` without the empty ones, which a chunked encoder could take for the end.
+
+    An iterator object, not an async generator: one left unfinished (the client or the master
+    stopped mid-body, ``./just fuzz``'s raw requests) needs no closing, where a generator is
+    finalised by the garbage collector, outside any nursery, with a ResourceWarning.
+    """
+
+    def __init__(self, chunks: AsyncIterable[bytes]) -> None:
+        self._chunks = aiter(chunks)
+
+    def __aiter__(self) -> non_empty:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            chunk = await anext(self._chunks)
+            if chunk:
+                return chunk
 
 
 class UpstreamBody(ResponseBody):

@@ -182,7 +182,7 @@ def _json_text(body: bytes) -> str:
     try:
         text = body.decode("utf-8")
         json.loads(text)
-    except ValueError:  # also UnicodeDecodeError
+    except (ValueError, RecursionError):  # also UnicodeDecodeError; too deep a nesting
         raise UnusableExchange("request body is not JSON") from None
     return text
 
@@ -190,7 +190,7 @@ def _json_text(body: bytes) -> str:
 def _json_value(body: bytes, what: str) -> Any:
     try:
         return json.loads(body)
-    except ValueError:  # also UnicodeDecodeError
+    except (ValueError, RecursionError):  # also UnicodeDecodeError; too deep a nesting
         raise UnusableExchange(f"{what} body is not JSON") from None
 
 

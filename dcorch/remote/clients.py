@@ -173,11 +173,17 @@ class CloudClient:
         return list(data.get("certificates", [])) if isinstance(data, dict) else []
 
     async def install_certificate(self, pem: str, mode: str, passphrase: str | None) -> Any:
-        """sysinv ``certificate_install``: a multipart upload of the PEM with its mode."""
-        files = {"file": ("cert.pem", pem.encode(), "application/x-pem-file")}
-        data = {"mode": mode, "force": "true"}
+        """sysinv ``certificate_install``: a multipart upload of the PEM with its mode.
+
+        ``pem`` and ``passphrase`` may hold the lone surrogates that stand for the upload's
+        undecodable bytes (``dcorch.proxy.interception.payload_text``): they go out as those
+        bytes (a strict encode crashed the sync actor on them, found by ``./just fuzz``).
+        """
+        raw = pem.encode("utf-8", "surrogateescape")
+        files = {"file": ("cert.pem", raw, "application/x-pem-file")}
+        data: dict[str, str | bytes] = {"mode": mode, "force": "true"}
         if passphrase:
-            data["passphrase"] = passphrase
+            data["passphrase"] = passphrase.encode("utf-8", "surrogateescape")
         response = await self._call(
             "POST", f"{self.sysinv}/certificate/certificate_install", files=files, data=data
         )

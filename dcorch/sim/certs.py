@@ -13,6 +13,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.parser import BytesParser
+from email.policy import HTTP
 from functools import lru_cache
 from typing import Final
 
@@ -138,21 +140,24 @@ def _utc(text: str) -> datetime:
 def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
     """The fields of a ``multipart/form-data`` body (a repeated field keeps its first value).
 
+    Read with the standard library's MIME parser, as dcorch's platform driver reads the upload
+    it replays to the subclouds: a delimiter starts a line and ends one (RFC 2046), a boundary
+    is ASCII. Splitting on the boundary wherever it appeared kept parts (junk before the first
+    boundary, ``boundary=x;y``) that no subcloud's install then saw (found by ``./just fuzz``).
+
     Raises:
         ValueError: not multipart, or no boundary.
     """
     if not content_type.lower().startswith("multipart/form-data"):
         raise ValueError("content type must be multipart/form-data")
-    found = re.search(r'boundary="?([^";]+)"?', content_type)
-    if found is None:
+    head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
+    if message.get_boundary() is None:
         raise ValueError("multipart boundary missing")
-    delimiter = b"--" + found.group(1).encode()
     fields: dict[str, bytes] = {}
-    for part in body.split(delimiter)[1:]:
-        if part.startswith(b"--"):
-            break
-        head, _, data = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
-        name = re.search(rb'name="([^"]*)"', head)
-        if name is not None:
-            fields.setdefault(name.group(1).decode(), data.removesuffix(b"\r\n"))
+    for part in message.walk():
+        name = None if part.is_multipart() else part.get_param("name", header="content-disposition")
+        if isinstance(name, str):
+            data = part.get_payload(decode=True)
+            fields.setdefault(name, data if isinstance(data, bytes) else b"")
     return fields

@@ -22,7 +22,6 @@ from dcorch.dbsync.contract import (
     IGNORED_COLUMNS,
     KIND_TABLES,
     NULL_DOMAIN,
-    ROOT_DOMAIN,
     Record,
     RecordError,
     complete_record,
@@ -44,7 +43,7 @@ from dcorch.sim.http import (
 )
 from dcorch.sim.keystone_auth import UNAUTHORIZED, check_token
 from dcorch.sim.keystone_tables import KEYSTONE_SPECS
-from dcorch.sim.records import DEFAULT_DOMAIN_ID
+from dcorch.sim.keystone_views import known_domains
 from dcorch.sim.routes import Handler, RouteTable
 from dcorch.sim.state import CloudState, Identity, name_of
 
@@ -103,19 +102,14 @@ def _body(req: Request) -> Any:
     return req.json(DbsyncError)
 
 
-def _domains(identity: Identity) -> set[str]:
-    found = {pid for pid, rec in identity.projects.items() if rec["project"]["is_domain"]}
-    return found | {DEFAULT_DOMAIN_ID, ROOT_DOMAIN}
-
-
 def _check_references(identity: Identity, kind: str, rec: Record) -> None:
     """As the agent: the domain, a project's parent and a group's members must exist."""
     body = rec[kind]
     domain = body.get("domain_id")
-    if not (kind == "role" and domain == NULL_DOMAIN) and domain not in _domains(identity):
+    if not (kind == "role" and domain == NULL_DOMAIN) and domain not in known_domains(identity):
         raise RecordError(400, f"{kind}.domain_id {domain} is not a domain")
     parent = body.get("parent_id")
-    known = identity.projects.keys() | _domains(identity)
+    known = identity.projects.keys() | known_domains(identity)
     if kind == "project" and parent is not None and parent != body["id"] and parent not in known:
         raise RecordError(400, f"project.parent_id {parent} does not exist")
     if kind == "group":

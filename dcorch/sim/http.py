@@ -48,6 +48,8 @@ class Request:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise factory.make(400, f"malformed JSON body: {exc}") from None
+        except RecursionError:  # json's parser recurses per level
+            raise factory.make(400, "malformed JSON body: nested too deeply") from None
 
 
 @dataclass(slots=True)

@@ -41,6 +41,7 @@ from dcorch.sim.keystone_views import (
     listing,
     name_field,
     revoke_user_tokens,
+    storable,
     view,
 )
 from dcorch.sim.records import (
@@ -83,7 +84,7 @@ def create_user(cloud: CloudState, req: Request, params: Params) -> Response:
         default_project_id=body.get("default_project_id"),
         extra=extra,
     )
-    rec = identity.put("user", rec)
+    rec = identity.put("user", storable(identity, "user", rec))
     cloud.record(KEYSTONE, "create_user", id=rec["user"]["id"], name=name)
     return json_response(201, {"user": view("user", rec, req)})
 
@@ -116,7 +117,8 @@ def update_user(cloud: CloudState, req: Request, params: Params) -> Response:
         if not isinstance(body["password"], str):
             raise KeystoneError(400, "Invalid input for field 'password'.")
         passwords = [password_row(hash_password(body["password"]), cloud.sim.wall_clock())]
-    new = identity.put("user", {**rec, "user": user, "local_user": local, "password": passwords})
+    new = {**rec, "user": user, "local_user": local, "password": passwords}
+    new = identity.put("user", storable(identity, "user", new))
     if "password" in body or (rec["user"]["enabled"] and not user["enabled"]):
         revoke_user_tokens(cloud, params[0])
     cloud.record(KEYSTONE, "update_user", id=params[0], fields=sorted(body))
@@ -210,7 +212,7 @@ def _create(kind: str) -> Handler:
                 extra=extra,
                 description=body.get("description"),
             )
-        rec = identity.put(kind, rec)
+        rec = identity.put(kind, storable(identity, kind, rec))
         cloud.record(KEYSTONE, f"create_{kind}", id=rec[kind]["id"], name=name)
         return json_response(201, {kind: view(kind, rec, req)})
 
@@ -265,7 +267,7 @@ def _update(kind: str) -> Handler:
             extra = dict(json.loads(inner["extra"] or "{}"))
             extra.update({k: v for k, v in body.items() if k not in skip})
             inner["extra"] = json.dumps(extra)
-        new = identity.put(kind, {**rec, kind: inner})
+        new = identity.put(kind, storable(identity, kind, {**rec, kind: inner}))
         cloud.record(KEYSTONE, f"update_{kind}", id=params[0], fields=sorted(body))
         return json_response(200, {kind: view(kind, new, req)})
 

@@ -149,8 +149,19 @@ def _scope_project(cloud: CloudState, scope: Any) -> str | None:
 
 
 def issue_token(cloud: CloudState, req: Request, params: tuple[str, ...]) -> Response:
-    """``POST /v3/auth/tokens``: password or token authentication, optional project scope."""
+    """``POST /v3/auth/tokens``: password or token authentication, optional project scope.
+
+    A body not in keystone's shape (a string where an object belongs, say) is keystone's 400,
+    not a crash (``./just fuzz``).
+    """
     body = req.json(KeystoneError)
+    try:
+        return _issue_token(cloud, req, body)
+    except (AttributeError, TypeError):
+        raise KeystoneError(400, "Invalid input for field 'auth'.") from None
+
+
+def _issue_token(cloud: CloudState, req: Request, body: Any) -> Response:
     try:
         identity_ref = body["auth"]["identity"]
         methods = identity_ref["methods"]

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from dcorch.dbsync.contract import ROOT_DOMAIN, RecordError, check_row
 from dcorch.sim.http import KeystoneError, Request, Response, json_response
 from dcorch.sim.keystone_auth import enforce
+from dcorch.sim.keystone_tables import KEYSTONE_SPECS
 from dcorch.sim.records import (
+    DEFAULT_DOMAIN_ID,
     NULL_DOMAIN,
     Record,
     make_revocation_event,
@@ -96,6 +99,35 @@ def name_field(body: dict[str, Any], required: bool) -> str | None:
     if not isinstance(name, str) or not name.strip():
         raise KeystoneError(400, "Invalid input for field 'name': a non-empty string is required.")
     return name
+
+
+def known_domains(identity: Identity) -> set[str]:
+    """Ids of the domains (a domain is a project row), with the default and keystone's root."""
+    found = {pid for pid, rec in identity.projects.items() if rec["project"]["is_domain"]}
+    return found | {DEFAULT_DOMAIN_ID, ROOT_DOMAIN}
+
+
+def storable(identity: Identity, kind: str, rec: Record) -> Record:
+    """``rec`` if keystone would store it: its domain exists (else 404) and every value fits its
+    column (else 400: wrong type, longer than the column).
+
+    The columns are the copy of keystone's tables the dcdbsync contract checks records against,
+    so what the simulated master keeps, a subcloud's dcdbsync takes (``./just fuzz`` found
+    masters keeping names and descriptions no subcloud would, which then never converged).
+    """
+    domain = rec[kind].get("domain_id")
+    if not (kind == "role" and domain == NULL_DOMAIN) and domain not in known_domains(identity):
+        raise KeystoneError(404, f"Could not find domain: {domain}.")
+    for section, rows in rec.items():
+        spec = KEYSTONE_SPECS.get(section)
+        if spec is None:
+            continue  # not a table (a group's member list)
+        for row in rows if isinstance(rows, list) else [rows]:
+            try:
+                check_row(spec, row, section, complete=False)
+            except RecordError as exc:
+                raise KeystoneError(400, f"Invalid input for field: {exc.message}.") from None
+    return rec
 
 
 def check_unique(identity: Identity, kind: str, domain_id: str, name: str, oid: str) -> None:

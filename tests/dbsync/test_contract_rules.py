@@ -44,6 +44,9 @@ def test_datetimes_have_one_canonical_text() -> None:
         ({"created_at": 5}, r"user.created_at must be a date/time text"),
         ({"created_at": "soon"}, r"user.created_at is not a valid date/time: 'soon'"),
         ({"nickname": "x"}, r"user.nickname is not a column of keystone's user table"),
+        ({"id": "\ud800"}, r"user.id holds a NUL or a lone surrogate"),
+        ({"domain_id": "a\x00b"}, r"user.domain_id holds a NUL or a lone surrogate"),
+        ({"extra": "x\udfffy"}, r"user.extra holds a NUL or a lone surrogate"),
     ],
 )
 def test_bad_columns_are_named(row: dict[str, object], message: str) -> None:
@@ -140,6 +143,11 @@ def test_revocation_events_need_an_owner_and_keystones_not_null_columns() -> Non
         parse_event({"revocation_event": {"user_id": "u", "issued_before": "2026-01-01"}}, spec)
     with pytest.raises(RecordError, match="revocation_event record required"):
         parse_event({"event": {}}, spec)
+    with pytest.raises(RecordError, match="cannot be named in a URL"):
+        parse_event({"revocation_event": {"audit_id": "a/b", **times}}, spec)
+    # found by ./just fuzz: stored by the agent, then not found by users/<event id>
+    with pytest.raises(RecordError, match="audit_id may not be empty"):
+        parse_event({"revocation_event": {"audit_id": "", "user_id": "u", **times}}, spec)
 
 
 def test_user_event_ids_round_trip_and_bad_ones_are_404() -> None:
@@ -149,3 +157,12 @@ def test_user_event_ids_round_trip_and_bad_ones_are_404() -> None:
         with pytest.raises(RecordError, match="Invalid event ID format") as raised:
             parse_user_event_id(bad)
         assert raised.value.status == 404
+
+
+@pytest.mark.parametrize("oid", ["a/b", "../../etc/passwd", ".", ".."])
+def test_ids_no_url_can_name_are_refused(oid: str) -> None:
+    """Found by ./just fuzz: both servers stored them, then answered 404 for them."""
+    record = {"role": {"id": oid, "name": "r", "domain_id": "<<null>>"}}
+    with pytest.raises(RecordError, match="cannot be named in a URL") as raised:
+        complete_record("roles", record, SPECS)
+    assert raised.value.status == 400

@@ -1,8 +1,8 @@
 """Shared pieces of the reliability suite: databases, the service as a subprocess, DB probes.
 
 Everything talks real HTTP. The crash tests run ``dcorch serve`` as a child process so that
-``kill -9`` is a real crash; the other tests run the embedded harness in-process (or in a thread
-of its own when the test body is synchronous, as hypothesis and schemathesis tests are).
+``kill -9`` is a real crash; the other tests run the embedded harness in-process (the bad-input
+tests in a thread of its own, :mod:`bench.fuzz.system`, as hypothesis drives synchronous code).
 """
 
 from __future__ import annotations
@@ -13,27 +13,24 @@ import signal
 import socket
 import sqlite3
 import sys
-import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import pytest
 import trio
 
 from dcorch.db import migrate
-from dcorch.harness import Dcorch, open_dcorch
 from dcorch.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_PROJECT = "admin"
 REGIONS_3 = ("subcloud1", "subcloud2", "subcloud3")
-T = TypeVar("T")
 
 
 def fast_settings(subclouds: int = 3, **sections: dict[str, Any]) -> Settings:
@@ -246,49 +243,3 @@ async def start_service(env: dict[str, str], log_path: Path) -> Service:
         sim_url=seen["simulated clouds"],
         token=seen["token"],
     )
-
-
-# -- the harness in a thread of its own (for synchronous hypothesis/schemathesis tests) ------
-
-
-@dataclass
-class ThreadedDcorch:
-    """A harness running in its own trio loop; :meth:`call` runs a coroutine there."""
-
-    dc: Dcorch
-    token: trio.lowlevel.TrioToken
-
-    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return trio.from_thread.run(fn, *args, trio_token=self.token)
-
-
-@pytest.fixture(scope="module")
-def threaded_dcorch() -> Iterator[ThreadedDcorch]:
-    ready: dict[str, Any] = {}
-    started = threading.Event()
-    stop: list[trio.Event] = []
-
-    async def main() -> None:
-        try:
-            async with open_dcorch(fast_settings(subclouds=2), ephemeral_ports=True) as dc:
-                await dc.wait_converged(timeout=60)
-                stop.append(trio.Event())
-                ready["handle"] = ThreadedDcorch(dc, trio.lowlevel.current_trio_token())
-                started.set()
-                await stop[0].wait()
-        except BaseException as exc:
-            ready["error"] = exc
-            started.set()
-            raise
-
-    thread = threading.Thread(target=lambda: trio.run(main), daemon=True)
-    thread.start()
-    assert started.wait(120), "harness did not start"
-    if "error" in ready:
-        raise ready["error"]
-    handle: ThreadedDcorch = ready["handle"]
-    try:
-        yield handle
-    finally:
-        trio.from_thread.run_sync(stop[0].set, trio_token=handle.token)
-        thread.join(60)

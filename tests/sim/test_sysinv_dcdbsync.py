@@ -138,6 +138,31 @@ async def test_the_master_keeps_its_ca_files_on_disk(
         assert sorted(p.name for p in (tmp_path / "ca").iterdir()) == [OPENSTACK_CA_FILE, sig_b]
 
 
+async def test_certificate_upload_is_read_as_the_platform_driver_reads_it(
+    sim: SimCloud, client: httpx.AsyncClient
+) -> None:
+    """Found by ./just fuzz: a boundary matched mid-line (junk before it) or cut at a ``;``
+    gave the master parts that dcorch's driver, replaying the upload, did not see, so the
+    master kept a CA no subcloud ever got. Both now read RFC 2046 delimiters only."""
+    si, h = sim.endpoints.master_sysinv, auth(sim)
+    pem = make_test_pem("junk-before")
+    part = 'Content-Disposition: form-data; name="{}"\r\n\r\n{}\r\n'
+    uploads = {
+        "B": "junk--B\r\n" + part.format("mode", "ssl_ca") + "--B\r\n" + part.format("file", pem),
+        "x": "--x;y\r\n" + part.format("mode", "ssl_ca") + "--x;y\r\n" + part.format("file", pem),
+    }
+    for boundary, body in uploads.items():
+        r = await client.post(
+            f"{si}/certificate/certificate_install",
+            content=(body + f"--{boundary}--\r\n").encode(),
+            headers={**h, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert r.status_code in (200, 400), r.text
+        if r.status_code == 200:  # the mode part was data: installed as ssl, if at all
+            assert {c["certtype"] for c in r.json()["certificates"]} <= {"ssl"}
+    assert all(c["certtype"] != "ssl_ca" for c in sim.master.platform.certificates.values())
+
+
 async def test_iuser_patch(sim: SimCloud, client: httpx.AsyncClient) -> None:
     si = sim.endpoints.subcloud_sysinv("subcloud3")
     h = auth(sim, "subcloud3")

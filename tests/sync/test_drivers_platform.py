@@ -96,6 +96,18 @@ async def test_certificate_multipart_with_non_utf8_bytes_is_parsed(rig: DriverRi
     assert installed(rig) == {sig}
 
 
+async def test_certificate_whose_file_and_passphrase_are_not_utf8_installs(rig: DriverRig) -> None:
+    # Found by ./just fuzz: undecodable bytes in the file part itself (and the passphrase) came
+    # back from the proxy's text as lone surrogates and crashed the actor at the upload.
+    pem = make_test_pem("raw-bytes")
+    sig = signature(pem, "ssl_ca")
+    upload: dict[str, str | bytes] = {"file": b"\xff\xfe\n" + pem.encode(), "mode": "ssl_ca"}
+    upload["passphrase"] = b"p\xff"
+    await rig.apply(c.RESOURCE_CERTIFICATES, sig, c.OPERATION_POST, multipart(upload))
+    assert installed(rig) == {sig}
+    assert rig.ops("sysinv") == ["install_certificate"]
+
+
 def listed(rig: DriverRig, pem: str, mode: str = "ssl_ca", **fields: str) -> dict[str, Any]:
     """The master's record of ``pem`` as sysinv lists it: no PEM in it."""
     cert = parse_pem_certs(pem)[0]
