@@ -203,6 +203,7 @@ class SyncManager:
             elif region not in self._refs or handle is None:
                 await self._start(row)
             else:
+                _follow_endpoint_types(handle, row)
                 handle.subcloud = row
                 handle.dirty.update(row.endpoint_types)
                 handle.initial_retry_at = None
@@ -307,3 +308,21 @@ class SyncManager:
             for region, handle in list(self._handles.items()):
                 handle.dirty.update(handle.subcloud.endpoint_types)
                 self._tell(region)
+
+
+def _follow_endpoint_types(handle: SubcloudHandle, row: SubcloudRow) -> None:
+    """The subcloud syncs other endpoint types now (``add/remove_subcloud_sync_endpoint_type``).
+
+    A new type is audited at once, as upstream enables and initial-syncs it on a ready subcloud;
+    a removed one forgets its timers, which would otherwise wake the actor for nothing.
+    """
+    before, after = set(handle.subcloud.endpoint_types), set(row.endpoint_types)
+    now = trio.current_time()
+    for ept in after - before:
+        handle.audit_at[ept] = now
+    for ept in before - after:
+        handle.audit_at.pop(ept, None)
+        handle.retry_at.pop(ept, None)
+        handle.dirty.discard(ept)
+        handle.master_wait.discard(ept)
+        handle.audit_after_master.discard(ept)
