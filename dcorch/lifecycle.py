@@ -235,7 +235,9 @@ class SubcloudLifecycle:
         clears ``subsequent_sync`` (the database unit derives both under the row's lock).
         """
         return await self.update_subcloud(
-            subcloud_name, management_state=management_state, availability_status=availability_status
+            subcloud_name,
+            management_state=management_state,
+            availability_status=availability_status,
         )
 
     async def update_subcloud_version(self, subcloud_name: str, sw_version: str) -> SubcloudRow:

@@ -279,14 +279,14 @@ def add_sync_endpoint_types(
     now = utcnow()
     missing = [e for e in dict.fromkeys(endpoint_types) if e not in have]
     if missing:
-        conn.execute(insert(subcloud_sync), [_new_sync_row(m["id"], region, e, now) for e in missing])
+        conn.execute(
+            insert(subcloud_sync), [_new_sync_row(m["id"], region, e, now) for e in missing]
+        )
     added = [e for e in dict.fromkeys(endpoint_types) if e not in types]
     if added:
         caps["endpoint_types"] = types + added
         conn.execute(
-            update(subcloud)
-            .where(subcloud.c.id == m["id"])
-            .values(capabilities=json.dumps(caps))
+            update(subcloud).where(subcloud.c.id == m["id"]).values(capabilities=json.dumps(caps))
         )
     return subcloud_row(_fetch(conn, region))
 
@@ -311,9 +311,7 @@ def remove_sync_endpoint_types(
     if gone & set(types):
         caps["endpoint_types"] = [e for e in types if e not in gone]
         conn.execute(
-            update(subcloud)
-            .where(subcloud.c.id == m["id"])
-            .values(capabilities=json.dumps(caps))
+            update(subcloud).where(subcloud.c.id == m["id"]).values(capabilities=json.dumps(caps))
         )
     return subcloud_row(_fetch(conn, region))
 
