@@ -8,7 +8,10 @@ engine the same way (docs/behaviour.md#subcloud-lifecycle).
 Each method checks every value before it changes anything (a refusal is :class:`InvalidInput`,
 naming the problem, with nothing written), then writes through the one :class:`Database` face
 and tells the engine (:class:`SubcloudEvents`). The front doors only turn their wire format into
-typed arguments (JSON bodies, RPC keyword arguments) and the errors into their own answers.
+typed arguments (JSON bodies, RPC keyword arguments) and the errors into their own answers; the
+database errors a method raises are re-exported here (:class:`SubcloudNotFound`,
+:class:`SubcloudAlreadyExists`, :class:`DatabaseUnavailable`, :class:`DatabaseError`), so a
+front door need not import the store.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from typing import Any, Protocol
 
 from dcorch import constants as c
 from dcorch.db.database import Database
+from dcorch.db.errors import DatabaseError as DatabaseError
+from dcorch.db.errors import DatabaseUnavailable as DatabaseUnavailable
+from dcorch.db.errors import SubcloudAlreadyExists as SubcloudAlreadyExists
+from dcorch.db.errors import SubcloudNotFound as SubcloudNotFound
 from dcorch.db.rows import SERVICES, GivenEndpoints, SubcloudRow
 from dcorch.urls import http_url_problem
 
@@ -304,7 +311,7 @@ class SubcloudLifecycle:
         return row
 
     async def add_subcloud_sync_endpoint_type(
-        self, subcloud_name: str, endpoint_type_list: Sequence[object] | None
+        self, subcloud_name: str, endpoint_type_list: Sequence[object] | None = None
     ) -> SubcloudRow:
         """Sync more endpoint types; a ready subcloud audits the new ones at once.
 
@@ -325,7 +332,7 @@ class SubcloudLifecycle:
         return row
 
     async def remove_subcloud_sync_endpoint_type(
-        self, subcloud_name: str, endpoint_type_list: Sequence[object] | None
+        self, subcloud_name: str, endpoint_type_list: Sequence[object] | None = None
     ) -> SubcloudRow:
         """Stop syncing endpoint types (types it does not sync are ignored, as upstream)."""
         types = list(endpoint_type_list or ())
