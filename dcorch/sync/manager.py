@@ -202,8 +202,14 @@ class SyncManager:
                 await self._stop(region)
             elif region not in self._refs or handle is None:
                 await self._start(row)
+            elif row.endpoint_types != handle.subcloud.endpoint_types:
+                # It syncs other endpoint types now (add/remove_subcloud_sync_endpoint_type): a
+                # fresh actor loads the pairs as they are, as a restart would, so a new pair is
+                # audited at once and announced (upstream enables and initial-syncs it) and a
+                # removed one leaves no timer behind.
+                await self._stop(region)
+                await self._start(row)
             else:
-                _follow_endpoint_types(handle, row)
                 handle.subcloud = row
                 handle.dirty.update(row.endpoint_types)
                 handle.initial_retry_at = None
@@ -308,21 +314,3 @@ class SyncManager:
             for region, handle in list(self._handles.items()):
                 handle.dirty.update(handle.subcloud.endpoint_types)
                 self._tell(region)
-
-
-def _follow_endpoint_types(handle: SubcloudHandle, row: SubcloudRow) -> None:
-    """The subcloud syncs other endpoint types now (``add/remove_subcloud_sync_endpoint_type``).
-
-    A new type is audited at once, as upstream enables and initial-syncs it on a ready subcloud;
-    a removed one forgets its timers, which would otherwise wake the actor for nothing.
-    """
-    before, after = set(handle.subcloud.endpoint_types), set(row.endpoint_types)
-    now = trio.current_time()
-    for ept in after - before:
-        handle.audit_at[ept] = now
-    for ept in before - after:
-        handle.audit_at.pop(ept, None)
-        handle.retry_at.pop(ept, None)
-        handle.dirty.discard(ept)
-        handle.master_wait.discard(ept)
-        handle.audit_after_master.discard(ept)

@@ -55,14 +55,15 @@ class Delivered:
         self._changed = trio.Event()
 
     async def __call__(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> None:
-        self.seen.append((trio.current_time(), region, endpoint_type, status, alarmable))
+        at = trio.current_time()
         try:
             if self.fail_first:
                 self.fail_first -= 1
                 raise RuntimeError("database unavailable")
             if self._then is not None:
                 await self._then(region, endpoint_type, status, alarmable)
-        finally:
+        finally:  # noted once handled, so until() returns after the record is written
+            self.seen.append((at, region, endpoint_type, status, alarmable))
             self._changed.set()
             self._changed = trio.Event()
 
