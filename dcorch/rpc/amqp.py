@@ -448,17 +448,17 @@ class Connection:
 
     async def _close(self) -> None:
         """Close politely: ``connection.close`` and its ``close-ok`` (bounded), then the socket."""
-        if self.error is None:
-            self._closing = _Pending()
-            with trio.move_on_after(_CLOSE_TIMEOUT):
-                try:
-                    await self._send(frame.marshal(commands.Connection.Close(200, "bye"), 0))
+        try:
+            if self.error is None:
+                self._closing = _Pending()
+                close = commands.Connection.Close(200, "bye", class_id=0, method_id=0)
+                with trio.move_on_after(_CLOSE_TIMEOUT), suppress(AmqpError):
+                    await self._send(frame.marshal(close, 0))
                     await self._closing.wait()
-                except AmqpError:
-                    pass
-            self.error = ConnectionLost("connection closed")
-        with trio.CancelScope(shield=True):
-            await self._stream.aclose()
+                self.error = ConnectionLost("connection closed")
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._stream.aclose()
 
 
 class _FrameReader:
@@ -587,10 +587,10 @@ async def open_connection(
             with trio.CancelScope(shield=True):
                 await connection._close()
             nursery.cancel_scope.cancel()
+    if failure is not None and (body_error is None or isinstance(body_error, AmqpError)):
+        raise failure  # the connection's own error says more than what the block saw of it
     if body_error is not None:
         raise body_error
-    if failure is not None:
-        raise failure
 
 
 def _only_cancelled(exc: BaseException) -> bool:

@@ -60,9 +60,7 @@ def _get(channel: amqp.Channel, queue: str, timeout: float = 5.0) -> amqp.Messag
 
 def _fixture(what: str, message: amqp.Message) -> dict[str, Any]:
     info = message.delivery_info
-    properties = {
-        k: v for k, v in message.properties.items() if k not in ("application_headers",)
-    }
+    properties = {k: v for k, v in message.properties.items() if k not in ("application_headers",)}
     properties["headers"] = message.properties.get("application_headers")
     body = message.body.decode() if isinstance(message.body, bytes) else message.body
     return {
