@@ -119,7 +119,7 @@ def main() -> int:
         ("server-failure", "boom", {}),
         ("server-no-such-method", "nosuch", {}),
         ("server-bad-arguments", "echo", None),
-        ("server-heartbeat", "slow", {}),
+        ("server-reply-monitored", "slow", {}),
     ):
         message = dict(template, method=method, args=args, _reply_q=replies)
         if method == "slow":
