@@ -576,12 +576,18 @@ async def open_connection(
             nursery.start_soon(connection._heartbeat_loop)
         try:
             yield connection
-        except BaseException as exc:
-            if not _only_cancelled(exc):
-                body_error = exc  # held back: the connection still closes politely first
-            elif connection.error is None:
+        except trio.Cancelled:  # noqa: ASYNC103 (ours: the scope below absorbs it anyway)
+            if connection.error is None:
                 raise  # cancelled from outside: propagate as it is
             # else: our own scope cancelled the block because the connection failed
+        except BaseExceptionGroup as group:
+            # nested nurseries in the block: all Cancelled means our scope cancelled it
+            if connection.error is None or not _only_cancelled(group):
+                if not isinstance(group, Exception):
+                    raise
+                body_error = group
+        except Exception as exc:
+            body_error = exc  # held back: the connection still closes politely first
         finally:
             failure = connection.error
             with trio.CancelScope(shield=True):

@@ -105,7 +105,7 @@ class BrokerLink:
                 ) as connection:
                     await session(connection, mark_ready)
                     raise ConnectionLost("the session ended")
-            except BaseException as exc:
+            except (AmqpError, BaseExceptionGroup) as exc:
                 error = amqp_error(exc)
                 if error is None:
                     raise

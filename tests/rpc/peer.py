@@ -112,9 +112,8 @@ class OsloPeer:
                     started = True
                     task_status.started()
                     continue
-                send = self._waiting.pop(answer["id"], None)
-                if send is not None:
-                    send.send_nowait(answer)
+                if answer["id"] in self._waiting:
+                    self._waiting.pop(answer["id"]).send_nowait(answer)
 
     async def request(self, op: str, *, wait: float = 30.0, **fields: Any) -> PeerAnswer:
         """Send one command and wait for its answer."""
@@ -141,20 +140,21 @@ class OsloPeer:
         method: str,
         *,
         ctxt: dict[str, Any] | None = None,
-        timeout: float = 10.0,
+        client_timeout: float = 10.0,
         server: str | None = None,
         **args: Any,
     ) -> PeerAnswer:
+        """One oslo ``call`` (``client_timeout``: the RPCClient's timeout)."""
         return await self.request(
             "call",
-            wait=timeout + 5,
+            wait=client_timeout + 5,
             exchange=exchange,
             topic=topic,
             method=method,
             args=args,
             ctxt=ctxt or {},
             server=server,
-            timeout=timeout,
+            timeout=client_timeout,
         )
 
     async def cast(
@@ -188,14 +188,14 @@ class OsloPeer:
         *,
         concurrency: int = 1,
         number: bool = False,
-        timeout: float = 10.0,
+        client_timeout: float = 10.0,
         **args: Any,
     ) -> PeerAnswer:
         """``n`` calls from ``concurrency`` threads; ``number`` adds ``n=<i>`` to each call."""
         return await self.request(
             "calls",
             wait=math.inf,
-            timeout=timeout,
+            timeout=client_timeout,
             exchange=exchange,
             topic=topic,
             method=method,

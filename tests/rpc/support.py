@@ -60,14 +60,15 @@ class TestEndpoint:
         return n
 
 
-async def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
+async def wait_until(predicate: Any, within: float = 10.0) -> None:
+    """Poll a condition another task or the broker makes true (no event to wait on there)."""
+    with trio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110
             await trio.sleep(0.01)
 
 
 async def wait_connected(state: BrokerState, *, connects: int = 1) -> None:
-    await wait_until(lambda: state.connected and state.connects >= connects, what="connected")
+    await wait_until(lambda: state.connected and state.connects >= connects)
 
 
 @asynccontextmanager

@@ -1,4 +1,4 @@
-"""RpcServer on the real broker, fed hand-made messages: malformed ones, duplicates, redeliveries."""
+"""RpcServer on the real broker, fed hand-made messages: malformed, duplicated, redelivered."""
 
 from __future__ import annotations
 
@@ -48,9 +48,10 @@ async def test_malformed_messages_are_rejected_once_and_the_consumer_goes_on(
     caplog.set_level(logging.INFO, logger="dcorch.rpc")
     endpoint = TestEndpoint()
     replies = f"{rpc_config.worker_topic}-replies"
-    async with running_server(endpoint, rpc_config) as server, raw_client(
-        rpc_config, replies
-    ) as client:
+    async with (
+        running_server(endpoint, rpc_config) as server,
+        raw_client(rpc_config, replies) as client,
+    ):
         cleanup.append(server.queues.fanout_queue)
         for body in (
             b"{not json",
@@ -67,7 +68,8 @@ async def test_malformed_messages_are_rejected_once_and_the_consumer_goes_on(
             encode_request("nothing_here", {}, msg_id=msg_id, reply_q=replies),
         )
         failure = decode_reply((await next_reply(client)).body)
-        assert failure.msg_id == msg_id and failure.failure is not None
+        assert failure.msg_id == msg_id
+        assert failure.failure is not None
         assert failure.failure["class"] == "NoSuchMethod"
         # ... and the consumer still serves a good call
         await publish(
@@ -96,9 +98,10 @@ async def test_a_duplicate_call_is_applied_once_and_answered_twice_alike(
 ) -> None:
     endpoint = TestEndpoint()
     replies = f"{rpc_config.worker_topic}-replies"
-    async with running_server(endpoint, rpc_config) as server, raw_client(
-        rpc_config, replies
-    ) as client:
+    async with (
+        running_server(endpoint, rpc_config) as server,
+        raw_client(rpc_config, replies) as client,
+    ):
         cleanup.append(server.queues.fanout_queue)
         body = encode_request(
             "count", {"n": 7, "pause": 0.2}, msg_id=new_id(), reply_q=replies, unique_id=new_id()
@@ -111,7 +114,8 @@ async def test_a_duplicate_call_is_applied_once_and_answered_twice_alike(
         results = [decode_reply(d.body) for d in (first, second, third)]
         assert [r.result for r in results] == [7, 7, 7]
         assert len({r.msg_id for r in results}) == 1
-        assert endpoint.counts[7] == 1 and server.applied == 1
+        assert endpoint.counts[7] == 1
+        assert server.applied == 1
 
 
 async def test_a_call_redelivered_after_the_connection_dropped_is_not_applied_twice(
@@ -121,9 +125,10 @@ async def test_a_call_redelivered_after_the_connection_dropped_is_not_applied_tw
     the broker redelivers the call, and the remembered reply answers it."""
     endpoint = TestEndpoint()
     replies = f"{rpc_config.worker_topic}-replies"
-    async with running_server(endpoint, rpc_config) as server, raw_client(
-        rpc_config, replies
-    ) as client:
+    async with (
+        running_server(endpoint, rpc_config) as server,
+        raw_client(rpc_config, replies) as client,
+    ):
         cleanup.append(server.queues.fanout_queue)
         msg_id = new_id()
         body = encode_request("count", {"n": 1, "pause": 2.5}, msg_id=msg_id, reply_q=replies)
@@ -133,7 +138,8 @@ async def test_a_call_redelivered_after_the_connection_dropped_is_not_applied_tw
         assert endpoint.counts[1] == 0, "the handler was to be still running"
         reply = decode_reply((await next_reply(client)).body)
         assert (reply.msg_id, reply.result) == (msg_id, 1)
-        assert endpoint.counts[1] == 1 and server.state.connects == 2
+        assert endpoint.counts[1] == 1
+        assert server.state.connects == 2
         with trio.move_on_after(0.3):
             extra = await client.deliveries.receive()
             pytest.fail(f"a second reply came: {extra}")

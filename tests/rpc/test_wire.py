@@ -52,9 +52,11 @@ def test_a_real_call_decodes_with_its_context_and_reply_queue() -> None:
     }
     assert request.is_call
     assert request.msg_id == raw["_msg_id"]
-    assert request.reply_q == raw["_reply_q"] and request.reply_q.startswith("reply_")
+    assert request.reply_q == raw["_reply_q"]
+    assert str(request.reply_q).startswith("reply_")
     assert request.unique_id == raw["_unique_id"]
-    assert request.timeout is None and request.version is None
+    assert request.timeout is None
+    assert request.version is None
     # what the client's call asks of the broker: its timeout as the message's TTL
     assert captured["properties"]["expiration"] == "7000"
 
@@ -84,7 +86,8 @@ def test_our_cast_has_the_fields_of_a_real_one_in_its_order() -> None:
     call_only = {"_msg_id", "_reply_q", "_timeout"}
     real_cast_keys = [k for k in real if k not in call_only and not k.startswith("_context_")]
     assert [k for k in ours if not k.startswith("_context_")] == real_cast_keys
-    assert ours["_context_user"] == "dcorch" and ours["_context_request_id"] == "r"
+    assert ours["_context_user"] == "dcorch"
+    assert ours["_context_request_id"] == "r"
     assert decode_request(json.dumps(json.loads(encode_request("m", {}))).encode()).method == "m"
 
 
@@ -92,12 +95,17 @@ def test_our_reply_is_shaped_like_the_real_servers() -> None:
     real = inner(fixture("server-reply")["body"])
     ours = inner(encode_reply("abc", {"k": [1, 2]}))
     assert list(ours) == list(real) == ["result", "failure", "ending", "_msg_id", "_unique_id"]
-    assert ours["result"] == {"k": [1, 2]} and ours["failure"] is None and ours["ending"] is True
-    assert ours["_msg_id"] == "abc" and ours["_unique_id"] != real["_unique_id"]
+    assert ours["result"] == {"k": [1, 2]}
+    assert ours["failure"] is None
+    assert ours["ending"] is True
+    assert ours["_msg_id"] == "abc"
+    assert ours["_unique_id"] != real["_unique_id"]
     none = inner(fixture("server-reply-none")["body"])
     assert inner(encode_reply("abc"))["result"] is none["result"] is None
     decoded = decode_reply(fixture("server-reply")["body"])
-    assert decoded.ending and decoded.failure is None and decoded.result["kwargs"] == {"a": 1}
+    assert decoded.ending
+    assert decoded.failure is None
+    assert decoded.result["kwargs"] == {"a": 1}
     # a slow call to a monitored client (_timeout set) is still answered by one message
     assert decode_reply(fixture("server-reply-monitored")["body"]).result == "done"
 
@@ -112,7 +120,9 @@ def test_our_failure_is_shaped_like_the_real_servers_without_its_traceback() -> 
     ours_text = inner(encode_reply("id", failure=Failure("ValueError", "builtins", "bad")))
     ours = json.loads(ours_text["failure"])
     assert list(ours) == list(real) == ["class", "module", "message", "tb", "args", "kwargs"]
-    assert ours["tb"] == [] and ours["args"] == ["bad"] and ours_text["result"] is None
+    assert ours["tb"] == []
+    assert ours["args"] == ["bad"]
+    assert ours_text["result"] is None
     failure = Failure.from_rpc_failure(
         RpcFailure("SubcloudNotFound", "dcorch.common.exceptions", "no", kwargs={"name": "s"})
     )
@@ -125,13 +135,15 @@ def test_unknown_method_and_bad_arguments_fail_as_the_real_server() -> None:
     assert (unknown["class"], unknown["module"]) == (NO_SUCH_METHOD_CLASS, NO_SUCH_METHOD_MODULE)
     assert unknown["message"] == "Endpoint does not support RPC method nosuch"
     bad = decode_reply(fixture("server-bad-arguments")["body"]).failure
-    assert bad is not None and bad["module"] == "builtins"
+    assert bad is not None
+    assert bad["module"] == "builtins"
 
 
 def test_internal_failures_keep_the_class_not_the_text() -> None:
     failure = Failure.internal(KeyError("password=secret"), "add_subcloud", "inc123")
     assert (failure.exc_class, failure.exc_module) == ("KeyError", "builtins")
-    assert "secret" not in failure.message and "inc123" in failure.message
+    assert "secret" not in failure.message
+    assert "inc123" in failure.message
 
 
 def test_our_properties_are_the_real_ones() -> None:
