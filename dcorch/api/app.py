@@ -53,6 +53,12 @@ class MasterHealthView(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
+class BrokerHealthView(Protocol):
+    """The RabbitMQ links of dcmanager's RPC (``dcorch.rpc.link.BrokerHealth``)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
 class InitialSyncFailures(Protocol):
     """Why a subcloud's last initial sync failed (the sync manager keeps it)."""
 
@@ -129,6 +135,8 @@ def create_api_app(
     initial_sync_failures: InitialSyncFailures | None = None,
     admin_project: str = "admin",
     lifecycle: SubcloudLifecycle | None = None,
+    broker_health: BrokerHealthView | None = None,
+    changes_refused: str | None = None,
 ) -> QuartTrio:
     """Build the dcorch v1 API app around a running database (``dcorch.db.Database``).
 
@@ -138,6 +146,9 @@ def create_api_app(
     ``address_required`` (subcloud URLs come from a template on the management IP, so a subcloud
     needs one unless every service it uses is given a URL); see :class:`SubcloudLifecycle`.
     ``admin_project``: the project whose admins may change subclouds (``master.project_name``).
+    ``broker_health``: the RPC broker links, shown by ``/health`` (degraded while one is down).
+    ``changes_refused``: why the v1 API only reads (dcmanager's RPC drives the lifecycle): every
+    change under ``/v1.0/`` is answered 405 with it.
     """
     changes = lifecycle or SubcloudLifecycle(
         db, events=events, endpoint_types=endpoint_types, address_required=address_required
@@ -167,6 +178,16 @@ def create_api_app(
                 "(domain Default)",
             )
         return None
+
+    @app.before_request
+    async def _read_only() -> Response | None:
+        if changes_refused is None or request.method in READ_METHODS:
+            return None
+        if not request.path.startswith("/v1.0/"):
+            return None
+        response = _error(405, "method_not_allowed", changes_refused)
+        response.headers["Allow"] = "GET, HEAD"
+        return response
 
     @app.after_request
     async def _request_id(response: Response) -> Response:
@@ -225,6 +246,11 @@ def create_api_app(
             master = master_health.status()
             body["master"] = master
             if master["status"] != "up":
+                body["status"] = "degraded"
+        if broker_health is not None:
+            broker = broker_health.status()
+            body["broker"] = broker
+            if broker["status"] != "up":
                 body["status"] = "degraded"
         return jsonify(body)
 

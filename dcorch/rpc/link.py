@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,6 +42,36 @@ class BrokerState:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class BrokerHealth:
+    """Every broker link of the process, as ``/health`` and ``/metrics`` show them.
+
+    The broker is ``up`` only while every link is connected: the RPC server and the status
+    caster hold separate connections, and either one down is a dcmanager direction lost.
+    """
+
+    def __init__(self, links: Mapping[str, BrokerState]) -> None:
+        self._links = dict(links)
+
+    def status(self) -> dict[str, Any]:
+        """``{"status": "up"|"down", "url", "links": {name: state}}`` (no password)."""
+        states = list(self._links.values())
+        up = all(state.connected for state in states)
+        return {
+            "status": "up" if up else "down",
+            "url": states[0].url if states else "",
+            "links": {name: state.as_dict() for name, state in self._links.items()},
+        }
+
+    def up_series(self) -> Iterator[tuple[dict[str, str], float]]:
+        """``dcorch_rpc_broker_up{link=...}``: 1 connected, 0 not."""
+        for name, state in self._links.items():
+            yield {"link": name}, 1.0 if state.connected else 0.0
+
+    def connects_series(self) -> Iterator[tuple[dict[str, str], float]]:
+        for name, state in self._links.items():
+            yield {"link": name}, float(state.connects)
 
 
 def amqp_error(exc: BaseException) -> AmqpError | None:
@@ -113,6 +143,17 @@ class BrokerLink:
             if self.state.connected or ready:
                 self.state.connected, self.state.since = False, time.time()
             delay = self._backoff.delay(failures, self._rng)
+            if self.state.connects == 0 and attempt == 0:
+                # Said once, plainly, at start-up: dcorch runs on without the broker.
+                logger.error(
+                    "rpc.broker_unreachable link=%s url=%s error=%s: dcorch keeps running and "
+                    "retries every %gs at most; until then dcmanager's RPC is not served and "
+                    "sync status casts wait in the outbox (/health says degraded)",
+                    self.name,
+                    self.state.url,
+                    error,
+                    self._backoff.cap,
+                )
             failures += 1
             attempt += 1
             logger.warning(
