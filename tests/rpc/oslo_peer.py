@@ -8,8 +8,9 @@ Calls run on a thread pool, so several may be in flight; answers come as they fi
 Ops:
 - ``call`` / ``cast``: ``exchange, topic, method, args, ctxt, timeout, server, fanout``, with
   an oslo ``RPCClient`` (``call`` answers ``result``);
-- ``calls``: ``n`` calls with ``concurrency`` threads; answers every result or error and the
-  median and each round-trip time in ms;
+- ``calls``: ``n`` calls with ``concurrency`` threads (``vary``: ``{arg: "text{i}"}`` gives
+  call ``i`` its own value); answers every result or error and the median and each round-trip
+  time in ms;
 - ``serve``: an oslo ``RPCServer`` on ``exchange, topic, server`` whose endpoint records every
   call or cast it gets; ``received`` answers them in arrival order (``method, ctxt, args``);
 - ``stop_server``, ``exit``.
@@ -108,7 +109,9 @@ def _calls(url: str, command: dict[str, Any]) -> dict[str, Any]:
     ctxt = command.get("ctxt") or {}
 
     def one(i: int) -> tuple[float, dict[str, Any]]:
-        args = dict(command["args"], n=i) if command.get("number") else command["args"]
+        args = dict(command["args"], n=i) if command.get("number") else dict(command["args"])
+        for name, template in (command.get("vary") or {}).items():
+            args[name] = template.format(i=i)
         started = time.perf_counter()
         try:
             outcome = {"ok": True, "result": client.call(ctxt, command["method"], **args)}

@@ -188,10 +188,12 @@ class OsloPeer:
         *,
         concurrency: int = 1,
         number: bool = False,
+        vary: dict[str, str] | None = None,
         client_timeout: float = 10.0,
         **args: Any,
     ) -> PeerAnswer:
-        """``n`` calls from ``concurrency`` threads; ``number`` adds ``n=<i>`` to each call."""
+        """``n`` calls from ``concurrency`` threads; ``number`` adds ``n=<i>`` to each call,
+        ``vary`` sets each named argument of call ``i`` to ``template.format(i=i)``."""
         return await self.request(
             "calls",
             wait=math.inf,
@@ -203,6 +205,7 @@ class OsloPeer:
             n=n,
             concurrency=concurrency,
             number=number,
+            vary=vary or {},
         )
 
     async def serve(self, exchange: str, topic: str, server: str = "peer") -> None:
