@@ -2,8 +2,10 @@
 
 ``open_service`` starts, in order, the database (with its dispatcher), the HTTP clients and one
 actor system supervising the purge, the sync manager, the fernet key rotation, one API proxy per
-endpoint type and the dcorch v1 API; leaving the block stops all in reverse (data path:
-``docs/architecture.md``).
+endpoint type, the dcorch v1 API and, with ``rpc.front_doors`` ``rpc`` or ``both``, dcmanager's
+RPC (the worker-topic server, the status caster and its outbox); leaving the block stops all in
+reverse (data path: ``docs/architecture.md``). One :class:`SubcloudLifecycle` serves both front
+doors.
 ``dcorch serve`` runs it against the real System Controller, the harness (:mod:`dcorch.harness`)
 and the bench against the simulated clouds; nothing here imports the simulator.
 """
@@ -25,6 +27,7 @@ import trio
 from actors import (
     ActorStopped,
     ActorSystem,
+    Backoff,
     ChildSpec,
     NodeSnapshot,
     TaskSpec,
@@ -36,6 +39,7 @@ from dcorch.asgi import serve_asgi
 from dcorch.db import migrate
 from dcorch.db.database import NO_SEAMS, Database, DatabaseSeams, open_database
 from dcorch.db.purge import purge_periodically
+from dcorch.lifecycle import SubcloudLifecycle
 from dcorch.metrics import Metrics
 from dcorch.proxy.app import create_proxy_app, serve_proxy
 from dcorch.proxy.auth import KeystoneTokenValidator, TokenCache
@@ -55,6 +59,12 @@ from dcorch.remote.endpoints import (
 from dcorch.remote.errors import SyncError
 from dcorch.remote.http import Credentials, HttpSession, open_http_client
 from dcorch.remote.master_health import MasterHealth
+from dcorch.rpc.caster import RpcCaster
+from dcorch.rpc.config import RpcConfig
+from dcorch.rpc.dcmanager_endpoint import DcmanagerEndpoint
+from dcorch.rpc.link import BrokerHealth, BrokerState
+from dcorch.rpc.server import RpcServer
+from dcorch.rpc.status_outbox import RpcStatusReporter, StatusOutbox
 from dcorch.settings import Settings
 from dcorch.supervision import restart_policy
 from dcorch.sync.audit_rules import keyring_password
@@ -62,12 +72,26 @@ from dcorch.sync.drivers import apply_request
 from dcorch.sync.env import Driver
 from dcorch.sync.fernet_rotation import CommandRotator, FernetRotation, FernetRotator
 from dcorch.sync.manager import SyncManager
-from dcorch.sync.status import UnreportedStatus
+from dcorch.sync.status import DeliveryRecord, Reporter, UnreportedStatus
 
 logger = logging.getLogger(__name__)
 
 PROXY_CONNECTIONS = 200
 """Connections of the proxies' client to the master (separate from the engine's pool)."""
+
+
+@dataclass
+class RpcParts:
+    """dcmanager's RPC over RabbitMQ, when ``rpc.front_doors`` is ``rpc`` or ``both``."""
+
+    config: RpcConfig
+    server: RpcServer
+    """Serves the lifecycle on ``rpc.worker_topic``."""
+    caster: RpcCaster | None
+    """Casts sync status to ``rpc.dcmanager_state_topic``; None when the engine is off."""
+    outbox: StatusOutbox | None
+    """The reports waiting for the caster; None when the engine is off."""
+    health: BrokerHealth
 
 
 @dataclass
@@ -91,6 +115,10 @@ class Service:
     """The engine's view of the master's services (``/health``, ``/metrics``)."""
     fernet_rotation: FernetRotation | None = None
     """The periodic rotation of the master's fernet keys; None when it is off."""
+    lifecycle: SubcloudLifecycle | None = None
+    """The one subcloud lifecycle behind the v1 API and dcmanager's RPC."""
+    rpc: RpcParts | None = None
+    """dcmanager's RPC; None with ``rpc.front_doors = "http"``."""
 
     @property
     def identity_url(self) -> str:
@@ -150,6 +178,7 @@ async def open_service(
             ``engine.fernet_rotation_command``; the harness rotates the simulated master's).
     """
     master = master or MasterEndpoints.from_settings(settings.master)
+    rpc_config = _rpc_config(settings)  # a bad [rpc] stops start-up here, naming the key
     template = None if subclouds else ManagementIpResolver.from_settings(settings.subcloud)
     resolver = GivenFirstResolver(subclouds or template or ManagementIpResolver())
     _log_endpoints(master, template)
@@ -190,6 +219,25 @@ async def open_service(
             backoff=settings.engine.request_retry_backoff,
             backoff_max=settings.engine.request_retry_backoff_max,
         )
+        outbox: StatusOutbox | None = None
+        caster: RpcCaster | None = None
+        if rpc_config is not None and engine:
+            caster = RpcCaster(rpc_config, rng=rng)
+            outbox = StatusOutbox(
+                caster,
+                backoff=Backoff(
+                    base=settings.engine.request_retry_backoff,
+                    cap=settings.engine.request_retry_backoff_max,
+                ),
+                topic=rpc_config.dcmanager_state_topic,
+                on_delivered=DeliveryRecord(db),
+                rng=rng,
+            )
+        reporter: Reporter | None = None  # dcmanager's REST API at master.dcmanager
+        if outbox is not None:
+            reporter = RpcStatusReporter(outbox)
+        elif not master.dcmanager:
+            reporter = UnreportedStatus()
         manager = (
             SyncManager(
                 db,
@@ -198,7 +246,7 @@ async def open_service(
                 http=session,
                 resolver=resolver,
                 master=master,
-                reporter=None if master.dcmanager else UnreportedStatus(),
+                reporter=reporter,
                 driver=driver or apply_request,
                 rng=rng,
                 health=health,
@@ -220,6 +268,19 @@ async def open_service(
             KeystoneTokenValidator(master.keystone_root, proxy_client),
             ttl=settings.proxy.token_cache_ttl,
         )
+        lifecycle = SubcloudLifecycle(
+            db,
+            events=manager,
+            endpoint_types=master.sync_endpoint_types,
+            address_required=template is not None,
+        )
+        rpc: RpcParts | None = None
+        if rpc_config is not None:
+            server = RpcServer(DcmanagerEndpoint(lifecycle), rpc_config, rng=rng)
+            links: dict[str, BrokerState] = {"server": server.state}
+            if caster is not None:
+                links["caster"] = caster.state
+            rpc = RpcParts(rpc_config, server, caster, outbox, BrokerHealth(links))
         # The proxies' own calls (fernet keys) authenticate as dcorch, over the proxies' pool.
         proxy_session = HttpSession(proxy_client, credentials, settings.proxy.forward_timeout)
         children = _children(
@@ -233,8 +294,9 @@ async def open_service(
             metrics,
             health,
             ephemeral_ports,
-            address_required=template is not None,
+            lifecycle=lifecycle,
             rotation=rotation,
+            rpc=rpc,
         )
         system = await stack.enter_async_context(
             open_actor_system(
@@ -251,6 +313,8 @@ async def open_service(
                 assert isinstance(bound, list), bound
                 urls[spec.name.removeprefix("proxy-")] = str(bound[0])
         _add_runtime_gauges(metrics, db, system, manager, health)
+        if rpc is not None:
+            _add_rpc_gauges(metrics, rpc)
         logger.info("dcorch.started urls=%s", urls)
         yield Service(
             settings=settings,
@@ -264,7 +328,32 @@ async def open_service(
             urls=urls,
             master_health=health,
             fernet_rotation=rotation,
+            lifecycle=lifecycle,
+            rpc=rpc,
         )
+
+
+def _rpc_config(settings: Settings) -> RpcConfig | None:
+    """The checked ``[rpc]`` when dcmanager's RPC is on (``front_doors`` ``rpc`` or ``both``).
+
+    Says once what it will use (the broker URL without its password); a broker that is not
+    there yet does not stop start-up: the links retry and ``/health`` shows it.
+    """
+    if settings.rpc.front_doors == "http":
+        logger.info("rpc.off front_doors=http (the v1 API drives the lifecycle)")
+        return None
+    config = RpcConfig.from_settings(settings.rpc)
+    logger.info(
+        "rpc.on front_doors=%s broker=%s serving=%s/%s (server %s) status_casts=%s/%s",
+        config.front_doors,
+        config.address.redacted,
+        config.control_exchange,
+        config.worker_topic,
+        config.server,
+        config.dcmanager_exchange,
+        config.dcmanager_state_topic,
+    )
+    return config
 
 
 def _children(
@@ -279,13 +368,14 @@ def _children(
     health: MasterHealth,
     ephemeral_ports: bool,
     *,
-    address_required: bool,
+    lifecycle: SubcloudLifecycle,
     rotation: FernetRotation | None = None,
+    rpc: RpcParts | None = None,
 ) -> list[ChildSpec]:
     """The supervised children of the service, in start order.
 
-    ``address_required``: subcloud URLs come from the template, so the v1 API refuses a subcloud
-    with neither a management IP nor a URL for each service it needs.
+    ``lifecycle`` is shared by the v1 API and the RPC server; with ``rpc.front_doors = "rpc"``
+    the v1 API only reads (its changes are answered 405).
     """
     children: list[ChildSpec] = [
         TaskSpec(
@@ -298,6 +388,10 @@ def _children(
             ),
         )
     ]
+    if rpc is not None and rpc.caster is not None and rpc.outbox is not None:
+        # Before the engine: its first reports find the outbox running.
+        children.append(TaskSpec(name="rpc-caster", fn=rpc.caster.run))
+        children.append(TaskSpec(name="status-outbox", fn=rpc.outbox.run))
     if manager is not None:
         children.append(TaskSpec(name="sync", fn=manager.run))
     if rotation is not None:
@@ -342,21 +436,30 @@ def _children(
             return None
         return Caller(info.roles, info.project_name, info.project_domain_id)
 
+    refused = None
+    if rpc is not None and not rpc.config.http_front_door:
+        refused = (
+            'the subcloud lifecycle is driven by dcmanager\'s RPC (rpc.front_doors = "rpc"): '
+            'the v1 API only reads; set rpc.front_doors = "both" to change subclouds here too'
+        )
     api_app = create_api_app(
         db,
         token_check=token_check,
-        events=manager,
         metrics=metrics,
-        endpoint_types=master.sync_endpoint_types,
-        address_required=address_required,
         master_health=health,
         initial_sync_failures=manager,
         admin_project=settings.master.project_name,
+        lifecycle=lifecycle,
+        broker_health=rpc.health if rpc is not None else None,
+        changes_refused=refused,
     )
     api_port = 0 if ephemeral_ports else settings.api.port
     children.append(
         TaskSpec(name="api", fn=partial(serve_asgi, api_app, settings.api.host, api_port))
     )
+    if rpc is not None:
+        # Last: dcmanager's calls find the engine and the API's database face running.
+        children.append(TaskSpec(name="rpc-server", fn=rpc.server.run))
     return children
 
 
@@ -495,3 +598,33 @@ def _add_runtime_gauges(
             "requests completed without changing anything, by reason",
             manager.noops.series,
         )
+
+
+def _add_rpc_gauges(metrics: Metrics, rpc: RpcParts) -> None:
+    """The broker links and the status outbox, read at scrape time."""
+    metrics.add_gauge(
+        "dcorch_rpc_broker_up",
+        "RabbitMQ link of dcmanager's RPC connected (1) or not (0)",
+        rpc.health.up_series,
+    )
+    metrics.add_counter(
+        "dcorch_rpc_broker_connects_total",
+        "connections to RabbitMQ that got ready, per link",
+        rpc.health.connects_series,
+    )
+    outbox = rpc.outbox
+    if outbox is None:
+        return
+
+    def waiting() -> Iterator[tuple[dict[str, str], float]]:
+        yield {}, float(len(outbox.waiting()))
+
+    def delivered() -> Iterator[tuple[dict[str, str], float]]:
+        yield {}, float(outbox.delivered)
+
+    metrics.add_gauge(
+        "dcorch_status_outbox_waiting", "sync status reports waiting for the broker", waiting
+    )
+    metrics.add_counter(
+        "dcorch_status_casts_total", "sync status reports cast to dcmanager", delivered
+    )

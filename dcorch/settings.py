@@ -183,6 +183,31 @@ class DbsyncSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RpcSettings:
+    """dcmanager's oslo.messaging RPC over RabbitMQ (docs/rpc.md)."""
+
+    transport_url: str = "rabbit://guest:guest@127.0.0.1:5672/"
+    """oslo's transport URL; the path is the virtual host. Its password is never logged."""
+    control_exchange: str = "dcorch-engine"
+    """The exchange of dcorch's own topics (upstream dcorch's ``set_transport_defaults``)."""
+    dcmanager_exchange: str = "dcmanager"
+    """The exchange of dcmanager's topics, where sync status casts go."""
+    worker_topic: str = "dcorch-engine-worker"
+    server: str = ""
+    """The server name of the ``<topic>.<server>`` queue; empty = this host's name."""
+    dcmanager_state_topic: str = "dcmanager-state"
+    front_doors: str = "http"
+    """Which lifecycle front doors run: ``http`` (the v1 API), ``rpc`` or ``both``."""
+    heartbeat: float = 30 * SECONDS
+    prefetch: int = 16
+    reconnect_backoff: float = 1 * SECONDS
+    reconnect_backoff_max: float = 30 * SECONDS
+    connect_timeout: float = 10 * SECONDS
+    confirm_timeout: float = 10 * SECONDS
+    recent_ids: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Every tunable of one dcorch process."""
 
@@ -198,6 +223,7 @@ class Settings:
     actors: ActorSettings = field(default_factory=ActorSettings)
     sim: SimSettings = field(default_factory=SimSettings)
     dbsync: DbsyncSettings = field(default_factory=DbsyncSettings)
+    rpc: RpcSettings = field(default_factory=RpcSettings)
 
     @property
     def database_url(self) -> str:

@@ -28,7 +28,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-import trio
 from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -38,7 +37,7 @@ from dcorch.api import validation
 from dcorch.api.openapi import openapi_document
 from dcorch.api.validation import BadRequest
 from dcorch.db import errors as db_errors
-from dcorch.db.rows import GivenEndpoints
+from dcorch.lifecycle import InvalidInput, NotNow, SubcloudEvents, SubcloudLifecycle
 from dcorch.metrics import Metrics
 from dcorch.text import storable_text
 
@@ -49,26 +48,14 @@ COMPLETED_SHOWN = 100
 """How many of a subcloud's latest completed requests ``state=completed`` lists."""
 
 
-class SubcloudEvents(Protocol):
-    """Who must hear about a subcloud's change of state (the engine's sync manager)."""
-
-    async def subcloud_changed(self, region: str) -> None: ...
-
-    async def subcloud_deleted(self, region: str) -> None: ...
-
-
-class NoEvents:
-    """Events sink for an API running without an engine (tests of the API alone)."""
-
-    async def subcloud_changed(self, region: str) -> None:
-        return None
-
-    async def subcloud_deleted(self, region: str) -> None:
-        return None
-
-
 class MasterHealthView(Protocol):
     """The engine's view of the master's services (``dcorch.remote.master_health``)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class BrokerHealthView(Protocol):
+    """The RabbitMQ links of dcmanager's RPC (``dcorch.rpc.link.BrokerHealth``)."""
 
     def status(self) -> dict[str, Any]: ...
 
@@ -131,16 +118,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _change_and_notice() -> trio.CancelScope:
-    """A subcloud's change and the engine's notice of it are made together, or neither.
-
-    quart-trio cancels a handler when its client disconnects; between the commit and
-    ``subcloud_changed``/``subcloud_deleted`` that left a deleted subcloud's sync actor spinning
-    on the missing row, or an added one without an actor until a restart (found by
-    ``./just fuzz``). Both steps are bounded (the database's retries, the manager's lock).
-    """
-    return trio.CancelScope(shield=True)
-
 
 def _error(status: int, kind: str, detail: str) -> Response:
     response = jsonify({"error": kind, "detail": detail})
@@ -159,18 +136,27 @@ def create_api_app(
     master_health: MasterHealthView | None = None,
     initial_sync_failures: InitialSyncFailures | None = None,
     admin_project: str = "admin",
+    lifecycle: SubcloudLifecycle | None = None,
+    broker_health: BrokerHealthView | None = None,
+    changes_refused: str | None = None,
 ) -> QuartTrio:
     """Build the dcorch v1 API app around a running database (``dcorch.db.Database``).
 
-    ``endpoint_types``: what the System Controller syncs (a new subcloud's default, and what an
-    add may choose from). ``address_required``: subcloud URLs come from a template on the
-    management IP, so a subcloud needs one unless every service it uses is given a URL.
+    Changes go through ``lifecycle``, the implementation the RPC front door shares; without one
+    the API builds its own from ``events`` (who hears of changes), ``endpoint_types`` (what the
+    System Controller syncs: a new subcloud's default, and what an add may choose from) and
+    ``address_required`` (subcloud URLs come from a template on the management IP, so a subcloud
+    needs one unless every service it uses is given a URL); see :class:`SubcloudLifecycle`.
     ``admin_project``: the project whose admins may change subclouds (``master.project_name``).
+    ``broker_health``: the RPC broker links, shown by ``/health`` (degraded while one is down).
+    ``changes_refused``: why the v1 API only reads (dcmanager's RPC drives the lifecycle): every
+    change under ``/v1.0/`` is answered 405 with it.
     """
-    enabled = tuple(endpoint_types)
+    changes = lifecycle or SubcloudLifecycle(
+        db, events=events, endpoint_types=endpoint_types, address_required=address_required
+    )
     app = QuartTrio("dcorch.api")
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    sink: SubcloudEvents = events or NoEvents()
     series = metrics or Metrics()
 
     @app.before_request
@@ -203,14 +189,28 @@ def create_api_app(
         if isinstance(region, str) and not storable_text(region):
             raise db_errors.SubcloudNotFound(region)
 
+    @app.before_request
+    async def _read_only() -> Response | None:
+        if changes_refused is None or request.method in READ_METHODS:
+            return None
+        if not request.path.startswith("/v1.0/"):
+            return None
+        response = _error(405, "method_not_allowed", changes_refused)
+        response.headers["Allow"] = "GET, HEAD"
+        return response
+
     @app.after_request
     async def _request_id(response: Response) -> Response:
         response.headers["x-openstack-request-id"] = f"req-{uuid.uuid4()}"
         return response
 
-    @app.errorhandler(BadRequest)
-    async def _bad_request(exc: BadRequest) -> Response:
+    @app.errorhandler(InvalidInput)
+    async def _bad_request(exc: InvalidInput) -> Response:
         return _error(400, "bad_request", str(exc))
+
+    @app.errorhandler(NotNow)
+    async def _not_now(exc: NotNow) -> Response:
+        return _error(409, "conflict", str(exc))
 
     @app.errorhandler(db_errors.SubcloudNotFound)
     async def _not_found(exc: Exception) -> Response:
@@ -257,6 +257,11 @@ def create_api_app(
             body["master"] = master
             if master["status"] != "up":
                 body["status"] = "degraded"
+        if broker_health is not None:
+            broker = broker_health.status()
+            body["broker"] = broker
+            if broker["status"] != "up":
+                body["status"] = "degraded"
         return jsonify(body)
 
     @app.get("/openapi.json")
@@ -290,24 +295,14 @@ def create_api_app(
     @app.post("/v1.0/<project_id>/subclouds")
     async def _add(project_id: str) -> Response:
         body = await _body(validation.ADD_SUBCLOUD)
-        region = validation.check_region(body["subcloud"])
-        ip = validation.check_ip(body["management_ip"]) if "management_ip" in body else ""
-        urls = validation.check_endpoints(body.get("endpoints", {}))
-        types = enabled
-        if "endpoint_types" in body:
-            types = validation.check_endpoint_types(body["endpoint_types"], enabled)
-        if address_required:
-            validation.check_address(ip, GivenEndpoints(**urls), types)
-        with _change_and_notice():
-            await db.add_subcloud(
-                region,
-                software_version=body.get("software_version", ""),
-                management_ip=ip,
-                endpoint_types=types,
-                endpoints=urls,
-            )
-            await sink.subcloud_changed(region)
-        return jsonify({"added": {"subcloud": region}})
+        row = await changes.add_subcloud(
+            body["subcloud"],
+            body.get("software_version", ""),
+            body.get("management_ip"),
+            endpoint_types=body.get("endpoint_types"),
+            endpoints=body.get("endpoints"),
+        )
+        return jsonify({"added": {"subcloud": row.region_name}})
 
     @app.get("/v1.0/<project_id>/subclouds")
     async def _list(project_id: str) -> Response:
@@ -332,38 +327,19 @@ def create_api_app(
         body = await _body(validation.UPDATE_STATES)
         if not body:
             raise BadRequest("nothing to update")
-        if "management_ip" in body:
-            validation.check_ip(body["management_ip"])
-        urls = validation.check_endpoints(body["endpoints"]) if "endpoints" in body else None
-        current = await db.get_subcloud(region)
-        if address_required and ("management_ip" in body or urls is not None):
-            validation.check_address(
-                body.get("management_ip", current.management_ip),
-                current.endpoints if urls is None else GivenEndpoints(**urls),
-                current.endpoint_types,
-            )
-        with _change_and_notice():
-            if "software_version" in body or "management_ip" in body or urls is not None:
-                await db.update_subcloud(
-                    region,
-                    software_version=body.get("software_version"),
-                    management_ip=body.get("management_ip"),
-                    endpoints=urls,
-                )
-            if "management_state" in body or "availability_status" in body:
-                await db.update_subcloud_states(
-                    region,
-                    management_state=body.get("management_state"),
-                    availability_status=body.get("availability_status"),
-                )
-            await sink.subcloud_changed(region)
+        await changes.update_subcloud(
+            region,
+            sw_version=body.get("software_version"),
+            management_ip=body.get("management_ip"),
+            endpoints=body.get("endpoints"),
+            management_state=body.get("management_state"),
+            availability_status=body.get("availability_status"),
+        )
         return jsonify({"subcloud": await _subcloud_view(region)})
 
     @app.delete("/v1.0/<project_id>/subclouds/<region>")
     async def _delete(project_id: str, region: str) -> Response:
-        with _change_and_notice():
-            await db.delete_subcloud(region)
-            await sink.subcloud_deleted(region)
+        await changes.del_subcloud(region)
         return jsonify({"deleted": {"subcloud": region}})
 
     @app.get("/v1.0/<project_id>/subclouds/<region>/initial-sync")
@@ -382,25 +358,7 @@ def create_api_app(
     @app.put("/v1.0/<project_id>/subclouds/<region>/initial-sync")
     async def _request_initial_sync(project_id: str, region: str) -> Response:
         await _body(validation.INITIAL_SYNC)
-        subcloud = await db.get_subcloud(region)
-        ready = (
-            subcloud.management_state == constants.MANAGEMENT_MANAGED
-            and subcloud.availability_status == constants.AVAILABILITY_ONLINE
-        )
-        if not ready:
-            return _error(409, "conflict", f"subcloud {region} is not managed and online")
-        moved = False
-        with _change_and_notice():
-            for state in (constants.INITIAL_SYNC_FAILED, constants.INITIAL_SYNC_COMPLETED):
-                moved = moved or await db.set_initial_sync_state(
-                    region, state, constants.INITIAL_SYNC_REQUESTED
-                )
-            if moved or subcloud.initial_sync_state == constants.INITIAL_SYNC_REQUESTED:
-                await sink.subcloud_changed(region)
-        if not moved and subcloud.initial_sync_state != constants.INITIAL_SYNC_REQUESTED:
-            return _error(
-                409, "conflict", f"initial sync of {region} is {subcloud.initial_sync_state}"
-            )
+        await changes.request_initial_sync(region)
         return jsonify({"subcloud": region, "initial_sync_state": "requested"})
 
     @app.get("/v1.0/<project_id>/subclouds/<region>/sync-status")

@@ -2,32 +2,24 @@
 
 Upstream ``eval``-ed request bodies; here a body is JSON or rejected, and every field's presence,
 type and allowed values are checked before the database is touched: a rejection changes nothing.
+The values themselves (region names, IPs, URLs, endpoint types) are checked by the subcloud
+lifecycle, which the RPC front door shares (``dcorch.lifecycle``).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dcorch import constants
-from dcorch.db.rows import SERVICES, GivenEndpoints
-from dcorch.text import storable_text
-from dcorch.urls import http_url_problem
+from dcorch.db.rows import SERVICES
+from dcorch.lifecycle import IP_LENGTH, NAME_LENGTH, InvalidInput, check_text
 
 _JSON_NAMES: dict[type, str] = {dict: "JSON object", list: "JSON list"}
 
-_REGION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
-NAME_LENGTH = 255
-"""``subcloud.region_name`` and ``software_version`` are VARCHAR(255)."""
-IP_LENGTH = 64
-"""``subcloud.management_ip`` is VARCHAR(64) (an IPv6 address with a long zone id is not)."""
 
-
-class BadRequest(ValueError):
+class BadRequest(InvalidInput):
     """The request body is not acceptable; the message names the problem."""
 
 
@@ -76,93 +68,6 @@ def check_fields(body: dict[str, Any], spec: dict[str, FieldSpec]) -> dict[str, 
         if isinstance(value, str):
             check_text(value, name, field.max_length)
     return body
-
-
-def check_text(value: str, name: str, max_length: int | None = None) -> str:
-    """A text field the database can store as given (:mod:`dcorch.text`; a value longer than its
-    column was a 500 on PostgreSQL, found by ``./just fuzz``)."""
-    if not storable_text(value):
-        raise BadRequest(f"{name} holds a NUL or a lone surrogate")
-    if max_length is not None and len(value) > max_length:
-        raise BadRequest(f"{name} is longer than {max_length} characters")
-    return value
-
-
-def check_region(region: str) -> str:
-    """A region name as it appears in URLs and in ``subcloud.region_name``."""
-    if not _REGION_PATTERN.fullmatch(region):  # not match: ``$`` lets a final newline in
-        raise BadRequest(f"invalid subcloud region name {region!r}")
-    return region
-
-
-def check_ip(text: str, name: str = "management_ip") -> str:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        raise BadRequest(f"{name} must be an IP address, got {text!r}") from None
-    return text
-
-
-def check_endpoints(value: dict[str, Any]) -> dict[str, str]:
-    """``{"keystone"|"sysinv"|"dcdbsync": absolute http(s) URL}``; trailing ``/`` dropped."""
-    unknown = sorted(set(value) - set(SERVICES))
-    if unknown:
-        raise BadRequest(
-            f"endpoints: unknown service(s) {', '.join(unknown)} (known: {', '.join(SERVICES)})"
-        )
-    urls: dict[str, str] = {}
-    for name, url in value.items():
-        if not isinstance(url, str):
-            raise BadRequest(f"endpoints.{name} must be a string, got {type(url).__name__}")
-        if problem := http_url_problem(url):
-            raise BadRequest(f"endpoints.{name} {problem}")
-        urls[name] = url.rstrip("/")
-    return urls
-
-
-def check_endpoint_types(value: list[Any], enabled: Sequence[str]) -> tuple[str, ...]:
-    """A non-empty subset of the endpoint types this System Controller syncs, in its order."""
-    if not value:
-        raise BadRequest(f"endpoint_types must name at least one of {', '.join(enabled)}")
-    for item in value:
-        if not isinstance(item, str):
-            raise BadRequest(f"endpoint_types must hold strings, got {type(item).__name__}")
-        if item not in enabled:
-            why = (
-                " (off: master.sysinv_url is empty)"
-                if item in constants.SYNC_ENDPOINT_TYPES
-                else ""
-            )
-            raise BadRequest(
-                f"endpoint_types: {item!r} is not synced here{why}; "
-                f"choose from {', '.join(enabled)}"
-            )
-    if len(set(value)) != len(value):
-        raise BadRequest("endpoint_types must not repeat a type")
-    return tuple(e for e in enabled if e in value)
-
-
-SERVICES_NEEDED = {
-    constants.ENDPOINT_TYPE_IDENTITY: ("keystone", "dcdbsync"),
-    constants.ENDPOINT_TYPE_PLATFORM: ("keystone", "sysinv"),
-}
-"""The subcloud services each endpoint type's sync talks to."""
-
-
-def check_address(
-    management_ip: str, endpoints: GivenEndpoints, endpoint_types: Sequence[str]
-) -> None:
-    """Without a management IP the template has no host: each needed service must be given."""
-    if management_ip:
-        return
-    given = endpoints.given()
-    needed = sorted({s for e in endpoint_types for s in SERVICES_NEEDED.get(e, ("keystone",))})
-    missing = [s for s in needed if s not in given]
-    if missing:
-        raise BadRequest(
-            "management_ip required: the subcloud URL template builds "
-            f"{', '.join(missing)} from it (or give endpoints.{', endpoints.'.join(missing)})"
-        )
 
 
 _ENDPOINTS_SCHEMA = {

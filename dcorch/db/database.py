@@ -32,7 +32,7 @@ from dcorch.db import units_requests as ur
 from dcorch.db import units_resources as rs
 from dcorch.db import units_subclouds as us
 from dcorch.db.bridge import AsyncioThreadBridge
-from dcorch.db.commits import CommitFeed
+from dcorch.db.commits import CommitFeed, Committed
 from dcorch.db.dispatcher import Dispatcher
 from dcorch.db.engine import create_engine_for, is_sqlite
 from dcorch.db.errors import DatabaseUnavailable
@@ -310,6 +310,30 @@ class Database:
     async def delete_subcloud(self, region_name: str) -> None:
         """Delete a subcloud with its sync rows, resource mappings and orch_requests."""
         await self.run(us.delete_subcloud, region_name)
+
+    async def add_sync_endpoint_types(
+        self, region_name: str, endpoint_types: Sequence[str]
+    ) -> SubcloudRow:
+        """Sync these endpoint types too: capabilities and a fresh sync row for each new one."""
+        return await self.run(us.add_sync_endpoint_types, region_name, tuple(endpoint_types))
+
+    async def remove_sync_endpoint_types(
+        self, region_name: str, endpoint_types: Sequence[str]
+    ) -> SubcloudRow:
+        """Stop syncing these endpoint types: out of capabilities, sync rows deleted."""
+        return await self.run(us.remove_sync_endpoint_types, region_name, tuple(endpoint_types))
+
+    async def request_sync(self, endpoint_type: str) -> frozenset[tuple[str, str]]:
+        """Mark every managed pair of the endpoint type requested and wake them all.
+
+        For work written by someone else (upstream's ``sync_request`` cast): the pairs go out on
+        the commit feed like committed work orders, so the engine learns of them the one way it
+        learns of all work, and drops the master answers it cached.
+        """
+        pairs = frozenset(await self.run(us.request_sync, endpoint_type))
+        if pairs:
+            self.commits.publish(Committed(pairs))
+        return pairs
 
     async def list_subcloud_syncs(self, region_name: str | None = None) -> list[SubcloudSyncRow]:
         """Sync rows of one subcloud (or all), by region then endpoint type."""

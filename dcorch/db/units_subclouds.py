@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, delete, insert, select, update
@@ -134,18 +135,7 @@ def add_subcloud(
     if endpoint_types:
         conn.execute(
             insert(subcloud_sync),
-            [
-                {
-                    "subcloud_id": sid,
-                    "subcloud_name": region,
-                    "endpoint_type": ept,
-                    "sync_request": c.SYNC_REQUEST_NONE,
-                    "sync_status_reported": c.SYNC_STATUS_NONE,
-                    "audit_status": c.AUDIT_NONE,
-                    "created_at": now,
-                }
-                for ept in endpoint_types
-            ],
+            [_new_sync_row(sid, region, ept, now) for ept in endpoint_types],
         )
     return subcloud_row(_fetch(conn, region))
 
@@ -256,6 +246,104 @@ def delete_subcloud(conn: Connection, region: str) -> None:
     conn.execute(delete(subcloud_sync).where(subcloud_sync.c.subcloud_id == sid))
     conn.execute(delete(orch_request).where(orch_request.c.target_region_name == region))
     conn.execute(delete(subcloud).where(subcloud.c.id == sid))
+
+
+def _new_sync_row(sid: int, region: str, endpoint_type: str, now: datetime) -> dict[str, Any]:
+    return {
+        "subcloud_id": sid,
+        "subcloud_name": region,
+        "endpoint_type": endpoint_type,
+        "sync_request": c.SYNC_REQUEST_NONE,
+        "sync_status_reported": c.SYNC_STATUS_NONE,
+        "audit_status": c.AUDIT_NONE,
+        "created_at": now,
+    }
+
+
+def add_sync_endpoint_types(
+    conn: Connection, region: str, endpoint_types: Sequence[str]
+) -> SubcloudRow:
+    """Add endpoint types to a subcloud's capabilities, each with a fresh sync row.
+
+    Types it already syncs are left alone (their rows keep their state), new ones are appended
+    in the given order (docs/behaviour.md#subcloud-lifecycle).
+    """
+    m = _fetch(conn, region, for_update=True)
+    caps = _capabilities(m)
+    types = [str(e) for e in caps.get("endpoint_types", ())]
+    have = set(
+        conn.execute(
+            select(subcloud_sync.c.endpoint_type).where(subcloud_sync.c.subcloud_id == m["id"])
+        ).scalars()
+    )
+    now = utcnow()
+    missing = [e for e in dict.fromkeys(endpoint_types) if e not in have]
+    if missing:
+        conn.execute(
+            insert(subcloud_sync), [_new_sync_row(m["id"], region, e, now) for e in missing]
+        )
+    added = [e for e in dict.fromkeys(endpoint_types) if e not in types]
+    if added:
+        caps["endpoint_types"] = types + added
+        conn.execute(
+            update(subcloud).where(subcloud.c.id == m["id"]).values(capabilities=json.dumps(caps))
+        )
+    return subcloud_row(_fetch(conn, region))
+
+
+def remove_sync_endpoint_types(
+    conn: Connection, region: str, endpoint_types: Sequence[str]
+) -> SubcloudRow:
+    """Drop endpoint types from a subcloud's capabilities and delete their sync rows.
+
+    Types it does not sync are ignored, as upstream does. Their orch_requests stay: the proxies
+    record work for the pairs a subcloud syncs, and a re-added type picks up what was left.
+    """
+    m = _fetch(conn, region, for_update=True)
+    gone = set(endpoint_types)
+    conn.execute(
+        delete(subcloud_sync).where(
+            subcloud_sync.c.subcloud_id == m["id"], subcloud_sync.c.endpoint_type.in_(gone)
+        )
+    )
+    caps = _capabilities(m)
+    types = [str(e) for e in caps.get("endpoint_types", ())]
+    if gone & set(types):
+        caps["endpoint_types"] = [e for e in types if e not in gone]
+        conn.execute(
+            update(subcloud).where(subcloud.c.id == m["id"]).values(capabilities=json.dumps(caps))
+        )
+    return subcloud_row(_fetch(conn, region))
+
+
+def request_sync(conn: Connection, endpoint_type: str) -> list[tuple[str, str]]:
+    """Every managed subcloud's pair of that endpoint type: ``sync_request = 'requested'``.
+
+    Pairs in progress are left as they are (upstream's ``sync_request``); all the managed pairs
+    are returned, so the caller can wake them.
+    """
+    managed = (
+        select(subcloud_sync.c.id, subcloud_sync.c.subcloud_name)
+        .join(subcloud, subcloud.c.id == subcloud_sync.c.subcloud_id)
+        .where(
+            subcloud.c.management_state == c.MANAGEMENT_MANAGED,
+            subcloud_sync.c.endpoint_type == endpoint_type,
+        )
+        .order_by(subcloud_sync.c.subcloud_name)
+    )
+    rows = conn.execute(managed).all()
+    if rows:
+        conn.execute(
+            update(subcloud_sync)
+            .where(
+                subcloud_sync.c.id.in_([r.id for r in rows]),
+                subcloud_sync.c.sync_request.not_in(
+                    (c.SYNC_REQUEST_REQUESTED, c.SYNC_REQUEST_IN_PROGRESS)
+                ),
+            )
+            .values(sync_request=c.SYNC_REQUEST_REQUESTED)
+        )
+    return [(r.subcloud_name, endpoint_type) for r in rows]
 
 
 def list_subcloud_syncs(conn: Connection, region: str | None) -> list[SubcloudSyncRow]:

@@ -393,10 +393,12 @@ class StatusReporter:
     endpoints: MasterEndpoints
     health: MasterHealth | None = None
 
-    async def report(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> None:
+    async def report(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> bool:
+        """True: dcmanager answered, it has the report (``dcorch.sync.status.Reporter``)."""
         url = f"{self.endpoints.dcmanager}/subclouds/{region}/endpoint_status"
         body = {"endpoint_type": endpoint_type, "sync_status": status, "alarmable": alarmable}
         await tracked_call(self.http, self.health, "POST", url, self.endpoints.keystone, json=body)
+        return True
 
 
 async def tracked_call(

@@ -202,6 +202,13 @@ class SyncManager:
                 await self._stop(region)
             elif region not in self._refs or handle is None:
                 await self._start(row)
+            elif row.endpoint_types != handle.subcloud.endpoint_types:
+                # It syncs other endpoint types now (add/remove_subcloud_sync_endpoint_type): a
+                # fresh actor loads the pairs as they are, as a restart would, so a new pair is
+                # audited at once and announced (upstream enables and initial-syncs it) and a
+                # removed one leaves no timer behind.
+                await self._stop(region)
+                await self._start(row)
             else:
                 handle.subcloud = row
                 handle.dirty.update(row.endpoint_types)

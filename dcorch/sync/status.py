@@ -5,6 +5,11 @@ Per docs/behaviour.md#sync-status-reporting. The last value sent and its time ar
 re-send everything; an initial sync clears them so a re-managed subcloud is re-announced (bug
 2091034). Changes are sent at once, an unchanged status at most every ``status_report_dedup``
 seconds, and at most one report per pass, with its final state (b3e4ea0d, 21360c82, 856c5985).
+
+A reporter either delivers at once (dcmanager's HTTP API) or only queues (the RPC outbox, which
+retries while the broker is away and must not hold up the pass). The record in ``subcloud_sync``
+only ever says what dcmanager has: a queued report is written there by :class:`DeliveryRecord`
+once it is delivered, so a restart re-sends what it lost (docs/behaviour.md#sync-status-reporting).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any, Protocol
 
 from dcorch import constants as c
 from dcorch.db.database import Database
+from dcorch.db.errors import SubcloudNotFound, SubcloudSyncNotFound
 from dcorch.db.rows import SubcloudSyncRow
 from dcorch.db.schema import utcnow
 from dcorch.remote.errors import MasterUnavailable, SyncError
@@ -26,11 +32,16 @@ WallClock = Callable[[], datetime]
 
 
 class Reporter(Protocol):
-    """Who receives status reports (dcmanager's endpoint_status API)."""
+    """Who receives status reports (dcmanager)."""
 
-    async def report(
-        self, region: str, endpoint_type: str, status: str, alarmable: bool
-    ) -> None: ...
+    async def report(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> bool:
+        """Send one report: True once dcmanager has it, False when it is queued for delivery.
+
+        A queuing reporter records each delivery itself (:class:`DeliveryRecord`). Raises
+        :class:`MasterUnavailable` or :class:`SyncError` when it could do neither (the next
+        pass tries again).
+        """
+        ...
 
 
 class UnreportedStatus:
@@ -40,8 +51,8 @@ class UnreportedStatus:
     pair's status in ``subcloud_sync`` for the v1 API, and nothing retries a report forever.
     """
 
-    async def report(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> None:
-        return None
+    async def report(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> bool:
+        return True
 
 
 class StatusBook:
@@ -97,7 +108,9 @@ class StatusBook:
         sent = False
         if managed and not (fresh and last_status == status):
             try:
-                await self._reporter.report(self._region, endpoint_type, status, alarmable)
+                delivered = await self._reporter.report(
+                    self._region, endpoint_type, status, alarmable
+                )
             except MasterUnavailable as exc:
                 # Logged once per outage by the master's health tracker; tried again next pass.
                 logger.debug(
@@ -115,11 +128,40 @@ class StatusBook:
                     exc,
                 )
             else:
+                # Queued counts as sent for the dedup in this process (the outbox delivers it,
+                # the newest status of the pair first); the database only learns of deliveries.
                 sent = True
                 self.reports_sent += 1
                 self._last[endpoint_type] = (status, now)
-                fields["sync_status_reported"] = status
-                fields["sync_status_report_time"] = now
+                if delivered:
+                    fields["sync_status_reported"] = status
+                    fields["sync_status_report_time"] = now
         if fields:
             await self._db.update_subcloud_sync(self._region, endpoint_type, **fields)
         return sent
+
+
+class DeliveryRecord:
+    """Writes a queued report into ``subcloud_sync`` once dcmanager has it.
+
+    Called by the reporter's outbox after each delivery, with the report's arguments. The time
+    is the delivery's, so the hourly re-announcement counts from when dcmanager heard it. A pair
+    deleted meanwhile has nothing left to record.
+    """
+
+    def __init__(self, db: Database, *, wall_clock: WallClock = utcnow) -> None:
+        self._db = db
+        self._clock = wall_clock
+
+    async def __call__(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> None:
+        try:
+            await self._db.update_subcloud_sync(
+                region,
+                endpoint_type,
+                sync_status_reported=status,
+                sync_status_report_time=self._clock(),
+            )
+        except (SubcloudNotFound, SubcloudSyncNotFound):
+            logger.debug(
+                "status.delivered_for_gone_pair region=%s endpoint=%s", region, endpoint_type
+            )

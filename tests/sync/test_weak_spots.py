@@ -583,8 +583,9 @@ class Reports:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, bool]] = []
 
-    async def report(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> None:
+    async def report(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> bool:
         self.sent.append((endpoint_type, status, alarmable))
+        return True
 
 
 async def test_status_reported_once_per_change_and_reannounced_at_most_hourly(
