@@ -367,7 +367,9 @@ class SubcloudLifecycle:
         with _change_and_notice():
             row = await self._db.add_sync_endpoint_types(subcloud_name, types)
             logger.info(
-                "lifecycle.endpoint_types region=%s now=%s", subcloud_name, ",".join(row.endpoint_types)
+                "lifecycle.endpoint_types region=%s now=%s",
+                subcloud_name,
+                ",".join(row.endpoint_types),
             )
             await self._events.subcloud_changed(subcloud_name)
         return row
@@ -387,7 +389,9 @@ class SubcloudLifecycle:
         with _change_and_notice():
             row = await self._db.remove_sync_endpoint_types(subcloud_name, [str(t) for t in types])
             logger.info(
-                "lifecycle.endpoint_types region=%s now=%s", subcloud_name, ",".join(row.endpoint_types)
+                "lifecycle.endpoint_types region=%s now=%s",
+                subcloud_name,
+                ",".join(row.endpoint_types),
             )
             await self._events.subcloud_changed(subcloud_name)
         return row

@@ -118,7 +118,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-
 def _error(status: int, kind: str, detail: str) -> Response:
     response = jsonify({"error": kind, "detail": detail})
     response.status_code = status
