@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 import trio
@@ -46,24 +46,36 @@ def report(region: str, ept: str, status: str, alarmable: bool = True) -> Status
 
 
 class Delivered:
-    """``on_delivered``: notes what the outbox says dcmanager has, then passes it on."""
+    """``on_delivered``: notes what the outbox says dcmanager has, then passes it on.
+
+    ``gate``: each batch waits on it first (the database is slow or hangs).
+    """
 
     def __init__(self, fail_first: int = 0, then: OnDelivered | None = None) -> None:
         self.seen: list[tuple[float, str, str, str, bool]] = []
+        self.batches: list[list[StatusReport]] = []
         self.fail_first = fail_first
+        self.gate: trio.Event | None = None
+        self.calls = 0
         self._then = then
         self._changed = trio.Event()
 
-    async def __call__(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> None:
+    async def __call__(self, reports: Sequence[StatusReport]) -> None:
         at = trio.current_time()
+        self.calls += 1
         try:
+            if self.gate is not None:
+                await self.gate.wait()
             if self.fail_first:
                 self.fail_first -= 1
                 raise RuntimeError("database unavailable")
             if self._then is not None:
-                await self._then(region, endpoint_type, status, alarmable)
+                await self._then(reports)
         finally:  # noted once handled, so until() returns after the record is written
-            self.seen.append((at, region, endpoint_type, status, alarmable))
+            self.batches.append(list(reports))
+            self.seen.extend(
+                (at, r.region, r.endpoint_type, r.status, r.alarmable) for r in reports
+            )
             self._changed.set()
             self._changed = trio.Event()
 
@@ -320,9 +332,9 @@ async def test_the_database_records_deliveries_not_queued_reports(store: Databas
 async def test_a_delivery_for_a_deleted_subcloud_records_nothing(store: Database) -> None:
     record = DeliveryRecord(store)
     await store.delete_subcloud("sc1")
-    await record("sc1", "identity", IN, True)  # nothing left to record, and no error
+    await record([report("sc1", "identity", IN)])  # nothing left to record, and no error
     await store.add_subcloud("sc2", endpoint_types=("platform",))
-    await record("sc2", "identity", IN, True)
+    await record([report("sc2", "identity", IN)])
     assert [
         (s.endpoint_type, s.sync_status_reported) for s in await store.list_subcloud_syncs()
     ] == [("platform", "none")]
