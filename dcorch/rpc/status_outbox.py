@@ -96,6 +96,7 @@ class StatusOutbox:
         rng: jitter source (seed it for reproducible delays).
         on_delivered: records delivered reports, a batch at a time.
         ctxt: the request context sent with each cast (None: the transport's default).
+        flush_timeout: how long a stopping :meth:`run` waits to record what was delivered.
 
     :meth:`run` is the task a supervisor runs; what waits lives in this object, so a restarted
     task loses nothing but the cast it was in (put back first in line).
@@ -110,8 +111,10 @@ class StatusOutbox:
         rng: random.Random | None = None,
         on_delivered: OnDelivered | None = None,
         ctxt: Context | None = None,
+        flush_timeout: float = FLUSH_TIMEOUT,
     ) -> None:
         self._caster = caster
+        self._flush_timeout = flush_timeout
         self._backoff = backoff
         self._topic = topic
         self._rng = rng or random.Random()
@@ -273,8 +276,8 @@ class StatusOutbox:
         return min(RECORD_BATCH, len(self._unrecorded))
 
     async def _flush(self, record: OnDelivered) -> None:
-        """On the way out: record what was delivered, shielded, for at most FLUSH_TIMEOUT s."""
-        with trio.move_on_after(FLUSH_TIMEOUT, shield=True):
+        """On the way out: record what was delivered, shielded, for at most ``flush_timeout``."""
+        with trio.move_on_after(self._flush_timeout, shield=True):
             while self._unrecorded:
                 await self._record_batch(record)
         if self._unrecorded:
