@@ -166,12 +166,21 @@ class StatusOutbox:
                 task_status.started()
                 await self._cast_loop()
         except BaseExceptionGroup as group:
-            if len(group.exceptions) == 1:  # one task failed: raise its error, as before
-                raise group.exceptions[0] from None
-            raise
+            [*errors] = group.exceptions
+            if len(errors) != 1:
+                raise
+            error = errors[0]  # one task failed: raise its own error (and traceback), as before
+            raise error from None
         finally:
             if self._on_delivered is not None and self._unrecorded:
-                await self._flush(self._on_delivered)
+                # On the way out: record what was delivered, shielded, for a bounded time.
+                with trio.move_on_after(self._flush_timeout, shield=True):
+                    await self._flush(self._on_delivered)
+                if self._unrecorded:
+                    # Still safe: their rows keep the old report, so the next start re-sends.
+                    logger.warning(
+                        "status_outbox.unrecorded_at_exit count=%d", len(self._unrecorded)
+                    )
 
     # -- casting ---------------------------------------------------------------------------
 
@@ -276,13 +285,8 @@ class StatusOutbox:
         return min(RECORD_BATCH, len(self._unrecorded))
 
     async def _flush(self, record: OnDelivered) -> None:
-        """On the way out: record what was delivered, shielded, for at most ``flush_timeout``."""
-        with trio.move_on_after(self._flush_timeout, shield=True):
-            while self._unrecorded:
-                await self._record_batch(record)
-        if self._unrecorded:
-            # Still safe: their pairs' rows keep the old report, so the next start re-sends them.
-            logger.warning("status_outbox.unrecorded_at_exit count=%d", len(self._unrecorded))
+        while self._unrecorded:
+            await self._record_batch(record)
 
 
 class RpcStatusReporter:
