@@ -16,8 +16,19 @@ alarmable``). Here :class:`RpcStatusReporter` (the engine's ``Reporter``) hands 
 - **Retried with backoff.** While the caster raises ``CastUndeliverable`` the report stays first
   in line and the task waits ``Backoff.delay(n)`` (doubling, capped, jittered) before trying
   again; the first success resets it.
-- **Deliveries recorded.** ``on_delivered`` (the engine's ``DeliveryRecord``) is told of each
-  delivered report, so the database never claims a report that a restart lost.
+- **Deliveries recorded, in batches, behind the casts.** A delivered report goes to a second
+  task, the recorder, which hands ``on_delivered`` (the engine's ``DeliveryRecord``) everything
+  delivered since its last batch (up to :data:`RECORD_BATCH`), so the database takes them in one
+  group commit and casting never waits for it: one database write per cast held the outbox to
+  the database's pace (~240 casts/s on SQLite, against ~2,000 for the caster alone). What waits
+  for the recorder holds at most one report per pair (a newer delivery replaces its pair's
+  unrecorded one: only the newest delivered status belongs in the row), its bound.
+- **Recorded only when delivered, never lost.** The database never claims a report before the
+  broker took it. A shutdown records what was delivered (shielded, at most
+  :data:`FLUSH_TIMEOUT` s); a crashed recorder puts its batch back for the restarted task. A
+  process killed between a delivery and its record leaves the pair's old record: the restarted
+  engine re-sends the pair (dcmanager hears it twice, which is harmless) whenever its status
+  differs from that record (docs/behaviour.md#sync-status-reporting).
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -40,8 +51,10 @@ DCMANAGER_STATE_TOPIC: Final = "dcmanager-state"
 """Upstream's ``TOPIC_DC_MANAGER_STATE``."""
 STATUS_METHOD: Final = "update_subcloud_endpoint_status"
 
-OnDelivered = Callable[[str, str, str, bool], Awaitable[None]]
-"""``await on_delivered(region, endpoint_type, status, alarmable)`` after a delivery."""
+RECORD_BATCH: Final = 500
+"""Delivered reports per ``on_delivered`` call (the dispatcher's units per transaction)."""
+FLUSH_TIMEOUT: Final = 5.0
+"""Seconds a shutdown waits for the database to record what was delivered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,16 +81,22 @@ class StatusReport:
         }
 
 
+OnDelivered = Callable[[Sequence[StatusReport]], Awaitable[None]]
+"""``await on_delivered(reports)`` records delivered reports (of distinct pairs, oldest delivery
+first); it handles each report's failure itself, as one lost record costs only a re-send."""
+
+
 class StatusOutbox:
-    """Reports waiting for dcmanager, and the task that delivers them (see the module doc).
+    """Reports waiting for dcmanager, and the tasks that deliver and record them (module doc).
 
     Args:
         caster: the RPC transport's caster.
         backoff: the wait after each failed cast (``n`` counts the failures in a row).
         topic: dcmanager-state's topic.
         rng: jitter source (seed it for reproducible delays).
-        on_delivered: told of each delivered report.
+        on_delivered: records delivered reports, a batch at a time.
         ctxt: the request context sent with each cast (None: the transport's default).
+        flush_timeout: how long a stopping :meth:`run` waits to record what was delivered.
 
     :meth:`run` is the task a supervisor runs; what waits lives in this object, so a restarted
     task loses nothing but the cast it was in (put back first in line).
@@ -92,8 +111,10 @@ class StatusOutbox:
         rng: random.Random | None = None,
         on_delivered: OnDelivered | None = None,
         ctxt: Context | None = None,
+        flush_timeout: float = FLUSH_TIMEOUT,
     ) -> None:
         self._caster = caster
+        self._flush_timeout = flush_timeout
         self._backoff = backoff
         self._topic = topic
         self._rng = rng or random.Random()
@@ -101,6 +122,8 @@ class StatusOutbox:
         self._ctxt = ctxt
         self._waiting: OrderedDict[tuple[str, str], StatusReport] = OrderedDict()
         self._arrived = trio.Event()
+        self._unrecorded: OrderedDict[tuple[str, str], StatusReport] = OrderedDict()
+        self._to_record = trio.Event()
         self.failures = 0
         """Casts refused in a row (0 once one gets through)."""
         self.retry_at: float | None = None
@@ -109,11 +132,14 @@ class StatusOutbox:
         self.refused = 0
         self.coalesced = 0
         """Reports replaced by a newer status of their pair before they were delivered."""
+        self.recorded = 0
+        """Delivered reports handed to ``on_delivered``."""
+        self.record_batches = 0
 
     def __repr__(self) -> str:
         return (
             f"<StatusOutbox waiting {len(self._waiting)} delivered {self.delivered} "
-            f"failures {self.failures}>"
+            f"unrecorded {len(self._unrecorded)} failures {self.failures}>"
         )
 
     def put(self, report: StatusReport) -> None:
@@ -127,9 +153,38 @@ class StatusOutbox:
         """The undelivered reports, next first (introspection, ``/metrics``, tests)."""
         return list(self._waiting.values())
 
+    def unrecorded(self) -> list[StatusReport]:
+        """Delivered reports the database has not been told of yet, oldest first."""
+        return list(self._unrecorded.values())
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Deliver the waiting reports until cancelled."""
-        task_status.started()
+        """Deliver the waiting reports, and record the delivered ones, until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                if self._on_delivered is not None:
+                    nursery.start_soon(self._record_loop, self._on_delivered)
+                task_status.started()
+                await self._cast_loop()
+        except BaseExceptionGroup as group:
+            [*errors] = group.exceptions
+            if len(errors) != 1:
+                raise
+            error = errors[0]  # one task failed: raise its own error (and traceback), as before
+            raise error from None
+        finally:
+            if self._on_delivered is not None and self._unrecorded:
+                # On the way out: record what was delivered, shielded, for a bounded time.
+                with trio.move_on_after(self._flush_timeout, shield=True):
+                    await self._flush(self._on_delivered)
+                if self._unrecorded:
+                    # Still safe: their rows keep the old report, so the next start re-sends.
+                    logger.warning(
+                        "status_outbox.unrecorded_at_exit count=%d", len(self._unrecorded)
+                    )
+
+    # -- casting ---------------------------------------------------------------------------
+
+    async def _cast_loop(self) -> None:
         while True:
             if not self._waiting:
                 self._arrived = trio.Event()
@@ -147,7 +202,7 @@ class StatusOutbox:
             except BaseException:
                 self._put_back(report)  # a crash or a shutdown loses nothing that waited
                 raise
-            await self._delivered(report)
+            self._delivered(report)
 
     def _put_back(self, report: StatusReport) -> None:
         """First in line again, unless a newer status of its pair came meanwhile."""
@@ -172,7 +227,7 @@ class StatusOutbox:
         )
         await trio.sleep(delay)
 
-    async def _delivered(self, report: StatusReport) -> None:
+    def _delivered(self, report: StatusReport) -> None:
         if self.failures:
             logger.warning(
                 "status_outbox.delivering_again after_failures=%d waiting=%d",
@@ -184,19 +239,54 @@ class StatusOutbox:
         self.delivered += 1
         if self._on_delivered is None:
             return
+        # The newest delivery of a pair is the one its row must say: it replaces an older one
+        # still unrecorded, and goes to the back (recorded after what was delivered before it).
+        self._unrecorded.pop(report.pair, None)
+        self._unrecorded[report.pair] = report
+        self._to_record.set()
+
+    # -- recording -------------------------------------------------------------------------
+
+    async def _record_loop(self, record: OnDelivered) -> None:
+        """Hand what was delivered to ``record``, a batch at a time, while casting goes on."""
+        while True:
+            if not self._unrecorded:
+                self._to_record = trio.Event()
+                await self._to_record.wait()
+                continue
+            await self._record_batch(record)
+
+    async def _record_batch(self, record: OnDelivered) -> None:
+        batch = [self._unrecorded.popitem(last=False)[1] for _ in range(self._batch_size())]
         try:
-            await self._on_delivered(
-                report.region, report.endpoint_type, report.status, report.alarmable
-            )
+            await record(batch)
         except Exception as exc:
-            # dcmanager has it: an unrecorded delivery only costs one more report after a
-            # restart, so it must not stop the deliveries behind it.
+            # dcmanager has them: an unrecorded delivery costs one more report after a restart,
+            # so it must not stop the deliveries (or the records) behind it.
             logger.warning(
-                "status_outbox.record_failed region=%s endpoint=%s error=%s",
-                report.region,
-                report.endpoint_type,
+                "status_outbox.record_failed reports=%d first_region=%s error=%s",
+                len(batch),
+                batch[0].region,
                 exc,
             )
+            return
+        except BaseException:
+            # A crash or a cancel mid-batch: the restarted task (or the flush) records it again,
+            # unless a newer delivery of its pair came meanwhile (recording it again is harmless).
+            for report in reversed(batch):
+                if report.pair not in self._unrecorded:
+                    self._unrecorded[report.pair] = report
+                    self._unrecorded.move_to_end(report.pair, last=False)
+            raise
+        self.recorded += len(batch)
+        self.record_batches += 1
+
+    def _batch_size(self) -> int:
+        return min(RECORD_BATCH, len(self._unrecorded))
+
+    async def _flush(self, record: OnDelivered) -> None:
+        while self._unrecorded:
+            await self._record_batch(record)
 
 
 class RpcStatusReporter:

@@ -15,13 +15,15 @@ once it is delivered, so a restart re-sends what it lost (docs/behaviour.md#sync
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import trio
+
 from dcorch import constants as c
 from dcorch.db.database import Database
-from dcorch.db.errors import SubcloudNotFound, SubcloudSyncNotFound
+from dcorch.db.errors import DatabaseError, SubcloudNotFound, SubcloudSyncNotFound
 from dcorch.db.rows import SubcloudSyncRow
 from dcorch.db.schema import utcnow
 from dcorch.remote.errors import MasterUnavailable, SyncError
@@ -42,6 +44,17 @@ class Reporter(Protocol):
         pass tries again).
         """
         ...
+
+
+class QueuedReport(Protocol):
+    """A delivered report, as a queuing reporter's outbox hands it to :class:`DeliveryRecord`."""
+
+    @property
+    def region(self) -> str: ...
+    @property
+    def endpoint_type(self) -> str: ...
+    @property
+    def status(self) -> str: ...
 
 
 class UnreportedStatus:
@@ -142,26 +155,43 @@ class StatusBook:
 
 
 class DeliveryRecord:
-    """Writes a queued report into ``subcloud_sync`` once dcmanager has it.
+    """Writes queued reports into ``subcloud_sync`` once dcmanager has them.
 
-    Called by the reporter's outbox after each delivery, with the report's arguments. The time
-    is the delivery's, so the hourly re-announcement counts from when dcmanager heard it. A pair
-    deleted meanwhile has nothing left to record.
+    Called by the reporter's outbox with the reports delivered since its last call (distinct
+    pairs). Each is one write unit, all issued at once, so the dispatcher commits the batch in a
+    few transactions (``update_subcloud_sync_many``) instead of one each; a failed write costs
+    only its own report. The time is the batch's, within a commit of the deliveries, so the
+    hourly re-announcement counts from when dcmanager heard it. A pair deleted meanwhile has
+    nothing left to record.
     """
 
     def __init__(self, db: Database, *, wall_clock: WallClock = utcnow) -> None:
         self._db = db
         self._clock = wall_clock
 
-    async def __call__(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> None:
+    async def __call__(self, reports: Sequence[QueuedReport]) -> None:
+        now = self._clock()
+        async with trio.open_nursery() as nursery:
+            for report in reports:
+                nursery.start_soon(
+                    self._one, report.region, report.endpoint_type, report.status, now
+                )
+
+    async def _one(self, region: str, endpoint_type: str, status: str, now: datetime) -> None:
         try:
             await self._db.update_subcloud_sync(
                 region,
                 endpoint_type,
                 sync_status_reported=status,
-                sync_status_report_time=self._clock(),
+                sync_status_report_time=now,
             )
         except (SubcloudNotFound, SubcloudSyncNotFound):
             logger.debug(
                 "status.delivered_for_gone_pair region=%s endpoint=%s", region, endpoint_type
+            )
+        except DatabaseError as exc:
+            # dcmanager has it: an unrecorded delivery only costs one more report after a
+            # restart, so it must not fail the batch's other records.
+            logger.warning(
+                "status.record_failed region=%s endpoint=%s error=%s", region, endpoint_type, exc
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 import trio
@@ -20,6 +20,7 @@ from dcorch.db import Database, open_database
 from dcorch.rpc.contract import CastUndeliverable
 from dcorch.rpc.status_outbox import (
     DCMANAGER_STATE_TOPIC,
+    RECORD_BATCH,
     STATUS_METHOD,
     OnDelivered,
     RpcStatusReporter,
@@ -46,24 +47,37 @@ def report(region: str, ept: str, status: str, alarmable: bool = True) -> Status
 
 
 class Delivered:
-    """``on_delivered``: notes what the outbox says dcmanager has, then passes it on."""
+    """``on_delivered``: notes what the outbox says dcmanager has, then passes it on.
+
+    ``gate``: each batch waits on it first (the database is slow or hangs).
+    """
 
     def __init__(self, fail_first: int = 0, then: OnDelivered | None = None) -> None:
         self.seen: list[tuple[float, str, str, str, bool]] = []
+        self.batches: list[list[StatusReport]] = []
         self.fail_first = fail_first
+        self.gate: trio.Event | None = None
+        self.taken: list[int] = []
+        """Size of each batch as it came (``batches`` fills in as they end)."""
         self._then = then
         self._changed = trio.Event()
 
-    async def __call__(self, region: str, endpoint_type: str, status: str, alarmable: bool) -> None:
+    async def __call__(self, reports: Sequence[StatusReport]) -> None:
         at = trio.current_time()
+        self.taken.append(len(reports))
         try:
+            if self.gate is not None:
+                await self.gate.wait()
             if self.fail_first:
                 self.fail_first -= 1
                 raise RuntimeError("database unavailable")
             if self._then is not None:
-                await self._then(region, endpoint_type, status, alarmable)
+                await self._then(reports)
         finally:  # noted once handled, so until() returns after the record is written
-            self.seen.append((at, region, endpoint_type, status, alarmable))
+            self.batches.append(list(reports))
+            self.seen.extend(
+                (at, r.region, r.endpoint_type, r.status, r.alarmable) for r in reports
+            )
             self._changed.set()
             self._changed = trio.Event()
 
@@ -262,6 +276,82 @@ async def test_a_crash_or_a_shutdown_loses_no_report(
     assert caster.reports() == [("sc1", "identity", OUT, True)]
 
 
+async def test_casting_never_waits_for_the_database(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Deliveries are recorded in batches behind the casts: a stuck database holds up no cast,
+    and what waits for it is one report per pair, the newest delivered."""
+    caster, delivered = RecordingCaster(), Delivered()
+    delivered.gate = trio.Event()  # the database does not answer
+    outbox = StatusOutbox(caster, backoff=EXACT, on_delivered=delivered)
+    await nursery.start(outbox.run)
+    for i in range(1200):
+        outbox.put(report(f"sc{i}", "identity", OUT))
+    await caster.until(casts=1200)
+    assert trio.current_time() == 0.0
+    [first] = delivered.taken  # the recorder is stuck on its first batch, casting went on
+    assert first >= 1
+    assert len(outbox.unrecorded()) == 1200 - first
+
+    outbox.put(report("sc0", "identity", IN))  # sc0's OUT is in the stuck batch
+    outbox.put(report("sc1199", "identity", IN))  # sc1199's OUT still waits: replaced
+    await caster.until(casts=1202)
+    waiting = outbox.unrecorded()
+    assert len(waiting) == 1201 - first
+    assert waiting[-2:] == [report("sc0", "identity", IN), report("sc1199", "identity", IN)]
+
+    delivered.gate.set()
+    await delivered.until(1201)
+    assert trio.current_time() == 0.0
+    assert max(delivered.taken) <= RECORD_BATCH
+    assert len(delivered.taken) <= 1 + -(-1201 // RECORD_BATCH)  # batches, not one per cast
+    assert (outbox.recorded, outbox.record_batches) == (1201, len(delivered.taken))
+    recorded = [(r, e, st) for _, r, e, st, _ in delivered.seen]
+    delivered_order = [cast.report[:3] for cast in caster.casts]
+    delivered_order.remove(("sc1199", "identity", OUT))  # replaced before it was recorded
+    assert recorded == delivered_order  # each pair's records in its delivery order
+    assert outbox.unrecorded() == []
+
+
+async def test_a_shutdown_records_what_was_delivered_or_leaves_it_unclaimed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Stopping while the recorder waits for the database: the batch in hand goes back and the
+    stopping task records it (shielded) if the database answers within ``flush_timeout``; if not,
+    nothing is claimed: the rows keep the old report, so the next start re-sends it."""
+    caster, delivered = RecordingCaster(), Delivered()
+    delivered.gate = trio.Event()
+    outbox = StatusOutbox(caster, backoff=EXACT, on_delivered=delivered, flush_timeout=5.0)
+    reports = [report(f"sc{i}", "identity", OUT) for i in range(3)]
+
+    async def database_answers_at(t: float) -> None:
+        await trio.sleep_until(t)
+        assert delivered.gate is not None
+        delivered.gate.set()
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(database_answers_at, 2.0)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(outbox.run)
+            for r in reports:
+                outbox.put(r)
+            await caster.until(casts=3)
+            nursery.cancel_scope.cancel()  # shutdown at t = 0, a batch in the recorder's hands
+    assert trio.current_time() == 2.0  # the stop waited for the database, not longer
+    assert outbox.unrecorded() == []
+    assert sorted(r for _, r, *_ in delivered.seen[-3:]) == ["sc0", "sc1", "sc2"]
+
+    # The database hangs: the stop gives up at flush_timeout and claims nothing.
+    delivered.gate = trio.Event()
+    outbox.put(report("sc9", "identity", IN))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(outbox.run)
+        await caster.until(casts=4)
+        nursery.cancel_scope.cancel()
+    assert trio.current_time() == 7.0
+    assert outbox.unrecorded() == [report("sc9", "identity", IN)]
+
+
 def test_undeliverable_is_a_connection_error() -> None:
     assert issubclass(CastUndeliverable, ConnectionError)
 
@@ -320,9 +410,78 @@ async def test_the_database_records_deliveries_not_queued_reports(store: Databas
 async def test_a_delivery_for_a_deleted_subcloud_records_nothing(store: Database) -> None:
     record = DeliveryRecord(store)
     await store.delete_subcloud("sc1")
-    await record("sc1", "identity", IN, True)  # nothing left to record, and no error
+    await record([report("sc1", "identity", IN)])  # nothing left to record, and no error
     await store.add_subcloud("sc2", endpoint_types=("platform",))
-    await record("sc2", "identity", IN, True)
+    await record([report("sc2", "identity", IN)])
     assert [
         (s.endpoint_type, s.sync_status_reported) for s in await store.list_subcloud_syncs()
     ] == [("platform", "none")]
+
+
+async def test_a_batch_of_deliveries_is_group_committed(store: Database) -> None:
+    regions = [f"sc{i}" for i in range(1, 41)]
+    for region in regions[1:]:
+        await store.add_subcloud(region, endpoint_types=("identity",))
+    caster, delivered = RecordingCaster(), Delivered(then=DeliveryRecord(store))
+    outbox = StatusOutbox(caster, backoff=EXACT, on_delivered=delivered)
+    delivered.gate = trio.Event()  # hold the first batch so the rest queue up behind it
+    before = store.dispatcher.stats.unit_batches
+    async with trio.open_nursery() as nursery:
+        await nursery.start(outbox.run)
+        for region in regions:
+            outbox.put(report(region, "identity", OUT))
+        with trio.fail_after(10):
+            await caster.until(casts=40)
+            delivered.gate.set()
+            await delivered.until(40)
+        nursery.cancel_scope.cancel()
+    rows = {
+        s.subcloud_name: s
+        for s in await store.list_subcloud_syncs()
+        if s.endpoint_type == "identity"
+    }
+    assert {r: rows[r].sync_status_reported for r in regions} == dict.fromkeys(regions, OUT)
+    assert all(rows[r].sync_status_report_time is not None for r in regions)
+    assert len(delivered.taken) <= 3
+    assert store.dispatcher.stats.unit_batches - before <= 4  # not one transaction per cast
+
+
+async def test_a_crash_between_delivery_and_record_resends_and_loses_nothing(
+    store: Database,
+) -> None:
+    """Killed after the broker took a report but before its record was written: the row keeps
+    the old report, so the restarted engine sends it again (dcmanager hears it twice); no
+    delivered report is ever lost, and the database never claims an undelivered one."""
+    caster, stuck = RecordingCaster(), Delivered(then=DeliveryRecord(store))
+    stuck.gate = trio.Event()  # the database never gets the record
+    outbox = StatusOutbox(caster, backoff=EXACT, on_delivered=stuck, flush_timeout=0.05)
+    book = StatusBook(store, RpcStatusReporter(outbox), "sc1", dedup_seconds=3600)
+    book.load(await store.list_subcloud_syncs("sc1"))
+    assert await book.update("identity", False, True, managed=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(outbox.run)
+        with trio.fail_after(10):
+            await caster.until(casts=1)
+        nursery.cancel_scope.cancel()  # the crash: the record never reached the database
+    assert caster.reports() == [("sc1", "identity", OUT, True)]
+    assert outbox.unrecorded() == [report("sc1", "identity", OUT)]
+    row = {s.endpoint_type: s for s in await store.list_subcloud_syncs("sc1")}["identity"]
+    assert (row.sync_status_reported, row.sync_status_report_time) == ("none", None)
+
+    # The restart: a new process (book, outbox, broker link) on the same database.
+    caster2, delivered2 = RecordingCaster(), Delivered(then=DeliveryRecord(store))
+    outbox2 = StatusOutbox(caster2, backoff=EXACT, on_delivered=delivered2)
+    book2 = StatusBook(store, RpcStatusReporter(outbox2), "sc1", dedup_seconds=3600)
+    book2.load(await store.list_subcloud_syncs("sc1"))
+    assert await book2.update("identity", False, True, managed=True)  # re-sent
+    async with trio.open_nursery() as nursery:
+        await nursery.start(outbox2.run)
+        with trio.fail_after(10):
+            await delivered2.until(1)
+        nursery.cancel_scope.cancel()
+    assert caster2.reports() == [("sc1", "identity", OUT, True)]
+    row = {s.endpoint_type: s for s in await store.list_subcloud_syncs("sc1")}["identity"]
+    assert row.sync_status_reported == OUT
+    book3 = StatusBook(store, RpcStatusReporter(outbox2), "sc1", dedup_seconds=3600)
+    book3.load(await store.list_subcloud_syncs("sc1"))
+    assert not await book3.update("identity", False, True, managed=True)  # recorded: not again
