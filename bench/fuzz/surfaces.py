@@ -95,15 +95,16 @@ class Sent:
     def json(self) -> Any:
         try:
             return json.loads(self.answer.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
     def request_json(self) -> Any:
+        """The input's body as JSON (None if it is not: a DELETE may carry anything)."""
         if not isinstance(self.item, HttpInput):
             return None
         try:
             return json.loads(self.item.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             return None
 
 

@@ -203,3 +203,32 @@ def test_a_client_leaving_mid_delete_still_stops_the_sync_actor(system: FuzzSyst
     row = system.subcloud("subcloud1")
     assert row is not None
     assert row.management_state == constants.MANAGEMENT_MANAGED
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "", {"subcloud": "fz-nul", "software_version": "24.09\x00"}, 400),
+        ("POST", "", {"subcloud": "fz-surrogate", "software_version": "\ud800"}, 400),
+        ("POST", "", {"subcloud": "fz-long", "software_version": "v" * 256}, 400),
+        ("POST", "", {"subcloud": "fz-newline\n"}, 400),
+        ("PUT", "/subcloud1", {"management_ip": "fe80::1%" + "z" * 80}, 400),
+        ("PUT", "/%00", {"management_state": "managed"}, 404),
+        ("GET", "/a%00b/sync-status", None, 404),
+    ],
+)
+def test_text_the_database_cannot_hold_is_refused(
+    system: FuzzSystem, method: str, path: str, body: object, status: int
+) -> None:
+    """Found by ./just fuzz on PostgreSQL: a NUL, a lone surrogate or text longer than its
+    column reached the database and came back as a 500; a NUL in a region path too."""
+    before = system.snapshot("api")
+    answer = system.http.request(
+        method,
+        f"{system.dc.api_url}/v1.0/admin/subclouds{path}",
+        content=None if body is None else json.dumps(body).encode(),
+        headers={**system.dc.auth, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == status, answer.text
+    assert isinstance(answer.json()["detail"], str)
+    assert system.snapshot("api") == before
