@@ -25,6 +25,9 @@ def http_url_problem(text: str) -> str | None:
 
 
 _PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
-HTTP_URL_PATTERN = rf"^https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:{_PORT})?(/[^\s?#\x00]*)?$"
+HTTP_URL_PATTERN = (
+    rf"^https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:{_PORT})?(/[^\s\x1c-\x1f\x85?#\x00]*)?$"
+)
 """URLs :func:`http_url_problem` accepts, as a JSON Schema pattern for the OpenAPI document (a
-subset: a plain host name or IPv4 address, lower-case scheme, no user info, no IPv6 literal)."""
+subset: a plain host name or IPv4 address, lower-case scheme, no user info, no IPv6 literal;
+``\\s`` is ECMA's there, so Python's other ``isspace`` characters are named)."""

@@ -265,6 +265,17 @@ def openapi_document(
     updated = _answers(subcloud, *change, 404)
     # e.g. managed and online, then its initial sync re-requested
     updated["200"]["links"] = _links("$response.body#/subcloud/region_name", "the subcloud changed")
+    listed = _answers(
+        {
+            "type": "object",
+            "properties": {"subclouds": {"type": "array", "items": _ref("Subcloud")}},
+            "required": ["subclouds"],
+        },
+        *read,
+    )
+    listed["200"]["links"] = _links(
+        "$response.body#/subclouds/0/region_name", "the first subcloud listed"
+    )
     orch_states = list(validation.ORCH_REQUEST_STATES)
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
@@ -328,16 +339,7 @@ def openapi_document(
                 "get": {
                     "operationId": "list_subclouds",
                     "security": _TOKEN,
-                    "responses": _answers(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "subclouds": {"type": "array", "items": _ref("Subcloud")}
-                            },
-                            "required": ["subclouds"],
-                        },
-                        *read,
-                    ),
+                    "responses": listed,
                 },
                 "post": {
                     "operationId": "add_subcloud",
