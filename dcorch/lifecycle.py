@@ -32,7 +32,7 @@ from dcorch.db.errors import SubcloudAlreadyExists as SubcloudAlreadyExists
 from dcorch.db.errors import SubcloudNotFound as SubcloudNotFound
 from dcorch.db.rows import SERVICES, GivenEndpoints, SubcloudRow
 from dcorch.text import storable_text
-from dcorch.urls import http_url_problem
+from dcorch.urls import service_url_problem
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def check_endpoints(value: Mapping[str, Any]) -> dict[str, str]:
     for name, url in value.items():
         if not isinstance(url, str):
             raise InvalidInput(f"endpoints.{name} must be a string, got {type(url).__name__}")
-        if problem := http_url_problem(url):
+        if problem := service_url_problem(url):
             raise InvalidInput(f"endpoints.{name} {problem}")
         urls[name] = url.rstrip("/")
     return urls

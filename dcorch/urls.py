@@ -7,6 +7,7 @@ so it is refused where it enters: at start-up naming the key, or with a 400 nami
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 
@@ -25,9 +26,19 @@ def http_url_problem(text: str) -> str | None:
 
 
 _PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
-HTTP_URL_PATTERN = (
-    rf"^https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:{_PORT})?(/[^\s\x1c-\x1f\x85?#\x00]*)?$"
-)
-"""URLs :func:`http_url_problem` accepts, as a JSON Schema pattern for the OpenAPI document (a
-subset: a plain host name or IPv4 address, lower-case scheme, no user info, no IPv6 literal;
-``\\s`` is ECMA's there, so Python's other ``isspace`` characters are named)."""
+_SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+r"""Python's ``str.isspace`` and ECMA's ``\s`` together, spelled out: the two differ."""
+SERVICE_URL_PATTERN = rf"https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:{_PORT})?(/[^{_SPACE}?#\x00]*)?"
+"""A subcloud service URL the v1 API takes, whole (``fullmatch``): a plain host name or IPv4
+address, an optional port, a path without spaces; a subset of :func:`http_url_problem`'s, so the
+OpenAPI document can state it exactly (its JSON Schema regex engine differs from Python's)."""
+_SERVICE_URL = re.compile(SERVICE_URL_PATTERN)
+
+
+def service_url_problem(text: str) -> str | None:
+    """Why ``text`` is not a subcloud service URL (:data:`SERVICE_URL_PATTERN`), or ``None``."""
+    if problem := http_url_problem(text):
+        return problem
+    if not _SERVICE_URL.fullmatch(text):
+        return f"must be http(s)://<host name or IPv4>[:port][/path], got {text!r}"
+    return None

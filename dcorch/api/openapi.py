@@ -351,33 +351,8 @@ def openapi_document(
                     "responses": added,
                 },
             },
-            "/v1.0/{project_id}/subclouds/{region}": {
-                "parameters": [_PROJECT, _REGION],
-                "get": {
-                    "operationId": "show_subcloud",
-                    "security": _TOKEN,
-                    "responses": _answers(subcloud, *read, 404),
-                },
-                "put": {
-                    "operationId": "update_subcloud",
-                    "security": _TOKEN,
-                    "requestBody": _body(validation.UPDATE_STATES),
-                    "responses": updated,
-                },
-                "delete": {
-                    "operationId": "delete_subcloud",
-                    "security": _TOKEN,
-                    "responses": _answers(
-                        {
-                            "type": "object",
-                            "properties": {"deleted": _region_body()},
-                            "required": ["deleted"],
-                        },
-                        *(s for s in change if s != 400),
-                        404,
-                    ),
-                },
-            },
+            # The initial sync before the subcloud's update: a client (schemathesis' fuzzing)
+            # working down the document re-requests it while the listed subclouds are ready.
             "/v1.0/{project_id}/subclouds/{region}/initial-sync": {
                 "parameters": [_PROJECT, _REGION],
                 "get": {
@@ -406,6 +381,33 @@ def openapi_document(
                         *change,
                         404,
                         409,
+                    ),
+                },
+            },
+            "/v1.0/{project_id}/subclouds/{region}": {
+                "parameters": [_PROJECT, _REGION],
+                "get": {
+                    "operationId": "show_subcloud",
+                    "security": _TOKEN,
+                    "responses": _answers(subcloud, *read, 404),
+                },
+                "put": {
+                    "operationId": "update_subcloud",
+                    "security": _TOKEN,
+                    "requestBody": _body(validation.UPDATE_STATES),
+                    "responses": updated,
+                },
+                "delete": {
+                    "operationId": "delete_subcloud",
+                    "security": _TOKEN,
+                    "responses": _answers(
+                        {
+                            "type": "object",
+                            "properties": {"deleted": _region_body()},
+                            "required": ["deleted"],
+                        },
+                        *(s for s in change if s != 400),
+                        404,
                     ),
                 },
             },

@@ -23,7 +23,7 @@ from dcorch.lifecycle import (
     InvalidInput,
     check_text,
 )
-from dcorch.urls import HTTP_URL_PATTERN
+from dcorch.urls import SERVICE_URL_PATTERN
 
 _JSON_NAMES: dict[type, str] = {dict: "JSON object", list: "JSON list"}
 
@@ -97,7 +97,9 @@ def check_fields(body: dict[str, Any], spec: BodySpec) -> dict[str, Any]:
 
 _ENDPOINTS_SCHEMA = {
     "type": "object",
-    "properties": {name: {"type": "string", "pattern": HTTP_URL_PATTERN} for name in SERVICES},
+    "properties": {
+        name: {"type": "string", "pattern": f"^{SERVICE_URL_PATTERN}$"} for name in SERVICES
+    },
     "additionalProperties": False,
     "description": "URLs of this subcloud's services (with or without the version); "
     "a service not given comes from the [subcloud] template on the management IP",

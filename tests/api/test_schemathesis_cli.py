@@ -30,6 +30,14 @@ ST = Path(sys.executable).with_name("st")
 CONFIG = """\
 [warnings]
 fail-on = true
+
+# Re-requesting an initial sync needs a managed, online subcloud whose sync is not running: the
+# simulator's first one is, until the fuzzing of its update gets to it (the document lists the
+# initial sync first). Without it this operation answered only 404 and 409: the run's warning.
+[[operations]]
+include-operation-id = "request_initial_sync"
+parameters = { region = "subcloud1" }
+phases = { stateful = { enabled = false } }
 """
 
 
@@ -61,6 +69,10 @@ async def test_schemathesis_finds_nothing_with_every_check_in_every_phase(
                 str(MAX_EXAMPLES),
                 "--seed",
                 str(SEED),
+                # One worker: another's stateful chain could delete the subcloud this one just
+                # added (the list links to whichever comes first), which is no fault of the API.
+                "--workers",
+                "1",
             ],
             capture_stdout=True,
             capture_stderr=True,
