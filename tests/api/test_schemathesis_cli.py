@@ -74,6 +74,7 @@ async def test_schemathesis_finds_nothing_with_every_check_in_every_phase(
                 "--workers",
                 "1",
             ],
+            cwd=tmp_path,  # its crash cache (.schemathesis/) stays out of the checkout
             capture_stdout=True,
             capture_stderr=True,
             check=False,
