@@ -32,11 +32,13 @@ from dcorch.db.errors import SubcloudAlreadyExists as SubcloudAlreadyExists
 from dcorch.db.errors import SubcloudNotFound as SubcloudNotFound
 from dcorch.db.rows import SERVICES, GivenEndpoints, SubcloudRow
 from dcorch.text import storable_text
-from dcorch.urls import http_url_problem
+from dcorch.urls import service_url_problem
 
 logger = logging.getLogger(__name__)
 
-_REGION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+REGION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}"
+"""A region name, whole (``fullmatch``); the v1 API's OpenAPI document declares the same."""
+_REGION_PATTERN = re.compile(REGION_PATTERN)
 NAME_LENGTH = 255
 """``subcloud.region_name`` and ``software_version`` are VARCHAR(255)."""
 IP_LENGTH = 64
@@ -137,7 +139,7 @@ def check_endpoints(value: Mapping[str, Any]) -> dict[str, str]:
     for name, url in value.items():
         if not isinstance(url, str):
             raise InvalidInput(f"endpoints.{name} must be a string, got {type(url).__name__}")
-        if problem := http_url_problem(url):
+        if problem := service_url_problem(url):
             raise InvalidInput(f"endpoints.{name} {problem}")
         urls[name] = url.rstrip("/")
     return urls
@@ -217,7 +219,7 @@ class SubcloudLifecycle:
         self._db = db
         self._events: SubcloudEvents = events or NoEvents()
         self.endpoint_types = tuple(endpoint_types)
-        self._address_required = address_required
+        self.address_required = address_required
 
     async def add_subcloud(
         self,
@@ -239,7 +241,7 @@ class SubcloudLifecycle:
         types = self.endpoint_types
         if endpoint_types is not None:
             types = check_endpoint_types(endpoint_types, self.endpoint_types)
-        if self._address_required:
+        if self.address_required:
             check_address(ip, GivenEndpoints(**urls), types)
         with _change_and_notice():
             row = await self._db.add_subcloud(
@@ -316,7 +318,7 @@ class SubcloudLifecycle:
         check_choice("management_state", management_state, MANAGEMENT_STATES)
         check_choice("availability_status", availability_status, AVAILABILITY_STATES)
         row = await self._db.get_subcloud(subcloud_name)
-        if self._address_required and (management_ip is not None or urls is not None):
+        if self.address_required and (management_ip is not None or urls is not None):
             check_address(
                 row.management_ip if management_ip is None else management_ip,
                 row.endpoints if urls is None else GivenEndpoints(**urls),

@@ -18,3 +18,8 @@ def storable_text(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+NUL_FREE_PATTERN = r"^[^\x00]*$"
+""":func:`storable_text` as a JSON Schema pattern, for the OpenAPI document: the NUL half (no
+pattern can name a lone surrogate, and JSON text that is valid UTF-8 holds none)."""

@@ -3,7 +3,7 @@
 Routes (all under ``/v1.0/<project_id>`` need a token the master keystone validates; a change,
 any method but GET and HEAD, needs the admin role on the admin project: docs/behaviour.md):
 
-- ``GET /`` version document, no token (``POST/PUT/PATCH/DELETE /`` are 405)
+- ``GET /`` version document, no token (any other method on ``/`` is 405)
 - ``POST .../subclouds`` add (optionally with its service URLs and endpoint types),
   ``GET .../subclouds`` list with per-endpoint sync status
 - ``GET|PUT|DELETE .../subclouds/<region>`` show, update states, IP or URLs, delete
@@ -17,7 +17,9 @@ any method but GET and HEAD, needs the admin role on the admin project: docs/beh
 - ``GET /openapi.json`` the OpenAPI 3 description of all of the above (no token)
 
 Errors are JSON ``{"error": <kind>, "detail": <what is wrong>}`` built in one place from
-exceptions, so handlers read as the happy path.
+exceptions, so handlers read as the happy path. HTTP's own methods come from the route table:
+``HEAD`` wherever ``GET`` is, ``OPTIONS`` everywhere (200 with ``Allow``), and a 405 names the
+allowed methods in ``Allow`` (RFC 9110).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any, Protocol
 
 from quart import Response, jsonify, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from dcorch import constants
 from dcorch.api import validation
@@ -93,8 +95,9 @@ ADMIN_PROJECT_DOMAIN_ID = "default"
 """The admin project is keystone's default domain's (a domain admin may name a project admin)."""
 PUBLIC_PATHS = frozenset({"/", "/health", "/metrics", "/openapi.json"})
 """Answered without a token (probes and scrapers carry none)."""
-READ_METHODS = frozenset({"GET", "HEAD"})
-"""Any valid token may read; every other method changes something and needs the admin."""
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Any valid token may read (HTTP's safe methods); every other method changes something and
+needs the admin."""
 
 
 def may_change(caller: Caller, admin_project: str) -> bool:
@@ -155,7 +158,6 @@ def create_api_app(
         db, events=events, endpoint_types=endpoint_types, address_required=address_required
     )
     app = QuartTrio("dcorch.api")
-    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     series = metrics or Metrics()
 
     @app.before_request
@@ -195,7 +197,7 @@ def create_api_app(
         if not request.path.startswith("/v1.0/"):
             return None
         response = _error(405, "method_not_allowed", changes_refused)
-        response.headers["Allow"] = "GET, HEAD"
+        response.headers["Allow"] = "GET, HEAD, OPTIONS"
         return response
 
     @app.after_request
@@ -221,12 +223,15 @@ def create_api_app(
 
     @app.errorhandler(HTTPException)
     async def _http(exc: HTTPException) -> Response:
-        return _error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), str(exc))
+        response = _error(
+            exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), str(exc)
+        )
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return response
 
-    @app.route("/", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"])
+    @app.get("/")
     async def _root() -> Response:
-        if request.method != "GET":
-            return _error(405, "method_not_allowed", f"{request.method} is not allowed on /")
         href = request.host_url.rstrip("/") + "/v1.0/"
         return jsonify(
             {
@@ -265,7 +270,14 @@ def create_api_app(
 
     @app.get("/openapi.json")
     async def _openapi() -> Response:
-        return jsonify(openapi_document(request.host_url))
+        return jsonify(
+            openapi_document(
+                request.host_url,
+                endpoint_types=changes.endpoint_types,
+                address_required=changes.address_required,
+                read_only=changes_refused is not None,
+            )
+        )
 
     @app.get("/metrics")
     async def _metrics() -> Response:
@@ -280,7 +292,7 @@ def create_api_app(
         body = series.render(extra=[by_state])
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def _body(spec: dict[str, validation.FieldSpec]) -> dict[str, Any]:
+    async def _body(spec: validation.BodySpec) -> dict[str, Any]:
         raw = await request.get_data(as_text=False)
         assert isinstance(raw, bytes)
         return validation.check_fields(validation.parse_json_object(raw), spec)
@@ -324,8 +336,6 @@ def create_api_app(
     @app.put("/v1.0/<project_id>/subclouds/<region>")
     async def _update(project_id: str, region: str) -> Response:
         body = await _body(validation.UPDATE_STATES)
-        if not body:
-            raise BadRequest("nothing to update")
         await changes.update_subcloud(
             region,
             sw_version=body.get("software_version"),
@@ -372,15 +382,7 @@ def create_api_app(
     async def _orch_requests(project_id: str, region: str) -> Response:
         await db.get_subcloud(region)
         states = request.args.getlist("state") or list(constants.ORCH_REQUEST_PENDING_STATES)
-        allowed = {
-            constants.ORCH_REQUEST_COMPLETED,
-            constants.ORCH_REQUEST_QUEUED,
-            constants.ORCH_REQUEST_IN_PROGRESS,
-            constants.ORCH_REQUEST_FAILED,
-            constants.ORCH_REQUEST_TIMED_OUT,
-            constants.ORCH_REQUEST_ABORTED,
-        }
-        bad = sorted(set(states) - allowed)
+        bad = sorted(set(states) - set(validation.ORCH_REQUEST_STATES))
         if bad:
             raise BadRequest(f"unknown state(s): {', '.join(bad)}")
         live = tuple(s for s in states if s != constants.ORCH_REQUEST_COMPLETED)

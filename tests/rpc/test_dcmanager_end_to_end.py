@@ -237,7 +237,7 @@ async def test_dcmanager_drives_the_lifecycle_and_receives_status_casts(
         assert refused.status_code == 405, refused.text
         assert refused.json()["error"] == "method_not_allowed"
         assert "rpc.front_doors" in refused.json()["detail"]
-        assert refused.headers["allow"] == "GET, HEAD"
+        assert refused.headers["allow"] == "GET, HEAD, OPTIONS"
         assert (await dc.client.delete(f"{api}/{regions[0]}", headers=dc.auth)).status_code == 405
         health = (await dc.client.get(f"{dc.api_url}/health")).json()
         assert health["status"] == "ok"
