@@ -119,6 +119,17 @@ def postgres_database(prefix: str = "dcorch_fuzz") -> Iterator[str]:
         _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+async def _close_in_thread(cleanup: ExitStack) -> None:
+    """Close ``cleanup`` (it drops a PostgreSQL database: blocking) even when cancelled.
+
+    The agent stops by cancellation; unshielded, ``to_thread.run_sync`` raised at once and the
+    database's context manager was left to the garbage collector, whose late ``DROP DATABASE``
+    failed a later test that had stopped PostgreSQL.
+    """
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(cleanup.close)
+
+
 def keystone_database(directory: Path, postgres_url: str = "") -> str:
     """A fresh keystone 30 database, migrated and bootstrapped by keystone-manage.
 
@@ -228,7 +239,7 @@ class FuzzSystem:
 
         async def run() -> None:
             async with AsyncExitStack() as stack:
-                stack.push_async_callback(trio.to_thread.run_sync, cleanup.close)
+                stack.push_async_callback(_close_in_thread, cleanup)
                 stack.callback(shutil.rmtree, directory, True)
                 agent = await stack.enter_async_context(open_dbsync_agent(settings, port=0))
                 probe = await stack.enter_async_context(
