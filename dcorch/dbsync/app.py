@@ -30,6 +30,7 @@ from dcorch.dbsync.contract import RecordError
 from dcorch.dbsync.store import KeystoneStore, StoreUnavailable
 from dcorch.proxy.auth import TokenValidator
 from dcorch.proxy.errors import ValidationUnavailable, error_response, keystone_error_response
+from dcorch.text import storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,15 @@ def create_dbsync_app(
         if ADMIN_ROLE not in info.roles:
             return keystone_error_response(403, FORBIDDEN)
         return None
+
+    @app.url_value_preprocessor
+    def _unstorable_id(endpoint: str | None, values: dict[str, Any] | None) -> None:
+        # No record has an id the database cannot even be asked about (PostgreSQL refuses a
+        # NUL in a query: 500s found by ./just fuzz); such an id is simply not found.
+        for name in ("oid", "ref"):
+            value = (values or {}).get(name)
+            if isinstance(value, str) and not storable_text(value):
+                raise RecordError(404, f"the resource could not be found: {request.path}")
 
     @app.after_request
     async def _log(response: Response) -> Response:

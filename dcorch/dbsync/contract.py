@@ -147,6 +147,8 @@ def parse_user_event_id(event_id: str) -> tuple[str, datetime]:
     try:
         text = base64.urlsafe_b64decode(event_id.encode()).decode()
         user_id, issued = text.split("_", 1)
+        if not storable_text(user_id):  # no user has it; PostgreSQL refuses a NUL in a query
+            raise ValueError(user_id)
         return user_id, parse_datetime(issued)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise RecordError(404, "Invalid event ID format") from None

@@ -170,6 +170,21 @@ def test_create_takes_the_first_top_level_object() -> None:
     assert order.source_resource_id == "u7"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbf{"user": {"name": "bom"}}',
+        '{"user": {"name": "utf16"}}'.encode("utf-16"),
+        b'{"user": {"name": "x", "note": "\xed\xa0\x80"}}',
+    ],
+)
+def test_a_body_the_master_reads_but_not_utf8_text_is_recorded_reserialised(body: bytes) -> None:
+    """Found by ./just fuzz: keystone (Python's json) took these creates, the proxy recorded no
+    work, and the subclouds never got them until an audit."""
+    [order] = orders_for("PATCH", "/v3/users/u1", body=body)
+    assert json.loads(order.resource_info) == json.loads(body)
+
+
 @pytest.mark.parametrize("body", [b"", b"not json", b"\xff\xfe{}", b'{"a": '])
 def test_non_json_request_body_is_unusable(body: bytes) -> None:
     with pytest.raises(UnusableExchange, match="request body is not JSON"):

@@ -232,3 +232,29 @@ def test_text_the_database_cannot_hold_is_refused(
     assert answer.status_code == status, answer.text
     assert isinstance(answer.json()["detail"], str)
     assert system.snapshot("api") == before
+
+
+@pytest.mark.keystone
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/identity/roles/%00"),
+        ("PUT", "/identity/users/a%00b"),
+        ("GET", "/identity/token-revocation-events/audits/%00"),
+        ("DELETE", "/identity/token-revocation-events/audits/%00"),
+        ("GET", "/identity/token-revocation-events/users/AF8yMDI2LTAxLTAxVDAwOjAwOjAw"),
+    ],
+)
+def test_agent_ids_no_row_can_have_are_404(system: FuzzSystem, method: str, path: str) -> None:
+    """Found by ./just fuzz with the agent on PostgreSQL: a NUL in an id in the path (or in a
+    per-user event id's user) reached the query and came back as a 500."""
+    system.start_agent()
+    before = system.snapshot("dbsync-agent")
+    answer = system.http.request(
+        method,
+        system.base_url("dbsync-agent") + path,
+        content=b'{"role": {}}' if method == "PUT" else None,
+        headers={"X-Auth-Token": system.spare_token, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 404, answer.text
+    assert system.snapshot("dbsync-agent") == before
